@@ -1,0 +1,1 @@
+"""The only code that reaches the running system. Every backend takes a finished Plan."""

@@ -1,0 +1,228 @@
+"""Plain values shared by every stage: ranges, memory regions, segments, requests, plans, system facts.
+
+No I/O and no policy here. Ranges are half-open: `end` is exclusive, `last` inclusive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PAGE_SIZE = 4096
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+
+# e820 types (arch/x86/include/asm/e820/types.h); multiboot uses 1..5 with the same meaning.
+E820_RAM = 1
+E820_RESERVED = 2
+E820_ACPI = 3
+E820_NVS = 4
+E820_UNUSABLE = 5
+E820_PMEM = 7
+E820_PRAM = 12
+
+E820_NAMES = {
+    E820_RAM: "System RAM",
+    E820_RESERVED: "reserved",
+    E820_ACPI: "ACPI Tables",
+    E820_NVS: "ACPI Non-volatile Storage",
+    E820_UNUSABLE: "Unusable memory",
+    E820_PMEM: "Persistent Memory",
+    E820_PRAM: "Persistent Memory (legacy)",
+}
+
+# kexec_load flags (include/uapi/linux/kexec.h)
+KEXEC_ON_CRASH = 0x1
+KEXEC_ARCH_X86_64 = 62 << 16
+KEXEC_ARCH_386 = 3 << 16
+KEXEC_ARCH_MASK = 0xFFFF0000
+KEXEC_SEGMENT_MAX = 16
+
+
+def align_up(value: int, align: int) -> int:
+    return (value + align - 1) // align * align
+
+
+def align_down(value: int, align: int) -> int:
+    return value // align * align
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Range:
+    """Physical address range [start, start + size)."""
+
+    start: int
+    size: int
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.size < 0:
+            raise ValueError(f"negative range {self.start:#x}+{self.size:#x}")
+
+    @classmethod
+    def between(cls, start: int, end: int) -> Range:
+        return cls(start, max(0, end - start))
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    @property
+    def last(self) -> int:
+        return self.start + self.size - 1
+
+    def overlaps(self, other: Range) -> bool:
+        return self.start < other.end and other.start < self.end
+
+    def contains(self, other: Range) -> bool:
+        return self.start <= other.start and other.end <= self.end
+
+    def intersect(self, other: Range) -> Range | None:
+        start, end = max(self.start, other.start), min(self.end, other.end)
+        return Range(start, end - start) if start < end else None
+
+    def minus(self, other: Range) -> list[Range]:
+        """What is left of self once other is taken out (0, 1 or 2 pieces)."""
+        if not self.overlaps(other):
+            return [self]
+        pieces = []
+        if self.start < other.start:
+            pieces.append(Range.between(self.start, other.start))
+        if other.end < self.end:
+            pieces.append(Range.between(other.end, self.end))
+        return pieces
+
+    def __str__(self) -> str:
+        return f"[{self.start:#x}, {self.end:#x})"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MemRegion:
+    """One entry of a memory map: a range and its e820 type."""
+
+    range: Range
+    type: int
+
+    @property
+    def is_ram(self) -> bool:
+        return self.type == E820_RAM
+
+    @property
+    def type_name(self) -> str:
+        return E820_NAMES.get(self.type, f"type {self.type}")
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """What one kexec segment holds: `data` copied to `mem`, zero-filled up to `memsz`."""
+
+    role: str  # kernel, initrd, boot-params, cmdline, purgatory, mbi, module, elfcorehdr, ...
+    mem: int
+    memsz: int
+    data: Any = field(repr=False, compare=False)  # bytes-like (bytes, memoryview of an mmap)
+    what: str = ""  # a few words for --dry-run: the file name, "zero page", ...
+
+    @property
+    def bufsz(self) -> int:
+        return len(self.data)
+
+    @property
+    def range(self) -> Range:
+        return Range(self.mem, self.memsz)
+
+
+@dataclass(frozen=True, slots=True)
+class LinuxEntry:
+    """Where a Linux target gets control: the 64-bit entry and the zero page handed in rsi."""
+
+    boot_params: int
+    kernel_entry: int
+
+
+@dataclass(frozen=True, slots=True)
+class MultibootEntry:
+    """Where a multiboot target gets control: eax = magic, ebx = info."""
+
+    magic: int
+    info: int
+    entry: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything a backend needs to load an image; printed by --dry-run, saved by --plan-out."""
+
+    entry: int
+    flags: int
+    segments: tuple[Segment, ...]
+    linux: LinuxEntry | None = None
+    multiboot: MultibootEntry | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def crash(self) -> bool:
+        return bool(self.flags & KEXEC_ON_CRASH)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgatoryOptions:
+    """kexec-tools' purgatory switches (-i, --console-serial, --serial, --serial-baud, --console-vga, --reset-vga)."""
+
+    checks: bool = True
+    console_serial: bool = False
+    serial_port: int = 0x3F8
+    serial_baud: int = 115200
+    console_vga: bool = False
+    reset_vga: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """A multiboot module: its bytes and its command line (which starts with its name)."""
+
+    name: str
+    data: Any = field(repr=False)
+    cmdline: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadRequest:
+    """What the user asked to load, with every file already read (bytes or mmap views)."""
+
+    kernel: Any = field(repr=False)  # bytes-like, decompressed
+    kernel_name: str = "kernel"
+    cmdline: str = ""
+    initrd: Any = field(default=None, repr=False)
+    initrd_name: str = ""
+    modules: tuple[Module, ...] = ()
+    image_type: str | None = None  # --type
+    args_style: str | None = None  # --args-linux / --args-elf / --args-none
+    crash: bool = False  # -p
+    purgatory: PurgatoryOptions = PurgatoryOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class IomemEntry:
+    """One line of /proc/iomem: inclusive end as printed, nesting depth from the indentation."""
+
+    range: Range
+    name: str
+    depth: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SystemFacts:
+    """What a plan needs to know about the machine it will run on. Read live or loaded from a snapshot."""
+
+    memmap: tuple[MemRegion, ...]  # firmware map (/sys/firmware/memmap), else /proc/iomem
+    boot_params: bytes | None = field(default=None, repr=False)  # running kernel's zero page, 4096 bytes
+    cmdline: str = ""  # /proc/cmdline
+    iomem: tuple[IomemEntry, ...] = ()
+    acpi_rsdp: int | None = None  # from boot_params or /sys/firmware/efi/systab
+    source: str = ""  # "live /", "snapshot fixtures/x.json"
+
+    def ram(self) -> tuple[Range, ...]:
+        return tuple(r.range for r in self.memmap if r.is_ram)
+
+    def crash_regions(self) -> tuple[Range, ...]:
+        return tuple(e.range for e in self.iomem if e.name == "Crash kernel")
