@@ -1,0 +1,67 @@
+"""The library surface: read what the user named, plan it for a machine, hand the plan to a backend.
+
+    facts = kexloader.system.read_facts()            # or system.load_snapshot("target.json")
+    req = read_request("vmlinuz", initrd="initrd.img", cmdline="console=ttyS0")
+    plan = make_plan(req, facts)                     # pure: bytes + facts -> Plan
+    LinuxKexecBackend().load(plan)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import mmap
+from pathlib import Path
+
+from . import images
+from .errors import DecompressionError, KexloaderError
+from .formats import compression
+from .memory import EVERYWHERE
+from .model import LoadRequest, Plan, PurgatoryOptions, Range, SystemFacts
+
+DECOMPRESSED_LIMIT = 1 << 30  # a kernel, hypervisor or module larger than 1 GiB is a decompression bomb
+
+
+def read_file(path: str | Path, what: str):
+    """The file's bytes as a copy-on-write mapping (no copy, writable for ctypes), or bytes when empty."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            if size == 0:
+                return b""
+            return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+    except OSError as e:
+        raise KexloaderError(f"cannot read {what} {path}: {e.strerror}") from e
+    except ValueError as e:  # mmap of something that is not a regular file
+        raise KexloaderError(f"cannot read {what} {path}: {e}") from e
+
+
+def read_image(path: str | Path, what: str):
+    """An image file, decompressed when its content says it is compressed (never by its name)."""
+    data = read_file(path, what)
+    try:
+        out, _ = compression.maybe_decompress(data, limit=DECOMPRESSED_LIMIT)
+    except compression.CompressionError as e:
+        raise DecompressionError(f"{what} {path}: {e}") from e
+    return out
+
+
+def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdline: str = "",
+                 image_type: str | None = None, crash: bool = False,
+                 purgatory: PurgatoryOptions = PurgatoryOptions()) -> LoadRequest:
+    """Read the kernel (decompressed) and the initrd (as is: the new kernel unpacks it itself)."""
+    return LoadRequest(
+        kernel=read_image(kernel, "kernel"), kernel_name=str(kernel), cmdline=cmdline,
+        initrd=read_file(initrd, "initrd") if initrd is not None else None,
+        initrd_name=str(initrd) if initrd is not None else "",
+        image_type=image_type, crash=crash, purgatory=purgatory)
+
+
+def make_plan(req: LoadRequest, facts: SystemFacts, *, window: Range = EVERYWHERE) -> Plan:
+    """Pure: the plan that loads `req` on the machine `facts` describe, inside `window` (--mem-min/--mem-max)."""
+    kind = images.detect(req.kernel, req.kernel_name, req.image_type)
+    if req.crash:
+        from .errors import NotSupportedYet
+        raise NotSupportedYet("-p (load a crash kernel) is not supported yet")
+    usable = [part for r in facts.ram() if (part := r.intersect(window)) is not None]
+    plan = kind.plan(req, facts, usable)
+    return dataclasses.replace(plan, notes=plan.notes + (f"facts: {facts.source}",))

@@ -1,0 +1,72 @@
+"""The Linux zero page handed to the new kernel, built fresh from the image's header and the system facts.
+
+Not copied from the running kernel: only fields that describe the hardware (screen_info,
+hardware_subarch, the ACPI RSDP) are taken from it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from .errors import NotSupportedYet
+from .formats import bootparams as bp
+from .formats import bzimage as bz
+from .model import MemRegion, MiB, Range
+
+TYPE_OF_LOADER_KEXEC = 0xD0  # boot.rst loader ID 0xD ("kexec-tools"), version 0: we stand in for it
+SCREEN_INFO_DEFAULT = bytes([0, 0, 0, 0, 0, 0, 0, 80, 0, 0, 0, 0, 0, 0, 25, 1, 16, 0]).ljust(bp.SCREEN_INFO_SIZE, b"\0")
+HARDWARE_SUBARCH = slice(0x23C, 0x248)  # hardware_subarch + hardware_subarch_data
+
+
+def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memmap: Sequence[MemRegion],
+                    running: bytes | None, acpi_rsdp: int | None) -> bytes:
+    """4096 bytes of `struct boot_params` for a 64-bit boot protocol entry.
+
+    image: the bzImage (only its first sectors are read); cmdline: where the NUL-terminated command
+    line sits (size without NUL); running: the current kernel's boot_params, if known."""
+    page = bytearray(bp.BOOT_PARAMS_SIZE)
+    # The header as the image declares it, and no further: bytes past it are not header (boot.rst).
+    jump = struct.unpack_from("<H", image, 0x200)[0]
+    end = min(bz.header_end(jump), bp.OFFSETS["hdr"] + bz.SETUP_HEADER_SIZE)
+    page[bp.OFFSETS["hdr"]:end] = image[bp.OFFSETS["hdr"]:end]
+    params = bp.BootParams.parse(bytes(page))
+    hdr = params.hdr
+
+    params.screen_info = running[: bp.SCREEN_INFO_SIZE] if running else SCREEN_INFO_DEFAULT
+    if running:
+        page_subarch = running[HARDWARE_SUBARCH]
+        hdr.hardware_subarch, hdr.hardware_subarch_data = struct.unpack("<IQ", page_subarch)
+    params.acpi_rsdp_addr = acpi_rsdp or 0
+
+    hdr.type_of_loader = TYPE_OF_LOADER_KEXEC
+    hdr.loadflags = 0  # as kexec-tools and the kernel's kexec_file loader: no heap, no KEEP_SEGMENTS
+    hdr.cmd_line_ptr, params.ext_cmd_line_ptr = _split(cmdline.start)
+    if initrd:
+        hdr.ramdisk_image, params.ext_ramdisk_image = _split(initrd.start)
+        hdr.ramdisk_size, params.ext_ramdisk_size = _split(initrd.size)
+    else:
+        hdr.ramdisk_image = hdr.ramdisk_size = params.ext_ramdisk_image = params.ext_ramdisk_size = 0
+    hdr.setup_data = 0
+
+    entries = [r for r in memmap if r.range.size]
+    if len(entries) > bp.E820_MAX_ENTRIES_ZEROPAGE:
+        raise NotSupportedYet(f"the memory map has {len(entries)} entries; more than "
+                              f"{bp.E820_MAX_ENTRIES_ZEROPAGE} needs SETUP_E820_EXT, which kexloader does not build yet")
+    table = [dict(addr=r.range.start, size=r.range.size, type=r.type) for r in entries]
+    params.e820_table = table + [dict(addr=0, size=0, type=0)] * (bp.E820_MAX_ENTRIES_ZEROPAGE - len(table))
+    params.e820_entries = len(table)
+    params.alt_mem_k = _kib_above_1m(entries)
+    return bp.BootParams.build(params)
+
+
+def _split(value: int) -> tuple[int, int]:
+    return value & 0xFFFFFFFF, value >> 32
+
+
+def _kib_above_1m(memmap: Sequence[MemRegion]) -> int:
+    """KiB of RAM from 1 MiB to the first hole (the legacy alt_mem_k field)."""
+    for r in memmap:
+        if r.is_ram and r.range.start <= MiB < r.range.end:
+            return min((r.range.end - MiB) >> 10, 0xFFFFFFFF)
+    return 0

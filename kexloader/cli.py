@@ -1,0 +1,301 @@
+"""`kexloader`, with kexec-tools' command line, messages and exit codes.
+
+Options are parsed like kexec-tools' getopt_long: options may follow the image path, long options
+take `--opt=X` or `--opt X` (the next word even if it starts with '-'), unique prefixes are accepted.
+This module is the only place an exception becomes an exit code.
+"""
+
+from __future__ import annotations
+
+import getopt
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, api, cmdline, memory, plan as plans, system
+from .backends.base import Backend
+from .backends.linux import LinuxKexecBackend
+from .backends.recording import RecordingBackend
+from .errors import EXIT_DIE, KexloaderError, NotSupportedYet, UsageError
+from .model import PurgatoryOptions, Range
+
+log = logging.getLogger("kexloader")
+
+SHORT = "h?vdfixyluet:pscaS"
+# name -> takes an argument
+LONG = {
+    "help": False, "version": False, "debug": False, "force": False, "no-ifdown": False, "no-sync": False,
+    "no-checks": False, "load": False, "unload": False, "exec": False, "type": True, "load-panic": False,
+    "kexec-file-syscall": False, "kexec-syscall": False, "kexec-syscall-auto": False, "status": False,
+    "mem-min": True, "mem-max": True, "reuseinitrd": False, "print-ckr-size": False,
+    "load-preserve-context": False, "load-jump-back-helper": False, "entry": True, "load-live-update": False,
+    "exec-live-update": False, "hotplug": False, "no-cma": False, "force-dtb": False,
+    # x86_64 arch options
+    "reset-vga": False, "serial": True, "serial-baud": True, "console-vga": False, "console-serial": False,
+    "elf32-core-headers": False, "elf64-core-headers": False, "pass-memmap-cmdline": False, "noefi": False,
+    "reuse-video-type": False,
+    # loader options
+    "command-line": True, "append": True, "reuse-cmdline": False, "initrd": True, "ramdisk": True,
+    "real-mode": False, "entry-32bit": False, "args-linux": False, "args-elf": False, "args-none": False,
+    "module": True, "dtb": True, "vmm": True,
+    # kexloader extras
+    "dry-run": False, "plan-out": True, "plan-in": True, "facts": True,
+}
+SHORT_TO_LONG = {"h": "help", "?": "?", "v": "version", "d": "debug", "f": "force", "i": "no-checks",
+                 "x": "no-ifdown", "y": "no-sync", "l": "load", "u": "unload", "e": "exec", "t": "type",
+                 "p": "load-panic", "s": "kexec-file-syscall", "c": "kexec-syscall", "a": "kexec-syscall-auto",
+                 "S": "status"}
+NOT_YET = {
+    "load-panic": "-p (load a crash kernel)", "kexec-file-syscall": "-s (kexec_file_load)",
+    "module": "--module", "vmm": "--vmm", "args-linux": "--args-linux", "args-elf": "--args-elf",
+    "args-none": "--args-none", "load-preserve-context": "--load-preserve-context",
+    "load-jump-back-helper": "--load-jump-back-helper", "load-live-update": "--load-live-update",
+    "exec-live-update": "--exec-live-update", "hotplug": "--hotplug", "real-mode": "--real-mode",
+    "entry-32bit": "--entry-32bit", "dtb": "--dtb", "pass-memmap-cmdline": "--pass-memmap-cmdline",
+    "reuse-video-type": "--reuse-video-type", "elf32-core-headers": "--elf32-core-headers",
+    "elf64-core-headers": "--elf64-core-headers",
+}
+
+USAGE = """\
+Usage: kexloader [OPTION]... [kernel]
+Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
+
+ -h, --help               Print this help.
+ -v, --version            Print the version.
+ -l, --load               Load the new kernel into the current kernel.
+ -e, --exec               Execute a currently loaded kernel.
+ -f, --force              Load and execute at once (no shutdown).
+ -u, --unload             Unload the loaded kernel (with -p: the crash kernel).
+ -S, --status             Exit 1 if a kernel is loaded (-l: normal, default or -p: crash), else 0.
+ -t, --type=TYPE          Force the image type (bzImage64, ...).
+ -i, --no-checks          Skip the purgatory's SHA-256 verification.
+ -x, --no-ifdown          Accepted (kexloader does not take interfaces down).
+ -y, --no-sync            Do not sync before -e/-f.
+ -c, --kexec-syscall      Use kexec_load (the only syscall kexloader uses today).
+ -a, --kexec-syscall-auto Accepted; kexloader uses kexec_load.
+ -d, --debug              Print the segment table and error details.
+     --command-line=STR, --append=STR   The new kernel's command line (the last one wins).
+     --reuse-cmdline      Start from the running kernel's command line (without BOOT_IMAGE=).
+     --initrd=FILE, --ramdisk=FILE      The initial ramdisk.
+     --mem-min=ADDR, --mem-max=ADDR     Place segments only inside [ADDR, ADDR].
+     --console-serial, --serial=ttySn|0xPORT, --serial-baud=N, --console-vga, --reset-vga
+                          Purgatory console output.
+     --print-ckr-size     Print the size of the crash kernel region and exit.
+ kexloader extras:
+     --dry-run            Build the plan, print it, load nothing.
+     --plan-out=DIR       Also write plan.json and one file per segment to DIR.
+     --plan-in=DIR        Load a plan saved with --plan-out instead of reading images.
+     --facts=SNAPSHOT     Plan for the machine described by a saved snapshot (with --dry-run).
+"""
+
+
+@dataclass
+class Options:
+    action: str | None = None  # load, exec, unload, status, force; None = load then shut down (kexec-tools)
+    kernel: str | None = None
+    crash: bool = False
+    append: str | None = None
+    reuse_cmdline: bool = False
+    initrd: str | None = None
+    image_type: str | None = None
+    debug: bool = False
+    sync: bool = True
+    status_kind: str | None = None  # which image -S asks about
+    mem_min: int = 0
+    mem_max: int = memory.ADDRESS_LIMIT - 1
+    dry_run: bool = False
+    plan_out: str | None = None
+    plan_in: str | None = None
+    facts: str | None = None
+    purgatory: dict = field(default_factory=dict)
+    print_ckr_size: bool = False
+    show: str | None = None  # help, usage-error, version
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    longopts = [name + ("=" if arg else "") for name, arg in LONG.items()]
+    try:
+        pairs, rest = getopt.gnu_getopt(list(argv), SHORT, longopts)
+    except getopt.GetoptError as e:
+        raise UsageError(f"{e.msg}; see kexloader --help") from None
+    o = Options()
+    for flag, value in pairs:
+        name = flag.lstrip("-")
+        name = SHORT_TO_LONG.get(name, name) if not flag.startswith("--") else name
+        _apply(o, name, value)
+    if len(rest) > 1:
+        raise UsageError(f"more than one image given: {' '.join(rest)}")
+    o.kernel = rest[0] if rest else None
+    return o
+
+
+def _apply(o: Options, name: str, value: str) -> None:
+    if name in NOT_YET:
+        raise NotSupportedYet(f"{NOT_YET[name]} is not supported yet")
+    if name == "help":
+        o.show = "help"
+    elif name == "?":
+        o.show = "usage-error"
+    elif name == "version":
+        o.show = "version"
+    elif name in ("load", "exec", "unload", "force"):
+        o.action = name
+        if name == "load":
+            o.status_kind = "load"
+    elif name == "status":
+        o.action = "status"
+    elif name == "debug":
+        o.debug = True
+    elif name == "no-sync":
+        o.sync = False
+    elif name in ("no-ifdown", "kexec-syscall", "kexec-syscall-auto", "noefi", "no-cma", "force-dtb"):
+        pass  # accepted; see USAGE for what each means here
+    elif name == "no-checks":
+        o.purgatory["checks"] = False
+    elif name in ("append", "command-line"):
+        o.append = value  # the last one wins, as in kexec-tools
+    elif name == "reuse-cmdline":
+        o.reuse_cmdline = True
+    elif name in ("initrd", "ramdisk"):
+        o.initrd = value
+    elif name == "type":
+        o.image_type = value
+    elif name in ("mem-min", "mem-max"):
+        setattr(o, name.replace("-", "_"), _number(name, value))
+    elif name == "console-serial":
+        o.purgatory["console_serial"] = True
+    elif name == "console-vga":
+        o.purgatory["console_vga"] = True
+    elif name == "reset-vga":
+        o.purgatory["reset_vga"] = True
+    elif name == "serial":
+        o.purgatory["serial_port"] = _serial_port(value)
+    elif name == "serial-baud":
+        baud = _number(name, value)
+        if not 9600 <= baud <= 115200 or 115200 % baud:
+            raise UsageError(f"--serial-baud={value}: must be between 9600 and 115200 and divide 115200")
+        o.purgatory["serial_baud"] = baud
+    elif name == "print-ckr-size":
+        o.print_ckr_size = True
+    elif name == "reuseinitrd":
+        raise NotSupportedYet("--reuseinitrd is not implemented on x86 (as in kexec-tools)")
+    elif name == "entry":
+        raise NotSupportedYet("--entry (with --load-jump-back-helper) is not supported yet")
+    elif name == "dry-run":
+        o.dry_run = True
+    elif name == "plan-out":
+        o.plan_out = value
+    elif name == "plan-in":
+        o.plan_in = value
+    elif name == "facts":
+        o.facts = value
+    else:  # a name in LONG with no branch here is a kexloader bug
+        raise NotSupportedYet(f"--{name} is not supported yet")
+
+
+def _number(name: str, value: str) -> int:
+    try:
+        return int(value, 0)
+    except ValueError:
+        raise UsageError(f"--{name}={value}: not a number") from None
+
+
+def _serial_port(value: str) -> int:
+    ports = {"ttyS0": 0x3F8, "ttyS1": 0x2F8, "ttyS2": 0x3E8, "ttyS3": 0x2E8}
+    if value in ports:
+        return ports[value]
+    port = _number("serial", value)
+    if not 0 < port < 0x10000:
+        raise UsageError(f"--serial={value}: not an I/O port")
+    return port
+
+
+def run(o: Options, backend: Backend, out=sys.stdout) -> int:
+    if o.show == "help":
+        out.write(USAGE)
+        return 0
+    if o.show == "version":
+        out.write(f"kexloader {__version__}\n")
+        return 0
+    if o.show == "usage-error":
+        sys.stderr.write(USAGE)
+        return EXIT_DIE
+    if o.print_ckr_size:
+        regions = system.read_facts().crash_regions()
+        out.write(f"{regions[-1].size if regions else 0}\n")
+        return 0
+    if o.action == "status":
+        kind = o.crash or o.status_kind != "load"
+        return 1 if backend.loaded(kind) else 0
+    if o.action == "unload":
+        backend.unload(o.crash)
+        return 0
+    if o.action == "exec":
+        if not backend.loaded(False):
+            raise KexloaderError("nothing has been loaded", hint="load a kernel with -l first")
+        backend.execute()
+        return 0
+    # load (-l), force (-f), or no action: load then shut down, as kexec-tools
+    the_plan = _build_plan(o)
+    if o.debug or o.dry_run:
+        print(plans.describe(the_plan), file=out if o.dry_run else sys.stderr)
+    if o.plan_out:
+        plans.write_dir(the_plan, Path(o.plan_out))
+    if o.dry_run:
+        return 0
+    backend.load(the_plan)
+    if o.action == "force":
+        backend.execute()
+    elif o.action is None:
+        _shutdown_reboot()
+    return 0
+
+
+def _build_plan(o: Options):
+    if o.plan_in:
+        return plans.read_dir(Path(o.plan_in))
+    if not o.kernel:
+        raise UsageError("no kernel image given", hint="kexloader -l KERNEL [--initrd=FILE] [--append=STRING]")
+    if o.facts and not o.dry_run:
+        raise UsageError("--facts describes another machine: use it with --dry-run")
+    facts = system.load_snapshot(Path(o.facts)) if o.facts else system.read_facts()
+    line = cmdline.compose(cmdline.reused(facts.cmdline, crash=o.crash) if o.reuse_cmdline else None, o.append)
+    req = api.read_request(o.kernel, initrd=o.initrd, cmdline=line, image_type=o.image_type, crash=o.crash,
+                           purgatory=PurgatoryOptions(**o.purgatory))
+    window = Range.between(o.mem_min, o.mem_max + 1)
+    return api.make_plan(req, facts, window=window)
+
+
+def _shutdown_reboot() -> None:
+    """kexec-tools without -l/-e/-f: load, then let init shut down and kexec (shutdown -r now)."""
+    for path in ("/sbin/shutdown", "/etc/shutdown", "/bin/shutdown"):
+        if os.access(path, os.X_OK):
+            os.execv(path, [path, "-r", "now"])
+    raise KexloaderError("loaded, but no shutdown command was found to reboot into it",
+                         hint="run kexloader -e to start the new kernel")
+
+
+def main(argv: Sequence[str] | None = None, backend_factory: Callable[[], Backend] = LinuxKexecBackend) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = any(a in ("-d", "--debug") for a in argv)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="kexloader: %(message)s")
+    try:
+        o = parse_args(argv)
+        backend = RecordingBackend() if o.dry_run else backend_factory()
+        return run(o, backend)
+    except KexloaderError as e:
+        if debug:
+            traceback.print_exc()
+        hint = f"; {e.hint}" if e.hint else ""
+        print(f"kexloader: {e}{hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry_point() -> None:
+    sys.exit(main())

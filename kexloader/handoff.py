@@ -1,0 +1,47 @@
+"""The last placement step shared by every image kind: digest the segments, then place the purgatory.
+
+The purgatory recomputes the same SHA-256 over the same regions before it hands over, so the
+digest covers each segment's buffer followed by its zero fill, segments in address order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from .memory import Layout
+from .model import PurgatoryOptions, Range, Segment
+from .purgatory.program import Backup, Region, build_purgatory
+
+ZEROS = bytes(1 << 20)
+
+
+def segments_digest(segments: Sequence[Segment]) -> tuple[tuple[Region, ...], bytes]:
+    """Regions in address order and the SHA-256 of their contents as the new system will see them."""
+    h = hashlib.sha256()
+    regions = []
+    for seg in sorted(segments, key=lambda s: s.mem):
+        h.update(seg.data)
+        pad = seg.memsz - seg.bufsz
+        while pad > 0:
+            h.update(ZEROS[: min(pad, len(ZEROS))])
+            pad -= len(ZEROS)
+        regions.append(Region(seg.mem, seg.memsz))
+    return tuple(regions), h.digest()
+
+
+def attach_purgatory(layout: Layout, handoff, options: PurgatoryOptions, *, window: Range,
+                     backup: Backup | None = None, entry_mode: str = "64") -> int:
+    """Place the purgatory in `window`, built for its final address; returns the plan's entry point."""
+    hashed = tuple(layout.segments)
+    if options.checks:
+        regions, digest = segments_digest(hashed)
+    else:
+        regions, digest = (), None
+    kw = dict(regions=regions, digest=digest, options=options, backup=backup, entry_mode=entry_mode)
+    # The code's size does not depend on where it goes: build once to learn it, then for real.
+    trial = build_purgatory(window.start, handoff, **kw)
+    seg = layout.place("purgatory", trial.code, memsz=trial.memsz, window=window, what="generated entry code")
+    image = build_purgatory(seg.mem, handoff, **kw)
+    layout.replace(seg, image.code)
+    return image.entry

@@ -1,0 +1,202 @@
+"""Facts about a machine, read live from /sys and /proc, or saved to and loaded from a JSON snapshot.
+
+Every reader takes `root` so tests (and offline builds) can point it at a copy of another machine's files.
+Readers report; they decide nothing.
+
+    python3 -m kexloader.system save OUT.json     # snapshot this machine
+    python3 -m kexloader.system show [IN.json]    # print a snapshot (or the live facts)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import struct
+import sys
+from pathlib import Path
+
+from .errors import SystemFactsError
+from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, E820_UNUSABLE, IomemEntry,
+                    MemRegion, Range, SystemFacts)
+
+SNAPSHOT_VERSION = 1
+
+# Type names of /sys/firmware/memmap/N/type and /proc/iomem (arch/x86/kernel/e820.c e820_type_to_string).
+TYPE_BY_NAME = {
+    "System RAM": E820_RAM,
+    "ACPI Tables": E820_ACPI,
+    "ACPI Non-volatile Storage": E820_NVS,
+    "reserved": E820_RESERVED,
+    "Reserved": E820_RESERVED,
+    "Unusable memory": E820_UNUSABLE,
+    "Persistent Memory (legacy)": E820_PRAM,
+    "Persistent Memory": E820_PMEM,
+    "Soft Reserved": E820_RESERVED,
+    "Unknown E820 type": E820_RESERVED,
+}
+
+ACPI_RSDP_OFFSET = 0x70  # boot_params.acpi_rsdp_addr
+
+
+def read_memmap(root: Path = Path("/")) -> tuple[MemRegion, ...]:
+    """The firmware memory map (/sys/firmware/memmap: what the firmware gave, before mem=/memmap= edits)."""
+    base = root / "sys/firmware/memmap"
+    try:
+        entries = []
+        for d in sorted(base.iterdir(), key=lambda p: int(p.name)):
+            start = int((d / "start").read_text(), 16)
+            last = int((d / "end").read_text(), 16)  # inclusive
+            name = (d / "type").read_text().strip()
+            entries.append(MemRegion(Range(start, last - start + 1), TYPE_BY_NAME.get(name, E820_RESERVED)))
+    except (OSError, ValueError) as e:
+        raise SystemFactsError(f"cannot read the firmware memory map in {base}: {e}") from e
+    return tuple(sorted(entries))
+
+
+IOMEM_LINE = re.compile(r"^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
+
+
+def parse_iomem(text: str) -> tuple[IomemEntry, ...]:
+    entries = []
+    for line in text.splitlines():
+        m = IOMEM_LINE.match(line)
+        if not m:
+            continue
+        start, last = int(m[2], 16), int(m[3], 16)
+        if last < start:
+            continue
+        entries.append(IomemEntry(Range(start, last - start + 1), m[4].strip(), len(m[1]) // 2))
+    return tuple(entries)
+
+
+def read_iomem(root: Path = Path("/")) -> tuple[IomemEntry, ...]:
+    path = root / "proc/iomem"
+    try:
+        entries = parse_iomem(path.read_text())
+    except OSError as e:
+        raise SystemFactsError(f"cannot read {path}: {e.strerror}") from e
+    if entries and all(e.range.start == 0 for e in entries):
+        raise SystemFactsError(f"{path} shows only zero addresses", hint="run as root")
+    return entries
+
+
+def memmap_from_iomem(entries: tuple[IomemEntry, ...]) -> tuple[MemRegion, ...]:
+    """Top-level /proc/iomem entries with a known type, for kernels without /sys/firmware/memmap."""
+    return tuple(sorted(MemRegion(e.range, TYPE_BY_NAME[e.name]) for e in entries
+                        if e.depth == 0 and e.name in TYPE_BY_NAME))
+
+
+def read_boot_params(root: Path = Path("/")) -> bytes | None:
+    path = root / "sys/kernel/boot_params/data"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if len(data) == 4096 else None
+
+
+def read_efi_rsdp(root: Path = Path("/")) -> int | None:
+    """ACPI20= (else ACPI=) from /sys/firmware/efi/systab."""
+    try:
+        text = (root / "sys/firmware/efi/systab").read_text()
+    except OSError:
+        return None
+    found = dict(line.split("=", 1) for line in text.split() if "=" in line)
+    for key in ("ACPI20", "ACPI"):
+        if key in found:
+            return int(found[key], 16)
+    return None
+
+
+def read_facts(root: Path = Path("/")) -> SystemFacts:
+    """Everything a plan needs, from the running system under `root`."""
+    try:
+        iomem = read_iomem(root)
+    except SystemFactsError:
+        iomem = ()
+    if (root / "sys/firmware/memmap").is_dir():
+        memmap = read_memmap(root)
+    else:
+        memmap = memmap_from_iomem(iomem)
+    if not any(r.is_ram for r in memmap):
+        raise SystemFactsError("found no System RAM in /sys/firmware/memmap or /proc/iomem",
+                               hint="run as root on a Linux system, or give a snapshot")
+    boot_params = read_boot_params(root)
+    rsdp = struct.unpack_from("<Q", boot_params, ACPI_RSDP_OFFSET)[0] if boot_params else 0
+    try:
+        cmdline = (root / "proc/cmdline").read_text().strip()
+    except OSError:
+        cmdline = ""
+    return SystemFacts(memmap=memmap, boot_params=boot_params, cmdline=cmdline, iomem=iomem,
+                       acpi_rsdp=rsdp or read_efi_rsdp(root), source=f"live {root}")
+
+
+def facts_to_json(facts: SystemFacts) -> dict:
+    return {
+        "version": SNAPSHOT_VERSION,
+        "memmap": [[r.range.start, r.range.size, r.type] for r in facts.memmap],
+        "iomem": [[e.range.start, e.range.last, e.name, e.depth] for e in facts.iomem],
+        "boot_params": base64.b64encode(facts.boot_params).decode() if facts.boot_params else None,
+        "cmdline": facts.cmdline,
+        "acpi_rsdp": facts.acpi_rsdp,
+    }
+
+
+def facts_from_json(doc: dict, source: str = "snapshot") -> SystemFacts:
+    try:
+        if doc.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {doc.get('version')!r}, expected {SNAPSHOT_VERSION}")
+        bp = base64.b64decode(doc["boot_params"]) if doc.get("boot_params") else None
+        return SystemFacts(
+            memmap=tuple(sorted(MemRegion(Range(s, n), t) for s, n, t in doc["memmap"])),
+            iomem=tuple(IomemEntry(Range(s, last - s + 1), name, depth) for s, last, name, depth in doc.get("iomem", [])),
+            boot_params=bp,
+            cmdline=doc.get("cmdline", ""),
+            acpi_rsdp=doc.get("acpi_rsdp"),
+            source=source,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise SystemFactsError(f"{source}: not a kexloader snapshot: {e}") from e
+
+
+def save_snapshot(facts: SystemFacts, path: Path) -> None:
+    path.write_text(json.dumps(facts_to_json(facts), indent=1) + "\n")
+
+
+def load_snapshot(path: Path) -> SystemFacts:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise SystemFactsError(f"cannot read snapshot {path}: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise SystemFactsError(f"snapshot {path} is not JSON: {e}") from e
+    return facts_from_json(doc, f"snapshot {path}")
+
+
+def describe(facts: SystemFacts) -> str:
+    lines = [f"# {facts.source}"]
+    lines += [f"{r.range.start:#018x}-{r.range.last:#018x} {r.type_name}" for r in facts.memmap]
+    lines += [f"crash kernel region {r}" for r in facts.crash_regions()]
+    lines.append(f"acpi_rsdp {facts.acpi_rsdp:#x}" if facts.acpi_rsdp else "acpi_rsdp unknown")
+    lines.append(f"boot_params {'present' if facts.boot_params else 'absent'}; cmdline {facts.cmdline!r}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        if len(argv) == 2 and argv[0] == "save":
+            save_snapshot(read_facts(), Path(argv[1]))
+        elif argv[:1] == ["show"] and len(argv) <= 2:
+            print(describe(load_snapshot(Path(argv[1])) if len(argv) == 2 else read_facts()))
+        else:
+            print("usage: python3 -m kexloader.system save OUT.json | show [IN.json]", file=sys.stderr)
+            return 1
+    except SystemFactsError as e:
+        print(f"kexloader: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

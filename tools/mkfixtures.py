@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Build the small synthetic images under fixtures/ (deterministic; rerun after changing formats/).
+
+    python3 tools/mkfixtures.py            # rewrite the fixtures
+    python3 tools/mkfixtures.py --check    # exit 1 if a fixture differs from what this script builds
+"""
+
+import hashlib
+import sys
+from pathlib import Path
+
+from kexloader.formats import bzimage as bz
+
+ROOT = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def tiny_bzimage(*, version=0x020F, xloadflags=bz.XLF_KERNEL_64 | bz.XLF_CAN_BE_LOADED_ABOVE_4G,
+                 relocatable=1, payload=b"", setup_sects=4) -> bytes:
+    """A bzImage whose protected-mode part is `payload` (64-bit entry at +0x200) padded to 16 bytes."""
+    payload = payload or (b"\xf4" * 0x200 + b"\xfa\xf4\xeb\xfd").ljust(0x400, b"\0")  # hlt ... ; cli; hlt; jmp $-1
+    payload = payload.ljust((len(payload) + 15) // 16 * 16, b"\0")
+    header = bz.SetupHeader.build(dict(
+        setup_sects=setup_sects, root_flags=1, syssize=len(payload) // 16, ram_size=0, vid_mode=0xFFFF,
+        root_dev=0, jump=0x66EB if version >= 0x020F else 0x62EB, version=version, realmode_swtch=0,
+        start_sys_seg=0x1000, kernel_version=0x100, type_of_loader=0, loadflags=bz.LOADED_HIGH, setup_move_size=0x8000,
+        code32_start=0x100000, ramdisk_image=0, ramdisk_size=0, bootsect_kludge=0, heap_end_ptr=0,
+        ext_loader_ver=0, ext_loader_type=0, cmd_line_ptr=0, initrd_addr_max=0x7FFFFFFF,
+        kernel_alignment=0x200000, relocatable_kernel=relocatable, min_alignment=21, xloadflags=xloadflags,
+        cmdline_size=2047, hardware_subarch=0, hardware_subarch_data=0, payload_offset=0, payload_length=0,
+        setup_data=0, pref_address=0x1000000, init_size=0x400000, handover_offset=0, kernel_info_offset=0))
+    setup = bytearray(bz.setup_size(setup_sects))
+    setup[bz.SETUP_HEADER_OFFSET:bz.SETUP_HEADER_OFFSET + len(header)] = header
+    setup[0x100:0x100 + 32] = b"kexloader test bzImage fixture\0\0"
+    return bytes(setup) + payload
+
+
+FIXTURES = {
+    "bzimage/tiny.bzImage": tiny_bzimage,
+    "bzimage/tiny-32bit-only.bzImage": lambda: tiny_bzimage(xloadflags=0),
+    "bzimage/tiny-protocol-2.10.bzImage": lambda: tiny_bzimage(version=0x020A, xloadflags=0),
+}
+
+
+def main(argv):
+    check = "--check" in argv
+    bad = 0
+    for name, make in FIXTURES.items():
+        path = ROOT / name
+        data = make()
+        if check:
+            if not path.exists() or path.read_bytes() != data:
+                print(f"{name}: differs from what tools/mkfixtures.py builds")
+                bad = 1
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            print(f"{name}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}")
+    return bad
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
