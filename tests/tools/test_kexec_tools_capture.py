@@ -1,0 +1,211 @@
+"""The kexec-tools capture (tools/kexec_tools_capture): its safety layers first, then what it captures.
+
+Nothing here can reach the running kernel's kexec or reboot: kexec-tools only ever runs with the shim, and
+the probe program (seccomp_probe.c) installs a second seccomp filter of its own before it makes any of the
+forbidden calls, with arguments the kernel would reject anyway. Tests skip (not fail) when gcc or the
+kexec-tools package cannot be had.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+sys.path.insert(0, str(TOOLS))
+
+from kexec_tools_capture import capture as kt  # noqa: E402
+from kexec_tools_capture.synthetic import make_bzimage  # noqa: E402
+
+EPERM, ENOENT, EBADF, ENOSYS = 1, 2, 9, 38
+PROBE_SOURCE = Path(__file__).with_name("seccomp_probe.c")
+
+
+def _need_gcc():
+    if not (shutil.which("gcc") or shutil.which("cc")):
+        pytest.skip("gcc is not available")
+
+
+@pytest.fixture(scope="module")
+def shim() -> Path:
+    _need_gcc()
+    return kt.build_shim()
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory) -> Path:
+    _need_gcc()
+    out = tmp_path_factory.mktemp("probe") / "seccomp_probe"
+    subprocess.run([shutil.which("gcc") or "cc", "-O1", "-Wall", "-o", str(out), str(PROBE_SOURCE)], check=True)
+    return out
+
+
+def _run_probe(probe: Path, mode: str, shim: Path | None, capture_dir: Path | None = None):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if shim:
+        env["LD_PRELOAD"] = str(shim)
+    if capture_dir:
+        env["KT_CAPTURE_DIR"] = str(capture_dir)
+    proc = subprocess.run([str(probe), mode], env=env, capture_output=True, text=True, timeout=60)
+    if proc.returncode == 77:
+        pytest.skip("the probe is being traced; its safety net would not hold")
+    if proc.returncode == 78:
+        pytest.skip("seccomp is not available here")
+    results = {}
+    for line in proc.stdout.splitlines():
+        name, ret, err = line.split()
+        results[name] = (int(ret), int(err))
+    return proc, results
+
+
+@pytest.fixture(scope="module")
+def safety_net_holds(probe):
+    """Without the shim the probe's own filter must answer ENOSYS: otherwise EPERM below would prove nothing."""
+    proc, r = _run_probe(probe, "calls", None)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("raw_reboot", "raw_kexec_load", "raw_kexec_file_load"):
+        assert r[name] == (-1, ENOSYS), (name, r[name])
+    # and the harmless calls behave as without any filter
+    assert r["raw_execve"] == (-1, ENOENT)
+    assert r["raw_ioctl_siocsifflags"] == (-1, EBADF)
+    return True
+
+
+def test_seccomp_filter_blocks_the_raw_syscalls(shim, probe, safety_net_holds, tmp_path):
+    proc, r = _run_probe(probe, "calls", shim, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    # Made with an inline `syscall` instruction: only the shim's seccomp filter can answer EPERM here.
+    for name in ("raw_reboot", "raw_kexec_load", "raw_kexec_file_load", "raw_execve", "raw_ioctl_siocsifflags"):
+        assert r[name] == (-1, EPERM), (name, r[name])
+    assert r["raw_getppid"] == (1, 0)  # everything else still works
+
+
+def test_syscall_interposer(shim, probe, safety_net_holds, tmp_path):
+    proc, r = _run_probe(probe, "calls", shim, tmp_path)
+    assert r["libc_reboot"] == (-1, EPERM)
+    assert r["libc_kexec_file_load"] == (-1, ENOSYS)  # makes kexec-tools fall back to kexec_load
+    assert r["libc_kexec_load"] == (0, 0)  # captured, reported as loaded
+    assert r["libc_getpid_ok"] == (1, 0)  # forwarded
+    meta = json.loads((tmp_path / "capture.json").read_text())
+    assert meta["entry"] == 0x100010 and meta["flags"] == 0x3E0000 and meta["nr_segments"] == 2
+    assert [(s["mem"], s["memsz"], s["bufsz"]) for s in meta["segments"]] == [(0x100000, 0x1000, 17),
+                                                                              (0x200000, 0x2000, 0)]
+    assert (tmp_path / "seg-0-100000.bin").read_bytes() == b"kt-probe-segment\0"
+    assert (tmp_path / "seg-1-200000.bin").read_bytes() == b""
+    # the capture directory holds what the shim wrote and nothing else
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["capture.json", "seg-0-100000.bin", "seg-1-200000.bin"]
+
+
+def test_kexec_load_without_capture_dir_is_refused(shim, probe, safety_net_holds):
+    proc, r = _run_probe(probe, "calls", shim, None)
+    assert r["libc_kexec_load"] == (-1, EPERM)
+
+
+def test_x32_syscalls_kill_the_process(shim, probe, safety_net_holds):
+    proc, _ = _run_probe(probe, "x32", shim)
+    assert proc.returncode == -signal.SIGSYS
+
+
+def test_shim_aborts_when_the_filter_cannot_be_installed(shim, probe):
+    proc = subprocess.run([str(probe), "deny-exec", str(shim)], capture_output=True, text=True, timeout=60)
+    if proc.returncode == 3:
+        pytest.skip("seccomp is not available here")
+    assert proc.returncode == -signal.SIGABRT, (proc.returncode, proc.stderr)
+    assert "seccomp(SECCOMP_SET_MODE_FILTER) failed" in proc.stderr
+
+
+def test_shim_rebuilds_when_the_source_changes(tmp_path, monkeypatch):
+    _need_gcc()
+    src = tmp_path / "shim.c"
+    src.write_text(kt.SHIM_SOURCE.read_text())
+    monkeypatch.setattr(kt, "SHIM_SOURCE", src)
+    first = kt.build_shim(tmp_path)
+    assert kt.build_shim(tmp_path) == first
+    src.write_text(src.read_text() + "\n/* changed */\n")
+    second = kt.build_shim(tmp_path)
+    assert second != first and second.exists() and not first.exists()
+
+
+@pytest.mark.parametrize("args", [["-e"], ["--exec"], ["-f"], ["--force"], ["-u"], ["--unload"], ["-S"],
+                                  ["-dfx"], ["--load-jump-back-helper"], ["--exec-live-update"]])
+def test_capture_refuses_options_that_exec_or_unload(args):
+    with pytest.raises(kt.CaptureError):
+        kt.check_extra_args(args)
+
+
+@pytest.mark.parametrize("args", [["--type=bzImage64"], ["-i"], ["-d"], ["--reuse-cmdline"], ["--noefi"],
+                                  ["--mem-min=0x1000000"], ["-p"]])
+def test_capture_passes_load_options(args):
+    kt.check_extra_args(args)
+
+
+# ------------------------------------------------------------------------------ kexec-tools itself
+
+def _capture_or_skip(*args, **kwargs) -> kt.Capture:
+    _need_gcc()
+    try:
+        return kt.capture(*args, **kwargs)
+    except kt.Unavailable as e:
+        pytest.skip(str(e))
+
+
+def _kexec_loaded():
+    p = Path("/sys/kernel/kexec_loaded")
+    return p.read_text() if p.exists() else None
+
+
+def test_capture_of_a_synthetic_bzimage(tmp_path):
+    kernel = tmp_path / "bzImage"
+    image = make_bzimage()
+    kernel.write_bytes(image)
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(bytes(range(256)) * 1000)
+    before = _kexec_loaded()
+    cap = _capture_or_skip(kernel, initrd=initrd, append="console=ttyS0 token=abc", out_dir=tmp_path / "cap")
+    assert _kexec_loaded() == before
+    assert cap.returncode == 0, cap.stderr
+    assert cap.flags == 0x3E0000  # KEXEC_ARCH_X86_64, nothing else
+    by_content = {}
+    for s in cap.segments:
+        data = s.data()
+        if data[0x202:0x206] == b"HdrS":
+            by_content["setup"] = s
+        elif data == image[1024:]:
+            by_content["kernel"] = s
+        elif data == initrd.read_bytes():
+            by_content["initrd"] = s
+        elif s.mem <= cap.entry < s.mem + s.memsz:
+            by_content["purgatory"] = s
+    assert set(by_content) >= {"setup", "kernel", "initrd", "purgatory"}
+    k, i, z = by_content["kernel"], by_content["initrd"], by_content["setup"]
+    assert k.memsz == 0x400000 and k.mem % 0x200000 == 0
+    zp = z.data()
+    assert zp[0x210] == 0xD0  # type_of_loader
+    cmd_ptr = struct.unpack_from("<I", zp, 0x228)[0] | struct.unpack_from("<I", zp, 0xC8)[0] << 32
+    assert cmd_ptr == z.mem + 0x1000  # setup_sects 1: the command line sits at 4096
+    assert zp[0x1000:0x1000 + 24] == b"console=ttyS0 token=abc\0"
+    rd = struct.unpack_from("<I", zp, 0x218)[0] | struct.unpack_from("<I", zp, 0xC0)[0] << 32
+    assert rd == i.mem
+    # only the shim's files and the kexec-tools logs
+    names = {p.name for p in cap.directory.iterdir()}
+    assert names == {"capture.json", "kexec.stdout", "kexec.stderr"} | {s.path.name for s in cap.segments}
+
+
+def test_capture_of_the_debian_kernel_if_cached(tmp_path):
+    boot = kt.cache_dir() / "debian-kernel" / "boot"
+    kernels = sorted(boot.glob("vmlinuz-*")) if boot.is_dir() else []
+    if not kernels:
+        pytest.skip("no Debian kernel unpacked in the cache (tools/compare_kexec_tools.py --fetch-debian-kernel)")
+    image = kernels[-1].read_bytes()
+    kern16 = ((image[0x1F1] or 4) + 1) * 512
+    cap = _capture_or_skip(kernels[-1], append="console=ttyS0", out_dir=tmp_path / "cap")
+    assert cap.returncode == 0, cap.stderr
+    assert any(s.data() == image[kern16:] for s in cap.segments)
