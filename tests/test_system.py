@@ -1,0 +1,106 @@
+"""System facts: readers over a fake root, /proc/iomem parsing, snapshots."""
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from kexloader import system
+from kexloader.errors import SystemFactsError
+from kexloader.model import E820_ACPI, E820_RAM, E820_RESERVED, Range
+
+SNAPSHOTS = Path(__file__).resolve().parent.parent / "fixtures" / "snapshots"
+
+IOMEM = """\
+00000000-00000fff : Reserved
+00001000-0009fbff : System RAM
+0009fc00-0009ffff : Reserved
+000f0000-000fffff : Reserved
+  000f0000-000fffff : System ROM
+00100000-7ffdffff : System RAM
+  01000000-01e01a5f : Kernel code
+  01e01a60-0273a7ff : Kernel data
+  67000000-7effffff : Crash kernel
+7ffe0000-7fffffff : Reserved
+fee00000-fee00fff : Local APIC
+100000000-17fffffff : System RAM
+"""
+
+
+def make_root(tmp_path: Path, memmap, boot_params: bytes | None = None, iomem: str = IOMEM) -> Path:
+    for i, (start, last, kind) in enumerate(memmap):
+        d = tmp_path / "sys/firmware/memmap" / str(i)
+        d.mkdir(parents=True)
+        (d / "start").write_text(f"0x{start:x}\n")
+        (d / "end").write_text(f"0x{last:x}\n")
+        (d / "type").write_text(kind + "\n")
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/iomem").write_text(iomem)
+    (tmp_path / "proc/cmdline").write_text("BOOT_IMAGE=/vmlinuz root=/dev/vda crashkernel=384M quiet\n")
+    if boot_params is not None:
+        (tmp_path / "sys/kernel/boot_params").mkdir(parents=True)
+        (tmp_path / "sys/kernel/boot_params/data").write_bytes(boot_params)
+    return tmp_path
+
+
+MEMMAP = [(0, 0x9FBFF, "System RAM"), (0x9FC00, 0x9FFFF, "Reserved"), (0xF0000, 0xFFFFF, "Reserved"),
+          (0x100000, 0x7FFDFFFF, "System RAM"), (0x7FFE0000, 0x7FFFFFFF, "Reserved"),
+          (0xFD000000, 0xFD00FFFF, "ACPI Tables"), (0x100000000, 0x17FFFFFFF, "System RAM")]
+
+
+def test_read_facts_from_a_fake_root(tmp_path):
+    page = bytearray(4096)
+    struct.pack_into("<Q", page, 0x70, 0xF5A40)
+    facts = system.read_facts(make_root(tmp_path, reversed(MEMMAP), bytes(page)))
+    assert [r.range for r in facts.memmap][:2] == [Range(0, 0x9FC00), Range(0x9FC00, 0x400)]
+    assert facts.ram() == (Range(0, 0x9FC00), Range(0x100000, 0x7FEE0000), Range(0x100000000, 0x80000000))
+    assert facts.memmap[5].type == E820_ACPI and facts.memmap[1].type == E820_RESERVED
+    assert facts.acpi_rsdp == 0xF5A40
+    assert facts.crash_regions() == (Range(0x67000000, 0x18000000),)
+    assert facts.cmdline.startswith("BOOT_IMAGE=")
+
+
+def test_iomem_fallback_without_firmware_memmap(tmp_path):
+    facts = system.read_facts(make_root(tmp_path, []))
+    assert facts.ram() == (Range(0x1000, 0x9EC00), Range(0x100000, 0x7FEE0000), Range(0x100000000, 0x80000000))
+    assert facts.boot_params is None and facts.acpi_rsdp is None
+
+
+def test_iomem_nesting_depth():
+    entries = system.parse_iomem(IOMEM)
+    code = next(e for e in entries if e.name == "Kernel code")
+    assert code.depth == 1 and code.range == Range(0x1000000, 0xE01A60)
+
+
+def test_no_ram_at_all_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemFactsError, match="no System RAM"):
+        system.read_facts(make_root(tmp_path, [], iomem="00000000-00000fff : Reserved\n"))
+
+
+def test_snapshot_roundtrip(tmp_path):
+    facts = system.read_facts(make_root(tmp_path / "root", MEMMAP, bytes(range(256)) * 16))
+    path = tmp_path / "snap.json"
+    system.save_snapshot(facts, path)
+    again = system.load_snapshot(path)
+    assert again.memmap == facts.memmap and again.boot_params == facts.boot_params
+    assert again.iomem == facts.iomem and again.cmdline == facts.cmdline
+
+
+@pytest.mark.parametrize("content, words", [
+    ("not json", "not JSON"),
+    (json.dumps({"version": 99, "memmap": []}), "snapshot version 99"),
+    (json.dumps({"version": 1}), "not a kexloader snapshot"),
+])
+def test_bad_snapshots(tmp_path, content, words):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(SystemFactsError, match=words):
+        system.load_snapshot(path)
+
+
+@pytest.mark.parametrize("path", sorted(SNAPSHOTS.glob("*.json")), ids=lambda p: p.stem)
+def test_committed_snapshots_load(path):
+    facts = system.load_snapshot(path)
+    assert any(r.type == E820_RAM for r in facts.memmap)
+    assert facts.boot_params is None or len(facts.boot_params) == 4096
