@@ -1,44 +1,55 @@
 """Image kinds, probed in kexec-tools' order (kexec/arch/x86_64/kexec-x86_64.c file_type[]).
 
-Each kind module has `probe(data) -> bool` and `plan(req, facts, usable) -> Plan`.
+Each kind is a probe (cheap, "is this that kind?") and a planner `(req, facts, usable) -> Plan`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
 from ..errors import NotSupportedYet, UnknownFormatError, UsageError
-from . import bzimage
+from . import bzimage, multiboot
+from .elfload import is_elf
 
-ELF_MAGIC = b"\x7fELF"
-MB1_MAGIC = (0x1BADB002).to_bytes(4, "little")
-MB2_MAGIC = (0xE85250D6).to_bytes(4, "little")
 
-# (name, module or None when not built yet, a cheap test for "this is that kind")
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    probe: Callable
+    plan: Callable | None  # None: recognised but not built yet
+
+
+def _elf_class(data, wanted: int) -> bool:
+    return is_elf(data) and len(data) > 4 and data[4] == wanted
+
+
 KINDS = [
-    ("multiboot2-x86", None, lambda d: MB2_MAGIC in bytes(d[:32768])),
-    ("elf-x86_64", None, lambda d: bytes(d[:4]) == ELF_MAGIC and d[4] == 2),
-    ("multiboot-x86", None, lambda d: MB1_MAGIC in bytes(d[:8192])),
-    ("elf-x86", None, lambda d: bytes(d[:4]) == ELF_MAGIC and d[4] == 1),
-    ("bzImage64", bzimage, bzimage.probe),
-    ("bzImage", None, bzimage.probe),
+    Kind("multiboot2-x86", multiboot.probe_mb2, partial(multiboot.plan, version=2)),
+    Kind("elf-x86_64", lambda d: _elf_class(d, 2), None),
+    Kind("multiboot-x86", multiboot.probe_mb1, partial(multiboot.plan, version=1)),
+    Kind("elf-x86", lambda d: _elf_class(d, 1), None),
+    Kind("bzImage64", bzimage.probe, bzimage.plan),
+    Kind("bzImage", bzimage.probe, bzimage.plan),  # a 32-bit-only bzImage gets bzImage64's clear refusal
 ]
-NAMES = [name for name, _, _ in KINDS]
+NAMES = [k.name for k in KINDS]
 
 
-def detect(data, name: str, forced: str | None = None):
-    """The module that will plan this image, in probe order, or the one --type names."""
+def detect(data, name: str, forced: str | None = None) -> Kind:
+    """The kind that will plan this image: the first whose probe accepts it, or the one --type names."""
+    matches = [k for k in KINDS if k.probe(data)]
     if forced is not None:
         if forced not in NAMES:
             raise UsageError(f"unknown image type {forced!r}; known types: {', '.join(NAMES)}")
-        actual = next((n for n, _, test in KINDS if test(data)), None)
-        if actual != forced:
-            # kexec-tools: "Wrong file type X, file matches type Y" and exit 255
-            raise UnknownFormatError(f"{name}: wrong file type {forced}, file matches type {actual or 'none'}",
-                                     exit_code=255)
-    for kind, module, test in KINDS:
-        if test(data):
-            if forced and kind != forced:
-                continue
-            if module is None:
-                raise NotSupportedYet(f"{name}: {kind} images are not supported yet")
-            return module
-    raise UnknownFormatError(f"{name}: cannot determine the file type (not a bzImage, ELF or multiboot image)")
+        if forced not in [k.name for k in matches]:
+            # kexec-tools: "Wrong file type X, file matches type Y", exit 255
+            actual = matches[0].name if matches else "none"
+            raise UnknownFormatError(f"{name}: wrong file type {forced}, file matches type {actual}", exit_code=255)
+        matches = [k for k in matches if k.name == forced]
+    if not matches:
+        raise UnknownFormatError(f"{name}: cannot determine the file type (not a bzImage, ELF or multiboot image)")
+    kind = matches[0]
+    if kind.plan is None:
+        raise NotSupportedYet(f"{name}: {kind.name} images are not supported yet")
+    return kind

@@ -1,0 +1,114 @@
+"""The bzImage planner on the tiny fixture and saved snapshots: layout rules, zero page fields, bad input."""
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from kexloader import api, system
+from kexloader.errors import (MalformedImageError, PlacementError, UnknownFormatError, UnsupportedImageError,
+                              UsageError)
+from kexloader.formats import bootparams as bp
+from kexloader.model import GiB, LoadRequest, MiB, PurgatoryOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = (ROOT / "fixtures/bzimage/tiny.bzImage").read_bytes()
+DEVHOST = system.load_snapshot(ROOT / "fixtures/snapshots/devhost.json")
+
+
+def plan_for(kernel=TINY, facts=DEVHOST, **kw):
+    return api.make_plan(LoadRequest(kernel=kernel, kernel_name="tiny", **kw), facts)
+
+
+def by_role(plan):
+    return {s.role: s for s in plan.segments}
+
+
+def test_layout_follows_the_header():
+    plan = plan_for(cmdline="console=ttyS0 token=abc", initrd=b"I" * 5000, initrd_name="initrd")
+    segs = by_role(plan)
+    assert set(segs) == {"kernel", "initrd", "cmdline", "boot-params", "purgatory"}
+    kernel = segs["kernel"]
+    assert kernel.mem % 0x200000 == 0 and kernel.mem >= 0x1000000  # kernel_alignment, pref_address
+    assert kernel.memsz == 0x400000 and bytes(kernel.data) == TINY[5 * 512:]  # init_size; protected-mode part
+    assert segs["initrd"].mem >= 16 * MiB and bytes(segs["initrd"].data) == b"I" * 5000
+    for small in ("cmdline", "boot-params", "purgatory"):
+        assert MiB <= segs[small].mem < 4 * GiB
+    assert plan.linux.kernel_entry == kernel.mem + 0x200
+    assert plan.linux.boot_params == segs["boot-params"].mem
+    assert plan.flags == 62 << 16
+    assert segs["purgatory"].mem <= plan.entry < segs["purgatory"].mem + segs["purgatory"].memsz
+
+
+def test_zero_page_fields():
+    plan = plan_for(cmdline="console=ttyS0 token=abc", initrd=b"I" * 5000, initrd_name="initrd")
+    segs = by_role(plan)
+    page = bp.BootParams.parse(bytes(segs["boot-params"].data))
+    assert page.hdr.type_of_loader == 0xD0 and page.hdr.loadflags == 0
+    assert page.hdr.cmd_line_ptr + (page.ext_cmd_line_ptr << 32) == segs["cmdline"].mem
+    assert bytes(segs["cmdline"].data) == b"console=ttyS0 token=abc\0"
+    assert page.hdr.ramdisk_image + (page.ext_ramdisk_image << 32) == segs["initrd"].mem
+    assert page.hdr.ramdisk_size == 5000
+    assert page.e820_entries == len(DEVHOST.memmap)
+    assert [(e.addr, e.size, e.type) for e in page.e820_table[:page.e820_entries]] == \
+        [(r.range.start, r.range.size, r.type) for r in DEVHOST.memmap]
+    assert page.sentinel == 0
+    assert page.screen_info == DEVHOST.boot_params[:0x40]
+    assert page.hdr.version == 0x020F and page.hdr.cmdline_size == 2047
+    assert bytes(segs["boot-params"].data)[0x26C:0x290] == bytes(0x24)  # nothing past the declared header
+
+
+def test_no_initrd_means_zero_ramdisk_fields():
+    page = bp.BootParams.parse(bytes(by_role(plan_for())["boot-params"].data))
+    assert page.hdr.ramdisk_image == page.hdr.ramdisk_size == page.ext_ramdisk_image == 0
+
+
+def test_a_kernel_that_cannot_go_above_4g_stays_below():
+    kernel = bytearray(TINY)
+    kernel[0x236] = 0x01  # XLF_KERNEL_64 only
+    plan = plan_for(bytes(kernel), initrd=b"I" * 100, initrd_name="i")
+    segs = by_role(plan)
+    assert segs["kernel"].range.end <= 4 * GiB and segs["initrd"].range.end <= 0x80000000
+
+
+def test_the_plan_is_deterministic():
+    a, b = plan_for(cmdline="x"), plan_for(cmdline="x")
+    assert [(s.role, s.mem, bytes(s.data)) for s in a.segments] == [(s.role, s.mem, bytes(s.data)) for s in b.segments]
+
+
+def test_no_checks_changes_only_the_purgatory():
+    on, off = plan_for(), plan_for(purgatory=PurgatoryOptions(checks=False))
+    assert {s.role: s.mem for s in on.segments if s.role != "purgatory"} == \
+        {s.role: s.mem for s in off.segments if s.role != "purgatory"}
+    assert bytes(by_role(on)["purgatory"].data) != bytes(by_role(off)["purgatory"].data)
+
+
+@pytest.mark.parametrize("mutate, error, words", [
+    (lambda k: b"#!/bin/sh\necho not a kernel\n" + bytes(4000), UnknownFormatError, "cannot determine the file type"),
+    (lambda k: bytes(4096), UnknownFormatError, "cannot determine the file type"),
+    (lambda k: k[:0x300], MalformedImageError, "truncated bzImage"),
+    (lambda k: k[:-16], MalformedImageError, "truncated bzImage"),
+    (lambda k: k[:0x236] + b"\0\0" + k[0x238:], UnsupportedImageError, "32-bit-only"),
+    (lambda k: k[:0x206] + b"\x0a\x02" + k[0x208:], UnsupportedImageError, "boot protocol 2.10 is too old"),
+    (lambda k: k[:0x260] + bytes(4) + k[0x264:], MalformedImageError, "corrupt setup header"),
+])
+def test_bad_kernels(mutate, error, words):
+    with pytest.raises(error, match=words):
+        plan_for(mutate(TINY))
+
+
+def test_command_line_longer_than_cmdline_size():
+    with pytest.raises(UsageError, match="2048 bytes; this kernel .* at most 2047"):
+        plan_for(cmdline="x" * 2048)
+
+
+def test_initrd_that_fits_nowhere():
+    tight = system.facts_from_json({"version": 1, "memmap": [[0, 0x9FC00, 1], [0x100000, 0x3F00000, 1]]}, "tight")
+    with pytest.raises(PlacementError, match="initrd"):
+        plan_for(facts=tight, initrd=memoryview(bytearray(64 * MiB)), initrd_name="big")
+
+
+def test_forced_type_that_does_not_match():
+    with pytest.raises(UnknownFormatError, match="wrong file type multiboot-x86, file matches type bzImage64") as e:
+        plan_for(image_type="multiboot-x86")
+    assert e.value.exit_code == 255

@@ -1,0 +1,130 @@
+"""kexec-tools' command line: argv -> options, exit codes, one-line errors, --dry-run and --plan-out."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kexloader import cli
+from kexloader.backends.recording import RecordingBackend
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(ROOT / "fixtures/bzimage/tiny.bzImage")
+SNAP = str(ROOT / "fixtures/snapshots/devhost.json")
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["-l", "K", "--append=a b"], dict(action="load", kernel="K", append="a b")),
+    (["--load", "K", "--append", "a b", "--initrd", "I"], dict(action="load", kernel="K", append="a b", initrd="I")),
+    (["K", "-l", "--command-line=x", "--append=y"], dict(kernel="K", append="y")),  # the last one wins
+    (["-l", "K", "--ramdisk=I", "--reuse-cmdline"], dict(initrd="I", reuse_cmdline=True)),
+    (["-l", "--append", "-v --weird", "K"], dict(append="-v --weird", kernel="K")),  # getopt takes the next word
+    (["-lK"], None),  # -l takes no argument: K is an unknown short option
+    (["--app=x", "-l", "K"], dict(append="x")),  # unique prefix, as getopt_long
+    (["-e"], dict(action="exec")),
+    (["-u"], dict(action="unload")),
+    (["-S"], dict(action="status", status_kind=None)),
+    (["-S", "-l"], dict(action="status", status_kind="load")),
+    (["-l", "K", "-t", "bzImage64", "-i", "-d", "-y"], dict(image_type="bzImage64", debug=True, sync=False,
+                                                           purgatory={"checks": False})),
+    (["-l", "K", "--console-serial", "--serial=ttyS1", "--serial-baud=9600"],
+     dict(purgatory={"console_serial": True, "serial_port": 0x2F8, "serial_baud": 9600})),
+    (["-l", "K", "--mem-min=0x1000000", "--mem-max", "0x7fffffff"], dict(mem_min=0x1000000, mem_max=0x7FFFFFFF)),
+    (["--", "-l"], dict(kernel="-l", action=None)),
+])
+def test_argv_to_options(argv, want):
+    if want is None:
+        with pytest.raises(cli.UsageError):
+            cli.parse_args(argv)
+        return
+    o = cli.parse_args(argv)
+    for key, value in want.items():
+        assert getattr(o, key) == value, key
+
+
+def run(argv, capsys, backend=None):
+    backend = backend or RecordingBackend()
+    code = cli.main(argv, backend_factory=lambda: backend)
+    out, err = capsys.readouterr()
+    return code, out, err, backend
+
+
+@pytest.mark.parametrize("argv, code, words", [
+    (["--bogus"], 1, "option --bogus not recognized"),
+    (["-l"], 1, "no kernel image given"),
+    (["-l", "/nonexistent/vmlinuz"], 1, "cannot read kernel /nonexistent/vmlinuz: No such file"),
+    (["-l", TINY, "--initrd=/nonexistent/initrd"], 1, "cannot read initrd"),
+    (["-l", TINY, "--serial-baud=12345"], 1, "must be between 9600 and 115200"),
+    (["-l", TINY, "--module=x"], 1, "--module is not supported yet"),
+    (["-l", TINY, "-t", "nonsense"], 1, "unknown image type"),
+    (["-l", TINY, "--append=" + "x" * 3000], 1, "3000 bytes; this kernel"),
+    (["-l", TINY, "K2"], 1, "more than one image"),
+    (["-e"], 1, "nothing has been loaded"),
+])
+def test_bad_input_gets_one_line_and_the_exit_code(argv, code, words, capsys):
+    got, out, err, backend = run(argv + ["--facts=" + SNAP] if "-l" in argv else argv, capsys)
+    assert got == code
+    assert words in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not backend.plans  # never a partial load
+
+
+def test_load_records_the_plan_and_status_follows(capsys):
+    backend = RecordingBackend()
+    assert run(["-S", "-l"], capsys, backend)[0] == 0
+    # --facts needs --dry-run; load with the live facts of this host into the recorder
+    code, out, err, _ = run(["-l", TINY, "--append=hello"], capsys, backend)
+    assert code == 0, err
+    assert backend.plans[False].linux is not None
+    assert run(["-S", "-l"], capsys, backend)[0] == 1
+    assert run(["-S"], capsys, backend)[0] == 0  # without -l, -S asks about the crash image (kexec-tools)
+    assert run(["-u"], capsys, backend)[0] == 0
+    assert run(["-S", "-l"], capsys, backend)[0] == 0
+
+
+def test_dry_run_prints_the_table_and_plan_out_matches(tmp_path, capsys):
+    out_dir = tmp_path / "plan"
+    code, out, err, backend = run(["--dry-run", "-l", TINY, "--initrd", TINY, "--append", "a=1",
+                                   "--facts", SNAP, "--plan-out", str(out_dir)], capsys)
+    assert code == 0, err
+    assert not backend.plans
+    for role in ("kernel", "initrd", "cmdline", "boot-params", "purgatory"):
+        assert role in out
+    doc = json.loads((out_dir / "plan.json").read_text())
+    assert isinstance(doc["entry"], int) and doc["flags"] == 62 << 16
+    assert {s["role"] for s in doc["segments"]} == {"kernel", "initrd", "cmdline", "boot-params", "purgatory"}
+    for s in doc["segments"]:
+        data = (out_dir / s["file"]).read_bytes()
+        assert len(data) == s["bufsz"] <= s["memsz"] and s["memsz"] % 4096 == 0
+        assert f"{s['mem']:#018x}" in out
+    assert doc["linux"]["kernel_entry"] == next(s["mem"] for s in doc["segments"] if s["role"] == "kernel") + 0x200
+    cmd = next(s for s in doc["segments"] if s["role"] == "cmdline")
+    assert (out_dir / cmd["file"]).read_bytes() == b"a=1\0"
+
+
+def test_plan_in_loads_a_saved_plan(tmp_path, capsys):
+    run(["--dry-run", "-l", TINY, "--facts", SNAP, "--plan-out", str(tmp_path / "p")], capsys)
+    backend = RecordingBackend()
+    code, out, err, _ = run(["-l", "--plan-in", str(tmp_path / "p")], capsys, backend)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "p/plan.json").read_text())
+    assert backend.plans[False].entry == saved["entry"]
+    (tmp_path / "p" / saved["segments"][0]["file"]).write_bytes(b"tampered")
+    code, out, err, _ = run(["-l", "--plan-in", str(tmp_path / "p")], capsys, RecordingBackend())
+    assert code == 1 and "does not match its sha256" in err
+
+
+def test_reuse_cmdline_with_append(tmp_path, capsys):
+    code, out, err, _ = run(["--dry-run", "-l", TINY, "--reuse-cmdline", "--append=extra=1", "--facts", SNAP,
+                             "--plan-out", str(tmp_path)], capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "plan.json").read_text())
+    cmd = next(s for s in doc["segments"] if s["role"] == "cmdline")
+    line = (tmp_path / cmd["file"]).read_bytes().rstrip(b"\0").decode()
+    assert line.endswith(" extra=1") and line.startswith("mitigations=auto") and "BOOT_IMAGE" not in line
+
+
+def test_help_and_version(capsys):
+    assert run(["-h"], capsys)[0] == 0
+    code, out, _, _ = run(["-v"], capsys)
+    assert code == 0 and out.startswith("kexloader ")
+    assert run(["-?"], capsys)[0] == 1
