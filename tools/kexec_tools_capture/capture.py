@@ -284,8 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="capture directory (default: a new temporary directory)")
     ap.add_argument("-d", "--debug", action="store_true", help="run kexec-tools with -d (its log is kept)")
     ap.add_argument("--json", action="store_true", help="print capture.json instead of the table")
-    ap.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    args.extra = extra
     try:
         cap = capture(args.kernel, args.initrd, args.append, args.extra, args.out, debug=args.debug)
     except CaptureError as e:

@@ -1,0 +1,422 @@
+#!/usr/bin/env python3
+"""Differential check: what kexec-tools would load versus what kexloader plans, for the same inputs.
+
+    python3 tools/compare_kexec_tools.py KERNEL [--initrd I] [--append A] [--keep DIR] [--json FILE]
+    python3 tools/compare_kexec_tools.py --debian-kernel --initrd I --append A      (fetches Debian's kernel)
+    python3 tools/compare_kexec_tools.py KERNEL --kexec-tools-only                  (just kexec-tools' segments)
+
+kexec-tools (Debian 12's 2.0.25) runs under the capture shim (tools/kexec_tools_capture: nothing is loaded,
+seccomp stops kexec_load/kexec_file_load/reboot in the kernel); kexloader runs as
+``python3 -m kexloader --dry-run --plan-out DIR -l KERNEL ...``. Both read this host's live memory map
+(/sys/firmware/memmap) and /sys/kernel/boot_params/data, so they see the same machine.
+
+Reported: both segment tables with the role of every segment; whether the kernel segments are byte-identical
+(the bar set by issue 2); the initrd's bytes and placement; the command lines; and every zero-page field that
+differs, decoded (tools/kexec_tools_capture/zeropage.py), each with the reason where one is known
+(docs/kexec-tools-differences.md has the long form). Exit 0 when kernel, initrd and command line agree, 1 when
+they do not, 2 when either side could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from kexec_tools_capture import capture as kt  # noqa: E402
+from kexec_tools_capture import zeropage as zp  # noqa: E402
+
+
+# Why a zero-page field differs, for the fields where the difference is understood. Keys are field names
+# from zeropage.FIELDS (a trailing "*" matches a prefix). Anything not here is printed as UNEXPLAINED.
+REASONS = {
+    "hdr.cmd_line_ptr": "address: each loader puts the command line somewhere else (see the command line check)",
+    "ext_cmd_line_ptr": "address: high half of the command line address",
+    "cl_magic": "kexec-tools also fills the pre-2.02 cl_magic/cl_offset pair (meaningful only for a zero page "
+                "at 0x90000); the kernel uses cmd_line_ptr for protocol >= 2.02",
+    "cl_offset": "kexec-tools' old-style command line offset inside its setup segment (kern16_size_needed); "
+                 "unused by protocol >= 2.02 kernels",
+    "hdr.ramdisk_image": "address: the initrd is placed differently (see the initrd check)",
+    "ext_ramdisk_image": "address: high half of the initrd address",
+    "hdr.setup_data": "kexec-tools chains setup_data (SETUP_RNG_SEED and, on EFI hosts, SETUP_EFI/E820_EXT)",
+    "hdr.root_flags": "kexec-tools writes mount_root_rdonly = 0xFFFF (a legacy default, "
+                      "setup_linux_system_parameters)",
+    "hdr.root_dev": "kexec-tools writes root_dev = 0x0300 (/dev/hda, a legacy default)",
+    "hdr.boot_flag": "kexec-tools writes aux_device_info = 0 at 0x1ff, which is the high byte of boot_flag "
+                     "(0xAA55 -> 0x0055); the kernel ignores both",
+    "alt_mem_k": "kexec-tools computes (end_inclusive >> 10) - 1024, one KiB short of the RAM above 1 MiB",
+    "ext_mem_k": "legacy KiB above 1 MiB, capped at 0xfc00 (64 MiB); kexec-tools fills it, nothing modern reads it",
+    "e820_table[*]": "see the e820 comparison",
+    "e820_entries": "see the e820 comparison",
+}
+
+
+def reason_for(name: str) -> str | None:
+    if name in REASONS:
+        return REASONS[name]
+    for key, text in REASONS.items():
+        if key.endswith("*") and name.startswith(key[:-1]):
+            return text
+    return None
+
+
+@dataclasses.dataclass
+class Seg:
+    role: str
+    mem: int
+    memsz: int
+    bufsz: int
+    path: Path
+
+    def data(self) -> bytes:
+        return self.path.read_bytes()
+
+
+@dataclasses.dataclass
+class Loaded:
+    """One loader's result, reduced to what the comparison needs."""
+
+    source: str
+    entry: int
+    flags: int
+    segments: list[Seg]
+    zero_page: bytes
+    zero_page_addr: int
+    directory: Path
+
+    def at(self, addr: int) -> Seg | None:
+        for s in self.segments:
+            if s.mem <= addr < s.mem + s.memsz:
+                return s
+        return None
+
+    def read(self, addr: int, size: int) -> bytes:
+        s = self.at(addr)
+        if s is None:
+            return b""
+        return s.data()[addr - s.mem:addr - s.mem + size]
+
+    def cstring(self, addr: int, limit: int = 4096) -> bytes | None:
+        s = self.at(addr)
+        if s is None:
+            return None
+        data = s.data()[addr - s.mem:addr - s.mem + limit]
+        return data.split(b"\0", 1)[0]
+
+    def command_line(self) -> bytes | None:
+        return self.cstring(zp.cmd_line_ptr(self.zero_page), 1 << 16)
+
+    def setup_data(self) -> list[tuple[int, int, bytes]]:
+        """(address, type, payload) along the zero page's setup_data chain."""
+        out, addr, seen = [], zp.get(self.zero_page, "hdr.setup_data"), set()
+        while addr and addr not in seen and len(out) < 64:
+            seen.add(addr)
+            head = self.read(addr, 16)
+            if len(head) < 16:
+                out.append((addr, -1, b""))
+                break
+            nxt, typ, length = struct.unpack("<QII", head)
+            out.append((addr, typ, self.read(addr + 16, length)))
+            addr = nxt
+        return out
+
+    def role_of(self, role: str) -> list[Seg]:
+        return [s for s in self.segments if s.role == role]
+
+
+def kern16_size(image: bytes) -> int:
+    return ((image[0x1F1] or 4) + 1) * 512
+
+
+# ---------------------------------------------------------------------------------------------- kexec-tools
+
+def run_kexec_tools(kernel: Path, initrd: Path | None, append: str | None, extra: list[str], out: Path,
+                    image: bytes, initrd_bytes: bytes | None) -> Loaded:
+    cap = kt.capture(kernel, initrd, append, extra, out)
+    if cap.returncode != 0:
+        raise kt.CaptureError(f"kexec-tools exited {cap.returncode}: {cap.stderr.strip()}")
+    payload = image[kern16_size(image):]
+    segs = []
+    for s in cap.segments:
+        data = s.data()
+        if len(data) >= zp.SIZE and data[0x202:0x206] == b"HdrS":
+            role = "setup"  # kexec-tools' "real_mode" segment: zero page, then the command line
+        elif data == payload:
+            role = "kernel"
+        elif initrd_bytes is not None and data == initrd_bytes:
+            role = "initrd"
+        elif s.mem <= cap.entry < s.mem + s.memsz:
+            role = "purgatory"
+        else:
+            role = "?"
+        segs.append(Seg(role, s.mem, s.memsz, s.bufsz, s.path))
+    setups = [s for s in segs if s.role == "setup"]
+    if len(setups) != 1:
+        raise kt.CaptureError(f"expected one setup segment (\"HdrS\" at 0x202) in kexec-tools' load, found {len(setups)}")
+    loaded = Loaded("kexec-tools", cap.entry, cap.flags, segs, setups[0].data()[:zp.SIZE], setups[0].mem, out)
+    for addr, typ, _ in loaded.setup_data():
+        seg = loaded.at(addr)
+        if seg is not None and seg.role == "?":
+            seg.role = "setup_data:" + zp.SETUP_DATA_TYPES.get(typ, str(typ))
+    memmap = zp.u64_split(loaded.zero_page, "efi_memmap", "efi_memmap_hi")
+    if memmap and loaded.at(memmap) is not None and loaded.at(memmap).role == "?":
+        loaded.at(memmap).role = "efi-runtime-map"
+    return loaded
+
+
+# ---------------------------------------------------------------------------------------------- kexloader
+
+def kexloader_command() -> list[str]:
+    return [sys.executable, "-m", "kexloader"]
+
+
+def run_kexloader(kernel: Path, initrd: Path | None, append: str | None, extra: list[str], out: Path,
+                  command: list[str] | None = None) -> Loaded:
+    if out.exists():
+        shutil.rmtree(out)
+    argv = (command or kexloader_command()) + ["--dry-run", "--plan-out", str(out), "-l", str(kernel)]
+    if initrd is not None:
+        argv.append(f"--initrd={initrd}")
+    if append is not None:
+        argv.append(f"--append={append}")
+    argv += extra
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kexloader.stdout").write_text(proc.stdout)
+    (out / "kexloader.stderr").write_text(proc.stderr)
+    plan_file = out / "plan.json"
+    if proc.returncode != 0 or not plan_file.exists():
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
+        raise RuntimeError(f"`{' '.join(argv[2:] if argv[0] == sys.executable else argv)}` exited "
+                           f"{proc.returncode}: {' | '.join(tail)}")
+    doc = json.loads(plan_file.read_text())
+    segs = [Seg(s.get("role", "?"), int(s["mem"]), int(s["memsz"]), int(s.get("bufsz", (out / s["file"]).stat().st_size)),
+                out / s["file"]) for s in doc["segments"]]
+    linux = doc.get("linux") or {}
+    bp_addr = linux.get("boot_params")
+    if bp_addr is None:
+        cands = [s for s in segs if s.role in ("boot-params", "zero-page", "bootparams")]
+        if not cands:
+            raise RuntimeError("kexloader's plan.json names no boot_params")
+        bp_addr = cands[0].mem
+    loaded = Loaded("kexloader", int(doc["entry"]), int(doc["flags"]), segs, b"", int(bp_addr), out)
+    seg = loaded.at(loaded.zero_page_addr)
+    if seg is None:
+        raise RuntimeError(f"kexloader's boot_params {bp_addr:#x} is in no segment")
+    loaded.zero_page = seg.data()[loaded.zero_page_addr - seg.mem:][:zp.SIZE].ljust(zp.SIZE, b"\0")
+    return loaded
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+
+def segment_table(p: Loaded) -> list[str]:
+    rows = [f"  {'role':<26} {'mem':>18} {'memsz':>10} {'bufsz':>10}"]
+    for s in sorted(p.segments, key=lambda s: s.mem):
+        rows.append(f"  {s.role:<26} {s.mem:#018x} {s.memsz:#10x} {s.bufsz:#10x}")
+    rows.append(f"  entry {p.entry:#x}  flags {p.flags:#x}  zero page at {p.zero_page_addr:#x}")
+    return rows
+
+
+def compare(a: Loaded, b: Loaded, image: bytes, initrd_bytes: bytes | None) -> dict:
+    """a = kexec-tools, b = kexloader."""
+    res: dict = {"kexec_tools": {"entry": a.entry, "flags": a.flags,
+                                 "segments": [dataclasses.asdict(s) | {"path": str(s.path)} for s in a.segments]},
+                 "kexloader": {"entry": b.entry, "flags": b.flags,
+                               "segments": [dataclasses.asdict(s) | {"path": str(s.path)} for s in b.segments]}}
+    lines = ["kexec-tools 2.0.25 (captured):"] + segment_table(a) + ["kexloader (--dry-run --plan-out):"] + segment_table(b)
+
+    # kernel
+    ka, kb = a.role_of("kernel"), b.role_of("kernel")
+    payload = image[kern16_size(image):]
+    kernel = {"kexec_tools": [(s.mem, s.memsz) for s in ka], "kexloader": [(s.mem, s.memsz) for s in kb]}
+    if len(ka) == 1 and len(kb) == 1:
+        da, db = ka[0].data(), kb[0].data()
+        kernel["identical_bytes"] = da == db
+        kernel["same_address"] = ka[0].mem == kb[0].mem
+        kernel["same_memsz"] = ka[0].memsz == kb[0].memsz
+        kernel["sha256"] = {"kexec_tools": hashlib.sha256(da).hexdigest(), "kexloader": hashlib.sha256(db).hexdigest()}
+        if da != db:
+            first = next((i for i in range(min(len(da), len(db))) if da[i] != db[i]), min(len(da), len(db)))
+            kernel["first_difference"] = first
+        where = "" if da == db else f", first difference at {kernel['first_difference']:#x}"
+        lines.append(f"kernel segment: bytes {'IDENTICAL' if da == db else 'DIFFER'} ({len(da)} vs {len(db)} bytes"
+                     f"{where}); "
+                     f"kexec-tools [{ka[0].mem:#x}+{ka[0].memsz:#x}] kexloader [{kb[0].mem:#x}+{kb[0].memsz:#x}]"
+                     f"{'' if kernel['same_address'] else ' (address differs)'}"
+                     f"{'' if kernel['same_memsz'] else ' (memsz differs)'}; "
+                     f"equals the file from offset {kern16_size(image):#x}: "
+                     f"{'yes' if da == payload else 'no'}/{'yes' if db == payload else 'no'}")
+    else:
+        kernel["identical_bytes"] = False
+        lines.append(f"kernel segment: kexec-tools has {len(ka)}, kexloader has {len(kb)} -- cannot compare")
+    res["kernel"] = kernel
+
+    # initrd
+    ra, rb = zp.ramdisk(a.zero_page), zp.ramdisk(b.zero_page)
+    initrd = {"kexec_tools": ra, "kexloader": rb}
+    if initrd_bytes is not None:
+        got_a = a.read(ra[0], ra[1]) if ra[1] else b""
+        got_b = b.read(rb[0], rb[1]) if rb[1] else b""
+        initrd["kexec_tools_ok"] = got_a == initrd_bytes
+        initrd["kexloader_ok"] = got_b == initrd_bytes
+        initrd["same_address"] = ra[0] == rb[0]
+        lines.append(f"initrd: kexec-tools [{ra[0]:#x}+{ra[1]:#x}] {'holds the file' if got_a == initrd_bytes else 'WRONG'}; "
+                     f"kexloader [{rb[0]:#x}+{rb[1]:#x}] {'holds the file' if got_b == initrd_bytes else 'WRONG'}"
+                     f"{'' if initrd['same_address'] else ' (placed differently)'}")
+    else:
+        initrd["kexec_tools_ok"] = ra == (0, 0)
+        initrd["kexloader_ok"] = rb == (0, 0)
+        lines.append(f"initrd: none asked; kexec-tools {ra}, kexloader {rb}")
+    res["initrd"] = initrd
+
+    # command line
+    ca, cb = a.command_line(), b.command_line()
+    res["cmdline"] = {"kexec_tools": ca.decode("latin-1") if ca is not None else None,
+                      "kexloader": cb.decode("latin-1") if cb is not None else None,
+                      "kexec_tools_addr": zp.cmd_line_ptr(a.zero_page), "kexloader_addr": zp.cmd_line_ptr(b.zero_page),
+                      "identical": ca == cb}
+    lines.append(f"command line: {'IDENTICAL' if ca == cb else 'DIFFER'}: kexec-tools {ca!r} at "
+                 f"{zp.cmd_line_ptr(a.zero_page):#x}, kexloader {cb!r} at {zp.cmd_line_ptr(b.zero_page):#x}")
+
+    # e820
+    ea, eb = zp.e820(a.zero_page), zp.e820(b.zero_page)
+    res["e820"] = {"kexec_tools": ea, "kexloader": eb, "identical": ea == eb}
+    lines.append(f"e820: {'IDENTICAL' if ea == eb else 'DIFFER'} ({len(ea)} vs {len(eb)} entries)")
+    if ea != eb:
+        for i in range(max(len(ea), len(eb))):
+            x = ea[i] if i < len(ea) else None
+            y = eb[i] if i < len(eb) else None
+            if x != y:
+                fmt = lambda e: "-" if e is None else f"[{e[0]:#x}, {e[0] + e[1]:#x}) {zp.E820_TYPES.get(e[2], e[2])}"
+                lines.append(f"  [{i}] kexec-tools {fmt(x)}  kexloader {fmt(y)}")
+
+    # setup_data
+    sa = [(zp.SETUP_DATA_TYPES.get(t, str(t)), len(p)) for _, t, p in a.setup_data()]
+    sb = [(zp.SETUP_DATA_TYPES.get(t, str(t)), len(p)) for _, t, p in b.setup_data()]
+    res["setup_data"] = {"kexec_tools": sa, "kexloader": sb}
+    lines.append(f"setup_data chain: kexec-tools {sa or 'none'}; kexloader {sb or 'none'}")
+
+    # zero page, field by field
+    diffs = zp.diff(a.zero_page, b.zero_page)
+    res["zero_page_diff"] = []
+    lines.append(f"zero page: {len(diffs)} field(s) differ (kexec-tools -> kexloader):")
+    for d in diffs:
+        why = reason_for(d.name)
+        res["zero_page_diff"].append(dataclasses.asdict(d) | {"reason": why})
+        lines.append(f"  {d.offset:#05x} {d.name:<26} {d.left:>22} -> {d.right:<22} {why or 'UNEXPLAINED'}")
+    res["unexplained"] = [d.name for d in diffs if reason_for(d.name) is None]
+    res["ok"] = bool(kernel.get("identical_bytes")) and res["cmdline"]["identical"] and \
+        initrd["kexec_tools_ok"] and initrd["kexloader_ok"]
+    res["text"] = "\n".join(lines)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------- Debian kernel
+
+def debian_kernel(fetch: bool = True) -> Path:
+    """Debian 12's current kernel (linux-image-amd64's dependency), unpacked into the cache (boot/ only)."""
+    cache = kt.cache_dir()
+    proc = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True)
+    pkgs = [ln.split(":", 1)[1].strip() for ln in proc.stdout.splitlines() if ln.strip().startswith("Depends:")
+            and "linux-image-" in ln]
+    boot = cache / "debian-kernel" / "boot"
+    if not pkgs:
+        have = sorted(boot.glob("vmlinuz-*")) if boot.is_dir() else []
+        if have:
+            return have[-1]
+        raise kt.Unavailable("cannot resolve linux-image-amd64 (run apt-get update)")
+    version = pkgs[0].removeprefix("linux-image-")
+    target = boot / f"vmlinuz-{version}"
+    if target.exists():
+        return target
+    if not fetch:
+        raise kt.Unavailable(f"{target} is not there")
+    debs = cache / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["apt-get", "download", pkgs[0]], cwd=debs, check=True, capture_output=True)
+    deb = sorted(debs.glob(f"{pkgs[0]}_*.deb"))[-1]
+    (cache / "debian-kernel").mkdir(parents=True, exist_ok=True)
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as tar_in:
+        subprocess.run(["tar", "-x", "-C", str(cache / "debian-kernel"), "./boot/"], stdin=tar_in.stdout, check=True)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="Arguments after -- are passed to both loaders unchanged.")
+    ap.add_argument("kernel", nargs="?")
+    ap.add_argument("--initrd")
+    ap.add_argument("--append")
+    ap.add_argument("--debian-kernel", action="store_true", help="use (and fetch) Debian 12's current kernel")
+    ap.add_argument("--kexec-tools-only", action="store_true", help="capture and show kexec-tools' side only")
+    ap.add_argument("--keep", help="directory for both captures (default: a temporary one, kept and printed)")
+    ap.add_argument("--json", help="also write the full result as JSON to this file")
+    ap.add_argument("--kexloader", help="command that runs kexloader (default: python3 -m kexloader)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    args.extra = extra
+
+    try:
+        kernel = Path(args.kernel) if args.kernel else (debian_kernel() if args.debian_kernel else None)
+    except (kt.CaptureError, subprocess.CalledProcessError) as e:
+        print(f"compare: cannot get the Debian kernel: {e}", file=sys.stderr)
+        return 2
+    if kernel is None:
+        ap.error("give a KERNEL or --debian-kernel")
+    image = kernel.read_bytes()
+    initrd = Path(args.initrd) if args.initrd else None
+    initrd_bytes = initrd.read_bytes() if initrd else None
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="compare-kexec-tools-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    print(f"kernel {kernel} ({len(image)} bytes, sha256 {hashlib.sha256(image).hexdigest()[:16]}), "
+          f"initrd {initrd or '-'} ({len(initrd_bytes) if initrd_bytes is not None else 0} bytes), "
+          f"append {args.append!r}")
+    try:
+        a = run_kexec_tools(kernel, initrd, args.append, args.extra, work / "kexec-tools", image, initrd_bytes)
+    except kt.CaptureError as e:
+        print(f"compare: kexec-tools capture failed: {e}", file=sys.stderr)
+        return 2
+    if args.kexec_tools_only:
+        print("kexec-tools 2.0.25 (captured):")
+        print("\n".join(segment_table(a)))
+        print(f"command line {a.command_line()!r} at {zp.cmd_line_ptr(a.zero_page):#x}; "
+              f"initrd {tuple(hex(x) for x in zp.ramdisk(a.zero_page))}; setup_data "
+              f"{[(zp.SETUP_DATA_TYPES.get(t, t), len(p)) for _, t, p in a.setup_data()]}")
+        print("zero page fields set (non-zero):")
+        for name, value in zp.describe(a.zero_page):
+            print(f"  {zp.BY_NAME[name].offset:#05x} {name:<26} {value}")
+        print(f"captured in {work / 'kexec-tools'}")
+        return 0
+    try:
+        b = run_kexloader(kernel, initrd, args.append, args.extra, work / "kexloader",
+                          args.kexloader.split() if args.kexloader else None)
+    except (RuntimeError, OSError, ValueError, KeyError) as e:
+        print("kexec-tools 2.0.25 (captured):")
+        print("\n".join(segment_table(a)))
+        print(f"compare: kexloader could not plan: {e}", file=sys.stderr)
+        return 2
+    res = compare(a, b, image, initrd_bytes)
+    print(res.pop("text"))
+    print(f"unexplained zero-page differences: {', '.join(res['unexplained']) or 'none'}")
+    print(f"result: {'AGREE' if res['ok'] else 'DISAGREE'} on kernel, initrd and command line; files in {work}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str) + "\n")
+    return 0 if res["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
