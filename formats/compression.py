@@ -1,0 +1,359 @@
+"""Compressed kernels, initrds and modules: detect by content, inflate with a hard output limit.
+
+Formats (the names `sniff` returns):
+
+  ``gzip``        1f 8b 08, flags' reserved bits clear; multi-member.
+  ``xz``          fd 37 7a 58 5a 00 + stream flags whose CRC32 matches; multi-stream.
+  ``lzma``        the 13-byte "alone" header (no magic), validated strictly: properties byte < 225
+                  with lc + lp <= 4, a dictionary of 2^n or 2^n + 2^(n-1) bytes and at least 4 KiB
+                  (what every encoder writes; liblzma's own "picky" rule, which alone would take
+                  all-zero data), uncompressed size -1 or < 2^38, and a trial decode of the start.
+                  kexec-tools checks only the properties byte and so takes much raw data for lzma.
+  ``bzip2``       "BZh" + '1'..'9' + the block magic 31 41 59 26 53 59 (or the end-of-stream
+                  magic 17 72 45 38 50 90 of an empty stream); multi-stream.
+  ``zstd``        28 b5 2f fd with the frame header's reserved bit clear; multi-frame.
+  ``lz4``         the lz4 frame format, 04 22 4d 18 with a version-01 descriptor; multi-frame.
+  ``lz4-legacy``  02 21 4c 18, then blocks of (le32 compressed size, lz4 block) that each inflate
+                  to at most 8 MiB: what the kernel's ``lz4 -l`` writes. There is no end marker: the
+                  stream ends at the end of the data, at a size field of 0 or too large for a block
+                  (as the lz4 tool decides), or where a new legacy magic starts another stream.
+
+Skippable frames (magic 50..5f 2a 4d 18, le32 length) may precede or follow zstd and lz4 frames.
+
+What follows the last complete stream:
+
+- zero bytes are ignored, for every format: images padded to a block size, xz stream padding;
+- for gzip, anything else is ignored too, as zlib's gzread (and so kexec-tools) ignores it;
+- for the others, anything else is a `CorruptStreamError`, unless the caller passes
+  ``allow_trailing=True`` (a payload cut out of a bzImage ends with a 4-byte size, and a payload
+  found by `find_payloads` is followed by the rest of the image).
+
+Output is produced in bounded steps and counted: `DecompressionLimitError` is raised as soon as
+the output passes ``limit``, so a small bomb never inflates further (peak memory is about
+``limit`` plus one step). Nothing here reads files or imports kexloader; callers map
+`CompressionError` to their own errors.
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import zlib
+
+import lz4.block
+import lz4.frame
+import zstandard
+
+__all__ = [
+    "DEFAULT_LIMIT", "FORMATS", "CompressionError", "CorruptStreamError", "TruncatedStreamError",
+    "DecompressionLimitError", "sniff", "decompress", "maybe_decompress", "find_payloads",
+]
+
+DEFAULT_LIMIT = 1 << 30             # 1 GiB: more than any kernel, module or initrd we expect
+FORMATS = ("gzip", "xz", "lzma", "bzip2", "zstd", "lz4", "lz4-legacy")
+
+_STEP = 1 << 16                     # input fed per call
+_LZMA_MEMLIMIT = 256 << 20          # xz -9 needs 65 MiB; a hostile dictionary size stops here
+_LZMA_TRIAL = 256                   # input bytes trial-decoded to accept a header-only lzma match
+_LZ4_LEGACY_BLOCK = 8 << 20
+_LZ4_LEGACY_BOUND = _LZ4_LEGACY_BLOCK + _LZ4_LEGACY_BLOCK // 255 + 16   # LZ4_COMPRESSBOUND
+_ZSTD_MAX_RATIO = 1 << 15           # a 4-byte RLE block inflates to 128 KiB
+
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_BZIP2_BLOCK = b"\x31\x41\x59\x26\x53\x59"
+_BZIP2_EOS = b"\x17\x72\x45\x38\x50\x90"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_LZ4_MAGIC = b"\x04\x22\x4d\x18"
+_LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"
+
+
+class CompressionError(ValueError):
+    """A stream that cannot be inflated. `format` names the compression (None: not compressed)."""
+
+    def __init__(self, message: str, *, format: str | None = None, output_size: int = 0):
+        super().__init__(message)
+        self.format = format
+        self.output_size = output_size
+
+
+class CorruptStreamError(CompressionError):
+    """The data is not a valid stream of its format (bad header, data, checksum, trailing data)."""
+
+
+class TruncatedStreamError(CompressionError):
+    """The stream ends before its end marker."""
+
+
+class DecompressionLimitError(CompressionError):
+    """The output would pass the caller's limit."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Header checks: view -> bool. Exact, and cheap except lzma's trial decode.
+
+def _u32(view, pos: int) -> int:
+    return int.from_bytes(view[pos:pos + 4], "little")
+
+
+def _is_gzip(h) -> bool:
+    return len(h) >= 10 and h[:3] == _GZIP_MAGIC and not h[3] & 0xE0
+
+
+def _is_xz(h) -> bool:
+    return (len(h) >= 12 and h[:6] == _XZ_MAGIC and h[6] == 0 and h[7] < 16
+            and zlib.crc32(h[6:8]) == _u32(h, 8))
+
+
+def _is_bzip2(h) -> bool:
+    return len(h) >= 10 and h[:3] == b"BZh" and 0x31 <= h[3] <= 0x39 and h[4:10] in (_BZIP2_BLOCK, _BZIP2_EOS)
+
+
+def _is_zstd(h) -> bool:
+    return len(h) >= 5 and h[:4] == _ZSTD_MAGIC and not h[4] & 0x08
+
+
+def _is_lz4(h) -> bool:
+    return (len(h) >= 7 and h[:4] == _LZ4_MAGIC and h[4] >> 6 == 1 and not h[4] & 0x02
+            and not h[5] & 0x8F and h[5] >> 4 >= 4)
+
+
+def _is_lz4_legacy(h) -> bool:
+    return len(h) >= 4 and h[:4] == _LZ4_LEGACY_MAGIC
+
+
+def _is_lzma(h) -> bool:
+    if len(h) < 14:
+        return False
+    props, dict_size, size = h[0], _u32(h, 1), int.from_bytes(h[5:13], "little")
+    lc, lp = props % 9, props // 9 % 5
+    if props >= 225 or lc + lp > 4:
+        return False
+    low = dict_size & -dict_size
+    if dict_size < 4096 or dict_size not in (low, 3 * low, 0xFFFFFFFF):
+        return False                                # 2^n, 2^n + 2^(n-1), or "unknown"
+    if size != (1 << 64) - 1 and size >= 1 << 38:
+        return False
+    try:                                            # trial decode: random data fails within 64 bytes
+        lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=_LZMA_MEMLIMIT).decompress(h[:_LZMA_TRIAL], 1 << 16)
+    except lzma.LZMAError:
+        return False
+    return True
+
+
+_CHECKS = (("gzip", _is_gzip), ("xz", _is_xz), ("bzip2", _is_bzip2), ("zstd", _is_zstd), ("lz4", _is_lz4),
+           ("lz4-legacy", _is_lz4_legacy), ("lzma", _is_lzma))
+_CHECK = dict(_CHECKS)
+
+
+def _view(data) -> memoryview:
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _skippable(view, pos: int) -> int | None:
+    """Length of the skippable frame at `pos` (zstd and lz4 share them), or None."""
+    if len(view) - pos >= 4 and view[pos] & 0xF0 == 0x50 and view[pos + 1:pos + 4] == b"\x2a\x4d\x18":
+        return 8 + _u32(view, pos + 4)
+    return None
+
+
+def _skip_frames(view, pos: int, fmt: str) -> int:
+    """Skip the skippable frames at `pos`; a cut one is a `TruncatedStreamError`."""
+    while (n := _skippable(view, pos)) is not None:
+        if pos + n > len(view):
+            raise TruncatedStreamError(f"{fmt} skippable frame at offset {pos} is truncated", format=fmt)
+        pos += n
+    return pos
+
+
+def sniff(data) -> str | None:
+    """The compression of `data` (one of `FORMATS`), or None for data that is not compressed."""
+    view = _view(data)
+    start = 0
+    while (n := _skippable(view, start)) is not None and start + n < len(view):
+        start += n
+    head = view[start:]
+    for name, check in _CHECKS:
+        if check(head):
+            return name if start == 0 or name in ("zstd", "lz4") else None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoders: one stream at the start of `view`, output into `out`; return the input consumed.
+
+class _Out:
+    def __init__(self, fmt: str, limit: int):
+        self.fmt, self.limit, self.size, self.chunks = fmt, limit, 0, []
+
+    def room(self) -> int:
+        """Ask for one byte more than allowed, so that passing the limit is seen."""
+        return self.limit - self.size + 1
+
+    def add(self, chunk) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise DecompressionLimitError(
+                f"{self.fmt} stream inflates to more than the {self.limit}-byte limit; stopped there",
+                format=self.fmt, output_size=self.size)
+        if chunk:
+            self.chunks.append(chunk)
+
+    def truncated(self) -> TruncatedStreamError:
+        return TruncatedStreamError(f"{self.fmt} stream is truncated after {self.size} bytes of output",
+                                    format=self.fmt, output_size=self.size)
+
+    def corrupt(self, why) -> CorruptStreamError:
+        return CorruptStreamError(f"{self.fmt} stream is corrupt after {self.size} bytes of output: {why}",
+                                  format=self.fmt, output_size=self.size)
+
+
+class _Zlib:
+    """zlib's object in the shape of lzma's and bz2's (needs_input, unconsumed input kept)."""
+
+    def __init__(self):
+        self._d, self.needs_input = zlib.decompressobj(wbits=31), True
+
+    def decompress(self, buf, max_length: int) -> bytes:
+        chunk = self._d.decompress(buf or self._d.unconsumed_tail, max_length)
+        self.needs_input = not self._d.unconsumed_tail and len(chunk) < max_length
+        return chunk
+
+    eof = property(lambda self: self._d.eof)
+    unused_data = property(lambda self: self._d.unused_data)
+
+
+class _Zstd:
+    """zstandard's object has no output bound: feed it little enough input that a step stays small."""
+
+    needs_input = True
+
+    def __init__(self):
+        self._d = zstandard.ZstdDecompressor().decompressobj()
+
+    def decompress(self, buf, max_length: int) -> bytes:
+        return self._d.decompress(buf)
+
+    def step(self, room: int) -> int:
+        return min(_STEP, max(64, room // _ZSTD_MAX_RATIO))
+
+    eof = property(lambda self: self._d.eof)
+    unused_data = property(lambda self: self._d.unused_data)
+
+
+_MAKERS = {
+    "gzip": (_Zlib, zlib.error),
+    "xz": (lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_LZMA_MEMLIMIT), lzma.LZMAError),
+    "lzma": (lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=_LZMA_MEMLIMIT), lzma.LZMAError),
+    "bzip2": (bz2.BZ2Decompressor, OSError),
+    "zstd": (_Zstd, zstandard.ZstdError),
+    "lz4": (lz4.frame.LZ4FrameDecompressor, RuntimeError),
+}
+
+
+def _stream(fmt: str, view, out: _Out) -> int:
+    make, errors = _MAKERS[fmt]
+    dec, pos = make(), 0
+    while not dec.eof:
+        if dec.needs_input:
+            if pos >= len(view):
+                raise out.truncated()
+            step = dec.step(out.room()) if hasattr(dec, "step") else _STEP
+            buf, pos = view[pos:pos + step], pos + step
+        else:
+            buf = b""
+        try:
+            chunk = dec.decompress(buf, out.room())
+        except errors as e:
+            raise out.corrupt(e) from None
+        out.add(chunk)
+    return min(pos, len(view)) - len(dec.unused_data or b"")
+
+
+def _stream_lz4_legacy(view, out: _Out) -> int:
+    pos = 4
+    while pos < len(view):
+        if len(view) - pos < 4:                     # a cut size field, or padding
+            if any(view[pos:]):
+                raise out.truncated()
+            break
+        size = _u32(view, pos)
+        if size == 0 or size > _LZ4_LEGACY_BOUND:   # not a block: the end of this stream
+            break
+        if pos + 4 + size > len(view):
+            raise out.truncated()
+        try:
+            chunk = lz4.block.decompress(view[pos + 4:pos + 4 + size], uncompressed_size=_LZ4_LEGACY_BLOCK)
+        except lz4.block.LZ4BlockError as e:
+            raise out.corrupt(f"block at offset {pos}: {e}") from None
+        out.add(chunk)
+        pos += 4 + size
+    return pos
+
+
+def _skip_zeros(view, pos: int) -> int:
+    while pos < len(view):
+        chunk = bytes(view[pos:pos + 4096])
+        rest = chunk.lstrip(b"\0")
+        if rest:
+            return pos + len(chunk) - len(rest)
+        pos += len(chunk)
+    return pos
+
+
+def decompress(data, *, limit: int = DEFAULT_LIMIT, allow_trailing: bool = False) -> bytes:
+    """Inflate every stream of `data`'s format in turn (members, streams, frames).
+
+    Raises `CompressionError` for data that is not compressed, `CorruptStreamError`,
+    `TruncatedStreamError` or `DecompressionLimitError` (more than `limit` bytes of output).
+    With `allow_trailing`, data after the last complete stream is ignored whatever it is.
+    """
+    fmt = sniff(data)
+    if fmt is None:
+        raise CompressionError("data is not compressed (no gzip, xz, lzma, bzip2, zstd or lz4 header)")
+    view, out, pos = _view(data), _Out(fmt, limit), 0
+    while True:
+        if fmt in ("zstd", "lz4"):
+            pos = _skip_frames(view, pos, fmt)
+        if pos and not _CHECK[fmt](view[pos:]):
+            pos = _skip_zeros(view, pos)
+            if pos == len(view):
+                break
+            if not _CHECK[fmt](view[pos:]):
+                if allow_trailing or fmt == "gzip":
+                    break
+                raise CorruptStreamError(
+                    f"{fmt} stream is followed by {len(view) - pos} bytes that are neither zero padding "
+                    f"nor another {fmt} stream (at offset {pos})", format=fmt, output_size=out.size)
+        rest = view[pos:]
+        pos += _stream_lz4_legacy(rest, out) if fmt == "lz4-legacy" else _stream(fmt, rest, out)
+    return b"".join(out.chunks)
+
+
+def maybe_decompress(data, *, limit: int = DEFAULT_LIMIT) -> tuple[object, str | None]:
+    """(inflated data, format) for compressed `data`; (`data` itself, None) otherwise."""
+    fmt = sniff(data)
+    return (data, None) if fmt is None else (decompress(data, limit=limit), fmt)
+
+
+# lzma has no magic: look for the properties byte every kernel build uses (lc=3 lp=0 pb=2) and
+# the zero low bytes of a dictionary of 64 KiB or more; the header check then decides.
+_SCAN = (("gzip", _GZIP_MAGIC), ("xz", _XZ_MAGIC), ("bzip2", b"BZh"), ("zstd", _ZSTD_MAGIC),
+         ("lz4", _LZ4_MAGIC), ("lz4-legacy", _LZ4_LEGACY_MAGIC), ("lzma", b"\x5d\x00\x00"))
+
+
+def find_payloads(data) -> list[tuple[int, str]]:
+    """(offset, format) of every embedded stream whose header checks out, by offset.
+
+    Candidates, not proof: the caller decompresses each (e.g. a bzImage's payload is the one that
+    inflates to an ELF file)."""
+    buf = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+    view, found = _view(buf), []
+    for name, magic in _SCAN:
+        pos = buf.find(magic)
+        while pos >= 0:
+            if _CHECK[name](view[pos:pos + _LZMA_TRIAL if name == "lzma" else pos + 16]):
+                found.append((pos, name))
+            pos = buf.find(magic, pos + 1)
+    return sorted(found)
