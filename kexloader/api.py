@@ -16,7 +16,7 @@ from . import images
 from .errors import DecompressionError, KexloaderError
 from .formats import compression
 from .memory import EVERYWHERE
-from .model import LoadRequest, Plan, PurgatoryOptions, Range, SystemFacts
+from .model import LoadRequest, Module, Plan, PurgatoryOptions, Range, SystemFacts
 
 DECOMPRESSED_LIMIT = 1 << 30  # a kernel, hypervisor or module larger than 1 GiB is a decompression bomb
 
@@ -45,11 +45,25 @@ def read_image(path: str | Path, what: str):
     return out
 
 
+def read_module(spec: str) -> Module:
+    """--module="FILE args": the file, decompressed only when what comes out is a kernel (a gzip'ed dom0
+    kernel; Xen wants it plain), and the whole string as its command line (Xen drops the first word)."""
+    path = spec.split()[0]
+    raw = read_file(path, "module")
+    data = raw
+    if compression.sniff(raw):
+        inflated = read_image(path, "module")
+        if images.looks_like_kernel(inflated):
+            data = inflated
+    return Module(path, data, spec.strip())
+
+
 def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdline: str = "",
-                 image_type: str | None = None, crash: bool = False,
+                 image_type: str | None = None, crash: bool = False, modules: list[str] = (),
                  purgatory: PurgatoryOptions = PurgatoryOptions()) -> LoadRequest:
-    """Read the kernel (decompressed) and the initrd (as is: the new kernel unpacks it itself)."""
+    """Read the kernel (decompressed), the initrd (as is: the new kernel unpacks it itself) and modules."""
     return LoadRequest(
+        modules=tuple(read_module(m) for m in modules),
         kernel=read_image(kernel, "kernel"), kernel_name=str(kernel), cmdline=cmdline,
         initrd=read_file(initrd, "initrd") if initrd is not None else None,
         initrd_name=str(initrd) if initrd is not None else "",

@@ -51,7 +51,7 @@ SHORT_TO_LONG = {"h": "help", "?": "?", "v": "version", "d": "debug", "f": "forc
                  "S": "status"}
 NOT_YET = {
     "load-panic": "-p (load a crash kernel)", "kexec-file-syscall": "-s (kexec_file_load)",
-    "module": "--module", "vmm": "--vmm", "args-linux": "--args-linux", "args-elf": "--args-elf",
+    "args-linux": "--args-linux", "args-elf": "--args-elf",
     "args-none": "--args-none", "load-preserve-context": "--load-preserve-context",
     "load-jump-back-helper": "--load-jump-back-helper", "load-live-update": "--load-live-update",
     "exec-live-update": "--exec-live-update", "hotplug": "--hotplug", "real-mode": "--real-mode",
@@ -81,6 +81,8 @@ Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
      --command-line=STR, --append=STR   The new kernel's command line (the last one wins).
      --reuse-cmdline      Start from the running kernel's command line (without BOOT_IMAGE=).
      --initrd=FILE, --ramdisk=FILE      The initial ramdisk.
+     --module="FILE ARGS" A multiboot module and its command line (repeatable; Xen: dom0 kernel, initrd).
+     --vmm=XEN            The seed's syntax: kexloader -l --vmm=XEN --append="XEN_ARGS -- DOM0_ARGS" DOM0
      --mem-min=ADDR, --mem-max=ADDR     Place segments only inside [ADDR, ADDR].
      --console-serial, --serial=ttySn|0xPORT, --serial-baud=N, --console-vga, --reset-vga
                           Purgatory console output.
@@ -101,6 +103,8 @@ class Options:
     append: str | None = None
     reuse_cmdline: bool = False
     initrd: str | None = None
+    modules: list = field(default_factory=list)  # --module="FILE args", in order
+    vmm: str | None = None  # the seed's --vmm=XEN_IMAGE: the positional image becomes dom0's kernel
     image_type: str | None = None
     debug: bool = False
     sync: bool = True
@@ -162,6 +166,12 @@ def _apply(o: Options, name: str, value: str) -> None:
         o.reuse_cmdline = True
     elif name in ("initrd", "ramdisk"):
         o.initrd = value
+    elif name == "module":
+        if not value.split():
+            raise UsageError("--module needs a file name")
+        o.modules.append(value)
+    elif name == "vmm":
+        o.vmm = value
     elif name == "type":
         o.image_type = value
     elif name in ("mem-min", "mem-max"):
@@ -264,8 +274,14 @@ def _build_plan(o: Options):
         raise UsageError("--facts describes another machine: use it with --dry-run")
     facts = system.load_snapshot(Path(o.facts)) if o.facts else system.read_facts()
     line = cmdline.compose(cmdline.reused(facts.cmdline, crash=o.crash) if o.reuse_cmdline else None, o.append)
-    req = api.read_request(o.kernel, initrd=o.initrd, cmdline=line, image_type=o.image_type, crash=o.crash,
-                           purgatory=PurgatoryOptions(**o.purgatory))
+    kernel, initrd, modules = o.kernel, o.initrd, list(o.modules)
+    if o.vmm:
+        # kexec -l --append="XEN_ARGS -- DOM0_ARGS" --vmm=XEN DOM0 [--initrd=I] (docs/misc/kexec_and_kdump.txt)
+        xen_args, _, dom0_args = f" {line} ".partition(" -- ")
+        modules = [cmdline.compose(kernel, dom0_args.strip())] + ([initrd] if initrd else []) + modules
+        kernel, initrd, line = o.vmm, None, xen_args.strip()
+    req = api.read_request(kernel, initrd=initrd, cmdline=line, image_type=o.image_type, crash=o.crash,
+                           modules=modules, purgatory=PurgatoryOptions(**o.purgatory))
     window = Range.between(o.mem_min, o.mem_max + 1)
     return api.make_plan(req, facts, window=window)
 

@@ -34,7 +34,33 @@ def tiny_bzimage(*, version=0x020F, xloadflags=bz.XLF_KERNEL_64 | bz.XLF_CAN_BE_
     return bytes(setup) + payload
 
 
+def tiny_multiboot(*, mb1_flags=0x3, mb2=True, mb2_relocatable=True, paddr=0x200000) -> bytes:
+    """An ELF32 EM_386 image shaped like Debian's xen: one PT_LOAD at `paddr` from file offset 0x80,
+    a multiboot 1 header at 0x88 and a multiboot 2 header at 0x98, entry at the start of the load."""
+    import struct
+    body = bytearray(b"\xeb\x7e" + bytes(6))  # jmp over the headers
+    body += struct.pack("<III", 0x1BADB002, mb1_flags, -(0x1BADB002 + mb1_flags) & 0xFFFFFFFF)
+    while (0x80 + len(body)) % 8:
+        body += b"\0"
+    if mb2:
+        tags = struct.pack("<HHIII", 1, 0, 16, 4, 6)  # info request (required): meminfo, mmap
+        tags += struct.pack("<HHI", 6, 0, 8)  # module alignment
+        if mb2_relocatable:
+            tags += struct.pack("<HHIIIII", 10, 1, 24, 0x200000, 0xFFFFFFFF, 0x200000, 2)
+        tags += struct.pack("<HHI", 0, 0, 8)
+        length = 16 + len(tags)
+        body += struct.pack("<IIII", 0xE85250D6, 0, length, -(0xE85250D6 + length) & 0xFFFFFFFF) + tags
+    body = bytes(body).ljust(0x100, b"\xf4")
+    filesz, memsz = len(body), 0x3000
+    ehdr = struct.pack("<16sHHIIIIIHHHHHH", b"\x7fELF\x01\x01\x01" + bytes(9), 2, 3, 1, paddr, 52, 0, 0,
+                       52, 32, 1, 0, 0, 0)
+    phdr = struct.pack("<IIIIIIII", 1, 0x80, paddr, paddr, filesz, memsz, 7, 0x20)
+    return (ehdr + phdr).ljust(0x80, b"\0") + body
+
+
 FIXTURES = {
+    "multiboot/tiny-mb12.elf": tiny_multiboot,
+    "multiboot/tiny-mb1.elf": lambda: tiny_multiboot(mb2=False),
     "bzimage/tiny.bzImage": tiny_bzimage,
     "bzimage/tiny-32bit-only.bzImage": lambda: tiny_bzimage(xloadflags=0),
     "bzimage/tiny-protocol-2.10.bzImage": lambda: tiny_bzimage(version=0x020A, xloadflags=0),

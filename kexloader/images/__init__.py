@@ -36,6 +36,11 @@ KINDS = [
 NAMES = [k.name for k in KINDS]
 
 
+def looks_like_kernel(data) -> bool:
+    """A bzImage, an ELF or a multiboot image (used to decide whether to inflate a module)."""
+    return any(k.probe(data) for k in KINDS)
+
+
 def detect(data, name: str, forced: str | None = None) -> Kind:
     """The kind that will plan this image: the first whose probe accepts it, or the one --type names."""
     matches = [k for k in KINDS if k.probe(data)]

@@ -157,7 +157,8 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
         seg = layout.place("module", module.data, window=LOW_4G, what=module.name)
         modules.append((seg.mem, seg.mem + module.data.__len__(), module.cmdline))
 
-    cmdline = req.cmdline
+    # The image's name first, as kexec-tools does: Xen drops the first word unless the loader is GRUB 2.
+    cmdline = f"{name} {req.cmdline}".strip()
     info_size = 4096 + sum(len(m[2]) + 1 for m in modules) + len(cmdline) + 64 + 24 * len(facts.memmap) + 16 * len(modules)
     info_seg = layout.place("mbi", bytes(info_size), window=LOW_4G, what=f"multiboot {version} information")
     if version == 1:
