@@ -1,0 +1,441 @@
+"""The purgatory: the code the old kernel (or Xen) jumps to, which hands control to the new system.
+
+What it does, in order (kexec-tools' purgatory does the same; reference/kexec-tools-anatomy.md §4.5):
+
+1. 64-bit entry (Linux `relocate_kernel`, Xen `arch=EM_X86_64`; interfaces.md §1.8): load our own GDT and a
+   null IDT (the old ones are zapped or unmapped), reload DS/ES/SS/FS/GS = 0x18 and CS = 0x10 by a far return,
+   switch to our own stack (the entry RSP is in a page that is not ours).
+   32-bit entry (`entry_mode="32"`, Xen `arch=EM_386`, interfaces.md §4.4): build an identity map of the
+   first 4 GiB in our own bss, enter long mode and continue at the 64-bit entry. So there is one 64-bit main
+   program and one pair of SHA-256 routines, not a 32-bit copy of each.
+2. Optional console: a polled 16550 UART and/or the VGA text buffer.
+3. SHA-256 over `regions` in order, compared with `digest`; on a mismatch print a line and halt forever.
+4. kdump backup copy (src -> dst).
+5. Hand-off: 64-bit Linux boot protocol (rsi = boot_params, other GPRs 0) or, for multiboot, down to 32-bit
+   protected mode with paging off (eax = magic, ebx = info).
+
+The segment is `code` followed by zero-filled bss (stack, SHA workspace, page tables); the purgatory never
+writes outside its own segment except for the backup copy, and never touches the kernel command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..errors import KexloaderError, NotSupportedYet
+from ..model import PAGE_SIZE, PurgatoryOptions, align_up
+from . import sha256_code
+from .asm import (CR0, CR3, CR4, DS, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, ESP, FS, GS, R8D, R9D, R10D, R11D,
+                  R12D, R13D, R14D, R15D, RAX, RBP, RCX, RDI, RDX, RSI, RSP, SS, AL, DX, Assembler, absolute, mem, rip)
+
+
+class PurgatoryError(KexloaderError):
+    """The purgatory cannot be built for these addresses or options."""
+
+
+@dataclass(frozen=True)
+class Linux64Handoff:
+    """64-bit Linux boot protocol: rsi = boot_params, jump to kernel_entry (load address + 0x200) in 64-bit mode,
+    CS = 0x10, DS/ES/SS/FS/GS = 0x18, rbx = 0 and every other GPR 0 (Documentation/arch/x86/boot.rst)."""
+
+    boot_params: int
+    kernel_entry: int
+
+
+@dataclass(frozen=True)
+class Multiboot32Handoff:
+    """Multiboot 1/2 machine state (interfaces.md §3.3): 32-bit protected mode, paging off, flat segments,
+    eax = magic, ebx = info address, jump to entry."""
+
+    magic: int
+    info: int
+    entry: int
+
+
+@dataclass(frozen=True)
+class Region:
+    """A physical range the purgatory hashes."""
+
+    start: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Backup:
+    """kdump: copy size bytes from src to dst after verification, before the hand-off."""
+
+    src: int
+    dst: int
+    size: int
+
+
+@dataclass(frozen=True)
+class PurgatoryImage:
+    """`code` goes at the base address; `memsz` (page multiple) includes the zero-filled stack/bss;
+    `entry` is the absolute address the kernel or Xen jumps to."""
+
+    code: bytes
+    memsz: int
+    entry: int
+
+
+# GDT shared by every path (flat, base 0, limit 4 GiB; SDM vol. 3A §3.4.5):
+SEL_CODE32 = 0x08  # 32-bit code (D=1): the multiboot hand-off runs here
+SEL_CODE64 = 0x10  # 64-bit code (L=1): Linux's __BOOT_CS
+SEL_DATA = 0x18  # read/write data: Linux's __BOOT_DS
+GDT = (0, 0x00CF9A000000FFFF, 0x00AF9A000000FFFF, 0x00CF92000000FFFF)
+
+WORKSPACE_SIZE = 256  # SHA-256 driver workspace (sha256_code.WORKSPACE_SIZE) and console state
+STACK_SIZE = PAGE_SIZE - WORKSPACE_SIZE  # bss is one page (plus page tables for the 32-bit entry)
+LOW_4G = 1 << 32
+MSR_EFER = 0xC0000080
+EFER_LME = 1 << 8
+CR0_PG = 1 << 31
+CR4_PAE = 1 << 5
+VGA_TEXT = 0xB8000
+VGA_COLS, VGA_ROWS = 80, 25
+
+# 16550 UART registers (offsets from the base port) and bits, as in any 16550 data sheet
+UART_THR, UART_DLL, UART_IER, UART_DLM, UART_FCR, UART_LCR, UART_MCR, UART_LSR = 0, 0, 1, 1, 2, 3, 4, 5
+LCR_DLAB, LCR_8N1, MCR_DTR_RTS, LSR_THRE = 0x80, 0x03, 0x03, 0x20
+
+MSG_HELLO = b"kexloader purgatory\r\n"
+MSG_BAD_DIGEST = b"kexloader purgatory: SHA-256 mismatch, not starting the new system\r\n"
+
+
+def purgatory_size(handoff, *, regions: Sequence[Region] = (), digest: bytes | None = None,
+                   options: PurgatoryOptions = PurgatoryOptions(), backup: Backup | None = None,
+                   entry_mode: str = "64") -> int:
+    """memsz of the purgatory segment for these arguments (the size does not depend on the base address)."""
+    _, memsz, _ = _generate(0, handoff, tuple(regions), digest, options, backup, entry_mode)
+    return memsz
+
+
+def build_purgatory(base: int, handoff, *, regions: Sequence[Region] = (), digest: bytes | None = None,
+                    options: PurgatoryOptions = PurgatoryOptions(), backup: Backup | None = None,
+                    entry_mode: str = "64") -> PurgatoryImage:
+    """Generate the purgatory to run at physical address `base` (page aligned). Deterministic."""
+    regions = tuple(regions)
+    _validate(base, handoff, regions, digest, options, backup, entry_mode)
+    code, memsz, entry = _generate(base, handoff, regions, digest, options, backup, entry_mode)
+    if base + memsz > (1 << 52):
+        raise PurgatoryError(f"purgatory at {base:#x} is beyond physical address space")
+    if (entry_mode == "32" or isinstance(handoff, Multiboot32Handoff)) and base + memsz > LOW_4G:
+        raise PurgatoryError(f"purgatory at [{base:#x}, {base + memsz:#x}) must be below 4 GiB for a 32-bit path",
+                             hint="place the purgatory segment below 4 GiB")
+    return PurgatoryImage(code, memsz, entry)
+
+
+def _validate(base, handoff, regions, digest, options, backup, entry_mode) -> None:
+    if base < 0 or base % PAGE_SIZE:
+        raise PurgatoryError(f"purgatory base {base:#x} is not a page-aligned physical address")
+    if entry_mode not in ("64", "32"):
+        raise PurgatoryError(f"entry_mode must be '64' or '32', not {entry_mode!r}")
+    if not isinstance(handoff, (Linux64Handoff, Multiboot32Handoff)):
+        raise PurgatoryError(f"unknown hand-off {handoff!r}")
+    if isinstance(handoff, Multiboot32Handoff):
+        for what, value in (("magic", handoff.magic), ("info", handoff.info), ("entry", handoff.entry)):
+            if not 0 <= value < LOW_4G:
+                raise PurgatoryError(f"multiboot {what} {value:#x} is not a 32-bit value",
+                                     hint="multiboot images, their info and modules must be below 4 GiB")
+    else:
+        for what, value in (("boot_params", handoff.boot_params), ("kernel_entry", handoff.kernel_entry)):
+            if not 0 <= value < 1 << 52:
+                raise PurgatoryError(f"Linux {what} {value:#x} is not a physical address")
+    if options.checks and regions:
+        if digest is None or len(digest) != 32:
+            raise PurgatoryError("SHA-256 checks need a 32-byte digest of the regions")
+    for r in regions:
+        if r.start < 0 or r.size < 0 or r.start + r.size > (1 << 52):
+            raise PurgatoryError(f"bad region {r.start:#x}+{r.size:#x}")
+        if entry_mode == "32" and r.start + r.size > LOW_4G:
+            raise PurgatoryError(f"region [{r.start:#x}, {r.start + r.size:#x}) is above 4 GiB, which the 32-bit "
+                                 "entry's identity map does not cover")
+    if backup is not None:
+        if min(backup.src, backup.dst, backup.size) < 0:
+            raise PurgatoryError(f"bad backup {backup!r}")
+        if entry_mode == "32" and max(backup.src, backup.dst) + backup.size > LOW_4G:
+            raise PurgatoryError("the backup ranges must be below 4 GiB with the 32-bit entry")
+    if entry_mode == "32" and isinstance(handoff, Linux64Handoff):
+        if max(handoff.boot_params, handoff.kernel_entry) >= LOW_4G:
+            raise PurgatoryError("with the 32-bit entry the kernel and boot_params must be below 4 GiB")
+    if options.console_serial and not 0 < options.serial_port <= 0xFFF8:
+        raise PurgatoryError(f"serial port {options.serial_port:#x} is not an I/O port")
+    if options.console_serial and not 0 < options.serial_baud <= 115200 or 115200 % max(options.serial_baud, 1):
+        if options.console_serial:
+            raise PurgatoryError(f"serial baud {options.serial_baud} is not 115200/n",
+                                 hint="use 115200, 57600, 38400, 19200, 9600 ...")
+    if options.reset_vga:
+        raise NotSupportedYet("--reset-vga is not supported by kexloader's purgatory",
+                              hint="leave it out: the new kernel programs the VGA itself")
+
+
+def _generate(base, handoff, regions, digest, options, backup, entry_mode):
+    a = Assembler(bits=64, base=base)
+    checks = bool(options.checks and regions)
+    console = options.console_serial or options.console_vga
+
+    if entry_mode == "32":
+        _entry32(a)
+    a.label("start64")
+    a.cli()
+    a.cld()
+    a.lgdt(rip("gdtr"))
+    a.lidt(rip("idtr"))
+    a.mov(EAX, SEL_DATA)
+    for s in (DS, ES, SS, FS, GS):
+        a.mov(s, EAX)
+    a.lea(RAX, rip("cs_reloaded"))  # far return to reload CS with our descriptor (no far jmp imm in 64-bit mode)
+    a.push(SEL_CODE64)
+    a.push(RAX)
+    a.lretq()
+    a.label("cs_reloaded")
+    a.lea(RSP, rip("stack_top"))
+
+    if console:
+        _console_init(a, options)
+        a.lea(RSI, rip("msg_hello"))
+        a.call("puts")
+    if checks:
+        sha256_code.emit_verify(a, fail_label="bad_digest")
+    if backup is not None and backup.size:
+        a.mov(RSI, backup.src)
+        a.mov(RDI, backup.dst)
+        a.mov(RCX, backup.size)
+        a.rep_movs(1)  # ERMSB makes rep movsb as fast as anything else here; DF=0 from cld
+    if isinstance(handoff, Linux64Handoff):
+        _handoff_linux64(a)
+    else:
+        _handoff_multiboot32(a, handoff)
+
+    if checks:
+        a.label("bad_digest")
+        if console:
+            a.lea(RSI, rip("msg_bad_digest"))
+            a.call("puts")
+        a.label("halt")  # never hand over: halt, and halt again after an NMI
+        a.cli()
+        a.hlt()
+        a.jmp("halt")
+        sha256_code.emit_routines(a)
+    if console:
+        _console_routines(a, options)
+
+    # ----- data
+    a.align(16, 0)
+    a.label("gdt")
+    a.dq(*GDT)
+    a.label("gdtr")  # limit, base: 6 bytes read in 32-bit mode, 10 in 64-bit mode
+    a.dw(8 * len(GDT) - 1)
+    a.dq("gdt")
+    a.label("idtr")  # null IDT: any exception or NMI resets the machine instead of running garbage
+    a.dw(0)
+    a.dq(0)
+    a.align(8, 0)
+    if isinstance(handoff, Linux64Handoff):
+        a.label("linux_entry")
+        a.dq(handoff.kernel_entry)
+        a.label("linux_bp_q")
+        a.dq(handoff.boot_params)
+    if checks:
+        sha256_code.emit_verify_data(a, regions, digest)
+    if console:
+        a.label("msg_hello")
+        a.db(MSG_HELLO, 0)
+        if checks:
+            a.label("msg_bad_digest")
+            a.db(MSG_BAD_DIGEST, 0)
+    code_end = a.here()
+
+    # ----- bss (zero-filled by the kernel/Xen; we initialise what we read anyway)
+    bss = align_up(code_end, PAGE_SIZE)
+    offset = bss
+    if entry_mode == "32":
+        a.labels["page_tables"] = offset
+        offset += PAGE_TABLE_PAGES * PAGE_SIZE
+    a.labels["workspace"] = offset
+    offset += WORKSPACE_SIZE
+    offset = align_up(offset, 16) + STACK_SIZE
+    a.labels["stack_top"] = offset
+    memsz = align_up(offset, PAGE_SIZE)
+
+    code = a.assemble()
+    entry = base + a.labels["start32" if entry_mode == "32" else "start64"]
+    return code, memsz, entry
+
+
+# ------------------------------------------------------------------------------------------- 32-bit entry
+
+PAGE_TABLE_PAGES = 6  # PML4, PDPT, 4 page directories of 2 MiB pages = identity map of [0, 4 GiB)
+
+
+def _entry32(a: Assembler) -> None:
+    """32-bit protected mode, paging off (Xen EM_386) -> long mode (SDM vol. 3A §10.8.5 "Initializing IA-32e
+    mode"): PAE on, CR3 = PML4, EFER.LME = 1, CR0.PG = 1, then a far jump to a 64-bit code segment."""
+    a.bits = 32
+    a.label("start32")
+    a.cli()
+    a.cld()
+    a.lgdt(absolute("gdtr"))
+    a.lidt(absolute("idtr"))
+    a.mov(EAX, SEL_DATA)
+    for s in (DS, ES, SS, FS, GS):
+        a.mov(s, EAX)
+    # zero PML4 and PDPT, then fill the 4 page directories with 2 MiB pages (P|RW|PS = 0x83)
+    a.mov_label(EDI, "page_tables")
+    a.xor(EAX, EAX)
+    a.mov(ECX, 2 * PAGE_SIZE // 4)
+    a.rep_stos(4)
+    a.mov(EAX, 0x83)
+    a.xor(EDX, EDX)
+    a.mov(ECX, 4 * 512)
+    a.label("pt_fill")
+    a.stos(4)  # low dword: address | flags
+    a.mov(mem(EDI), EDX)  # high dword: 0
+    a.add(EDI, 4)
+    a.add(EAX, 0x200000)
+    a.dec(ECX)
+    a.j("nz", "pt_fill")
+    # PML4[0] -> PDPT, PDPT[0..3] -> the page directories (P|RW = 0x3)
+    a.mov_label(EDI, "page_tables")
+    a.lea(EAX, mem(EDI, PAGE_SIZE + 3))
+    a.mov(mem(EDI), EAX)
+    a.lea(EAX, mem(EDI, 2 * PAGE_SIZE + 3))
+    for i in range(4):
+        a.mov(mem(EDI, PAGE_SIZE + 8 * i), EAX)
+        a.add(EAX, PAGE_SIZE)
+    a.mov(CR3, EDI)
+    a.mov(EAX, CR4)
+    a.or_(EAX, CR4_PAE)
+    a.mov(CR4, EAX)
+    a.mov(ECX, MSR_EFER)
+    a.rdmsr()
+    a.or_(EAX, EFER_LME)
+    a.wrmsr()
+    a.mov(EAX, CR0)
+    a.or_(EAX, CR0_PG)
+    a.mov(CR0, EAX)  # now in IA-32e compatibility mode; the far jump enters 64-bit mode
+    a.ljmp(SEL_CODE64, "start64")
+    a.bits = 64
+
+
+# ------------------------------------------------------------------------------------------- hand-offs
+
+
+def _handoff_linux64(a: Assembler) -> None:
+    """rsi = boot_params, every other GPR 0, jump to the kernel's 64-bit entry (boot.rst "64-bit BOOT PROTOCOL")."""
+    a.mov(RSI, rip("linux_bp_q"))
+    for r in (EAX, EBX, ECX, EDX, EDI, EBP, R8D, R9D, R10D, R11D, R12D, R13D, R14D, R15D):
+        a.xor(r, r)  # 32-bit xor zero-extends to 64 bits
+    a.jmp(rip("linux_entry"))  # FF /4 through memory: no register has to carry the address
+
+
+def _handoff_multiboot32(a: Assembler, h: Multiboot32Handoff) -> None:
+    """64-bit -> 32-bit protected mode, paging off (SDM vol. 3A §10.8.5.4 "Initializing ... leaving IA-32e
+    mode"): far return into a 32-bit code segment (compatibility mode), clear CR0.PG while running identity
+    mapped, clear EFER.LME, CR4 = 0 (PAE/LA57 may only go once paging is off), flat data segments."""
+    a.lea(RAX, rip("compat32"))  # below 4 GiB (checked), so the 32-bit EIP is the same address
+    a.push(SEL_CODE32)
+    a.push(RAX)
+    a.lretq()
+    a.bits = 32
+    a.label("compat32")
+    a.mov(EAX, CR0)
+    a.and_(EAX, ~CR0_PG & 0xFFFFFFFF)
+    a.mov(CR0, EAX)
+    a.mov(ECX, MSR_EFER)
+    a.rdmsr()
+    a.and_(EAX, ~EFER_LME & 0xFFFFFFFF)
+    a.wrmsr()
+    a.xor(EAX, EAX)
+    a.mov(CR4, EAX)
+    a.mov(EAX, SEL_DATA)
+    for s in (DS, ES, FS, GS, SS):
+        a.mov(s, EAX)
+    a.mov(EAX, h.magic)
+    a.mov(EBX, h.info)
+    for r in (ECX, EDX, ESI, EDI, EBP):
+        a.xor(r, r)
+    a.jmp_abs(h.entry)
+    a.bits = 64
+
+
+# ------------------------------------------------------------------------------------------- console
+
+
+def _console_init(a: Assembler, o: PurgatoryOptions) -> None:
+    """VGA cursor to the top-left; UART 8N1 at 115200/divisor, FIFOs on, interrupts off, polled."""
+    if o.console_vga:
+        a.mov(_vga_cursor(), 0)
+    if o.console_serial:
+        p = o.serial_port
+        divisor = 115200 // o.serial_baud
+        for off, value in ((UART_IER, 0), (UART_LCR, LCR_DLAB), (UART_DLL, divisor & 0xFF),
+                           (UART_DLM, divisor >> 8), (UART_LCR, LCR_8N1), (UART_FCR, 0x07),
+                           (UART_MCR, MCR_DTR_RTS)):
+            a.mov(EDX, p + off)
+            a.mov(AL, value)
+            a.outb()
+
+
+def _vga_cursor():
+    return rip("workspace", sha256_code.WORKSPACE_SIZE, size=32)  # a dword after the SHA workspace
+
+
+def _console_routines(a: Assembler, o: PurgatoryOptions) -> None:
+    """puts(rsi = NUL-terminated string): each byte to the UART (polled) and/or the VGA text buffer.
+    Clobbers rax, rcx, rdx, rsi, rdi."""
+    a.label("puts")
+    a.label("puts_next")
+    a.movzx(EAX, mem(RSI, size=8))
+    a.test(AL, AL)
+    a.j("z", "puts_done")
+    a.add(RSI, 1)
+    if o.console_serial:
+        # wait for the transmit holding register, but not forever: a missing UART must not hang us
+        a.mov(ECX, 0x100000)
+        a.mov(EDX, o.serial_port + UART_LSR)
+        a.mov(EDI, EAX)
+        a.label("thr_wait")
+        a.inb()
+        a.test(AL, LSR_THRE)
+        a.j("nz", "thr_ready")
+        a.pause()
+        a.dec(ECX)
+        a.j("nz", "thr_wait")
+        a.label("thr_ready")
+        a.mov(EAX, EDI)
+        a.mov(EDX, o.serial_port + UART_THR)
+        a.outb()
+    if o.console_vga:
+        # cursor (a cell index) lives in the workspace; '\n' moves to the next row, '\r' is ignored,
+        # and the screen wraps to the top instead of scrolling
+        cursor = _vga_cursor()
+        a.mov(ECX, cursor)
+        a.cmp(AL, ord("\r"))
+        a.j("e", "puts_next")
+        a.cmp(AL, ord("\n"))
+        a.j("ne", "vga_put")
+        a.mov(EAX, ECX)  # next row: cursor += 80 - cursor % 80
+        a.xor(EDX, EDX)
+        a.mov(EDI, VGA_COLS)
+        a.div(EDI)  # edx = cursor % 80
+        a.add(ECX, VGA_COLS)
+        a.sub(ECX, EDX)
+        a.jmp("vga_wrap")
+        a.label("vga_put")
+        a.mov(EDX, 0x0700)  # attribute 7 (grey on black) in the high byte
+        a.or_(EDX, EAX)
+        a.mov(EDI, VGA_TEXT)
+        a.mov(mem(RDI, 0, RCX, 2), DX)
+        a.add(ECX, 1)
+        a.label("vga_wrap")
+        a.cmp(ECX, VGA_COLS * VGA_ROWS)
+        a.j("b", "vga_keep")
+        a.xor(ECX, ECX)
+        a.label("vga_keep")
+        a.mov(cursor, ECX)
+    a.jmp("puts_next")
+    a.label("puts_done")
+    a.ret()

@@ -1,0 +1,120 @@
+"""The purgatory program: golden bytes, disassembly and emulated runs from the kernel's entry state."""
+
+import hashlib
+import struct
+
+import capstone
+import pytest
+
+from kexloader.errors import KexloaderError, NotSupportedYet
+from kexloader.model import PurgatoryOptions
+from kexloader.purgatory.program import (Backup, Linux64Handoff, Multiboot32Handoff, PurgatoryError, Region,
+                                         build_purgatory, purgatory_size)
+
+from .purgatory_emu import Machine
+
+BASE = 0x100000
+KERNEL = 0x1000000
+LINUX = Linux64Handoff(boot_params=0x90000, kernel_entry=KERNEL + 0x200)
+
+
+def disasm(code: bytes, base: int = BASE, mode=capstone.CS_MODE_64):
+    md = capstone.Cs(capstone.CS_ARCH_X86, mode)
+    return [(i.address, i.mnemonic, i.op_str) for i in md.disasm(code, base)]
+
+
+# ---------------------------------------------------------------------------------------- Linux 64-bit
+
+def test_linux64_golden_bytes():
+    img = build_purgatory(BASE, LINUX)
+    assert img.entry == BASE
+    assert img.memsz == 0x2000
+    assert img.code.hex() == GOLDEN_LINUX64
+
+
+GOLDEN_LINUX64 = (  # reviewed against the capstone listing in test_linux64_disassembly
+    "fafc0f0115870000000f011d8a000000b8180000008ed88ec08ed08ee08ee8488d05050000006a105048cb488d25ce1f"
+    "0000488b357700000031c031db31c931d231ff31ed4531c04531c94531d24531db4531e44531ed4531f64531ffff2545"
+    "000000000000000000000000000000000000000000000000ffff0000009acf00ffff0000009aaf00ffff00000092cf00"
+    "1f007000100000000000000000000000000000000000000000020001000000000000090000000000"
+)
+
+
+def test_linux64_disassembly():
+    img = build_purgatory(BASE, LINUX)
+    text = [f"{m} {o}".strip() for _, m, o in disasm(img.code)]
+    expected_head = [
+        "cli", "cld",
+        "lgdt [rip + 0x{:x}]", "lidt [rip + 0x{:x}]",
+        "mov eax, 0x18", "mov ds, eax", "mov es, eax", "mov ss, eax", "mov fs, eax", "mov gs, eax",
+        "lea rax, [rip + 5]", "push 0x10", "push rax", "retfq",
+    ]
+    for got, want in zip(text, expected_head):
+        if "{" in want:
+            assert got.split(" [")[0] == want.split(" [")[0]
+        else:
+            assert got == want
+    i = text.index("retfq")
+    assert text[i + 1].startswith("lea rsp, [rip + ")
+    assert text[i + 2].startswith("mov rsi, qword ptr [rip + ")
+    zeroed = [t.split()[1].rstrip(",") for t in text[i + 3:i + 17]]
+    assert sorted(zeroed) == sorted("eax ebx ecx edx edi ebp r8d r9d r10d r11d r12d r13d r14d r15d".split())
+    assert text[i + 17].startswith("jmp qword ptr [rip + ")
+
+
+def test_linux64_is_deterministic_and_relocates():
+    assert build_purgatory(BASE, LINUX) == build_purgatory(BASE, LINUX)
+    a, b = build_purgatory(BASE, LINUX), build_purgatory(0x7F000000, LINUX)
+    assert len(a.code) == len(b.code) and a.memsz == b.memsz == purgatory_size(LINUX)
+    assert b.entry == 0x7F000000
+    diff = [i for i in range(len(a.code)) if a.code[i] != b.code[i]]
+    assert diff, "the GDTR base must follow the load address"
+    assert max(diff) - min(diff) < 8  # only the GDTR base qword differs: everything else is rip-relative
+
+
+def test_linux64_emulated_handoff():
+    m = Machine("64")
+    img = build_purgatory(BASE, LINUX)
+    m.write(BASE, img.code)
+    out = m.run(img.entry, LINUX.kernel_entry)
+    assert out.reached, out
+    r = out.regs
+    assert r["rsi"] == LINUX.boot_params
+    for name in "rax rbx rcx rdx rdi rbp r8 r9 r10 r11 r12 r13 r14 r15".split():
+        assert r[name] == 0, name
+    assert r["cs"] == 0x10
+    assert all(r[s] == 0x18 for s in "ds es ss fs gs".split())
+    assert BASE <= r["rsp"] <= BASE + img.memsz and r["rsp"] % 16 == 0
+    assert r["gdtr"][1] >= BASE and r["gdtr"][2] == 31 and r["idtr"][2] == 0
+    assert m.descriptor(0x10) & ~(1 << 40) == 0x00AF9A000000FFFF  # 64-bit code (accessed bit may be set)
+    assert out.mode_at_target == 64
+    assert r["efer"] & 0x500 == 0x500 and r["cr0"] >> 31 == 1
+
+
+def test_far_return_really_reads_our_gdt():
+    """A broken 0x10 descriptor in our GDT must fault: proof that the emulated lretq loads from memory."""
+    img = build_purgatory(BASE, LINUX)
+    code = bytearray(img.code)
+    gdt_entry = code.find(struct.pack("<Q", 0x00AF9A000000FFFF))
+    code[gdt_entry:gdt_entry + 8] = bytes(8)
+    m = Machine("64")
+    m.write(BASE, code)
+    out = m.run(img.entry, LINUX.kernel_entry)
+    assert not out.reached and out.error
+
+
+def test_never_writes_outside_its_segment_in_a_plain_handoff():
+    m = Machine("64")
+    img = build_purgatory(BASE, LINUX)
+    m.write(BASE, img.code)
+    sentinel = bytes(range(256)) * 16
+    m.write(LINUX.boot_params, sentinel)
+    out = m.run(img.entry, LINUX.kernel_entry)
+    assert out.reached
+    assert m.read(LINUX.boot_params, len(sentinel)) == sentinel
+
+
+@pytest.mark.parametrize("base", [0x1234, -4096])
+def test_bad_base(base):
+    with pytest.raises(PurgatoryError):
+        build_purgatory(base, LINUX)
