@@ -39,37 +39,58 @@ from kexec_tools_capture import capture as kt  # noqa: E402
 from kexec_tools_capture import zeropage as zp  # noqa: E402
 
 
-# Why a zero-page field differs, for the fields where the difference is understood. Keys are field names
-# from zeropage.FIELDS (a trailing "*" matches a prefix). Anything not here is printed as UNEXPLAINED.
+# Why a zero-page field differs, for the differences that are understood (docs/kexec-tools-differences.md has the
+# long form). Keys are field names from zeropage.FIELDS. A value is a text, or a function (left page, right page)
+# returning a text when the difference is the understood one and None otherwise. Anything else is UNEXPLAINED.
+def _ivt_trim(a: bytes, b: bytes) -> str | None:
+    """kexec-tools moves the start of the first RAM range below 0x400 up to 0x400; nothing else differs."""
+    ea, eb = zp.e820(a), zp.e820(b)
+    diffs = [i for i in range(max(len(ea), len(eb))) if i >= len(ea) or i >= len(eb) or ea[i] != eb[i]]
+    if len(diffs) != 1:
+        return None
+    x, y = ea[diffs[0]], eb[diffs[0]]
+    if x[2] == y[2] == 1 and x[0] == 0x400 and y[0] < 0x400 and x[0] + x[1] == y[0] + y[1]:
+        return ("kexec-tools trims the real-mode IVT [0, 0x400) off the first RAM range (get_memory_ranges: "
+                "\"don't report the interrupt table as ram\"); kexloader passes the firmware map unchanged. The new "
+                "kernel never allocates its first page (arch/x86/kernel/setup.c reserves low memory, 4 KiB at "
+                "least), so this changes nothing")
+    return None
+
+
 REASONS = {
-    "hdr.cmd_line_ptr": "address: each loader puts the command line somewhere else (see the command line check)",
-    "ext_cmd_line_ptr": "address: high half of the command line address",
-    "cl_magic": "kexec-tools also fills the pre-2.02 cl_magic/cl_offset pair (meaningful only for a zero page "
-                "at 0x90000); the kernel uses cmd_line_ptr for protocol >= 2.02",
-    "cl_offset": "kexec-tools' old-style command line offset inside its setup segment (kern16_size_needed); "
-                 "unused by protocol >= 2.02 kernels",
-    "hdr.ramdisk_image": "address: the initrd is placed differently (see the initrd check)",
-    "ext_ramdisk_image": "address: high half of the initrd address",
-    "hdr.setup_data": "kexec-tools chains setup_data (SETUP_RNG_SEED and, on EFI hosts, SETUP_EFI/E820_EXT)",
-    "hdr.root_flags": "kexec-tools writes mount_root_rdonly = 0xFFFF (a legacy default, "
-                      "setup_linux_system_parameters)",
-    "hdr.root_dev": "kexec-tools writes root_dev = 0x0300 (/dev/hda, a legacy default)",
-    "hdr.boot_flag": "kexec-tools writes aux_device_info = 0 at 0x1ff, which is the high byte of boot_flag "
-                     "(0xAA55 -> 0x0055); the kernel ignores both",
-    "alt_mem_k": "kexec-tools computes (end_inclusive >> 10) - 1024, one KiB short of the RAM above 1 MiB",
-    "ext_mem_k": "legacy KiB above 1 MiB, capped at 0xfc00 (64 MiB); kexec-tools fills it, nothing modern reads it",
-    "e820_table[*]": "see the e820 comparison",
-    "e820_entries": "see the e820 comparison",
+    "hdr.cmd_line_ptr": "address: kexec-tools puts the command line inside its setup segment right after the real-mode "
+                        "part (kern16_size_needed), top-down in all RAM; kexloader gives it its own page below 4 GiB "
+                        "(bzimage.SMALL_SEGMENTS). The command-line check compares the strings",
+    "ext_cmd_line_ptr": "address: high half of cmd_line_ptr (kexec-tools' setup segment is above 4 GiB here, kexloader's "
+                        "command line below)",
+    "cl_magic": "kexec-tools writes the pre-2.02 cl_magic/cl_offset pair (only real-mode setup code at 0x90000 reads it); "
+                "kexloader copies screen_info (0x00-0x3f) from the running kernel's boot_params, where it is 0 here",
+    "cl_offset": "as cl_magic: kexec-tools' offset of the command line inside its setup segment; unused by the "
+                 "64-bit entry, which reads cmd_line_ptr",
+    "ext_mem_k": "kexec-tools recomputes this legacy BIOS-88 size (KiB above 1 MiB, capped at 0xfc00) from the memory "
+                 "map; kexloader copies screen_info, which holds it, from the running kernel (0 here). The kernel "
+                 "reads it only when the e820 table has fewer than 2 entries",
+    "alt_mem_k": "both derive it from the RAM range that spans 1 MiB; kexec-tools computes (inclusive_end >> 10) - 1024, "
+                 "one KiB short; kexloader's value is the exact size. Read only without an e820 table",
+    "hdr.ramdisk_image": "address: the initrd is placed differently (the initrd check compares its bytes)",
+    "ext_ramdisk_image": "address: high half of ramdisk_image",
+    "hdr.setup_data": "kexec-tools 2.0.25 chains a SETUP_RNG_SEED (32 bytes from getrandom) at 1 MiB (and SETUP_EFI on "
+                      "EFI hosts); kexloader builds no setup_data yet (bootparams.build_zero_page sets 0)",
+    "hdr.root_flags": "kexec-tools overwrites it with 0xFFFF (mount_root_rdonly, setup_linux_system_parameters); "
+                      "kexloader keeps the image's value (1). Both are non-zero: root is mounted read-only first",
+    "hdr.root_dev": "kexec-tools writes 0x0300 (/dev/hda, a legacy default); kexloader keeps the image's 0. Only used "
+                    "when there is no root= and no initramfs mounts root",
+    "hdr.boot_flag": "kexec-tools writes aux_device_info = 0 at 0x1ff, the high byte of boot_flag (0xAA55 -> 0x0055); "
+                     "kexloader keeps the image's 0xAA55. The kernel does not read it from boot_params",
+    "e820_table[0]": _ivt_trim,
 }
 
 
-def reason_for(name: str) -> str | None:
-    if name in REASONS:
-        return REASONS[name]
-    for key, text in REASONS.items():
-        if key.endswith("*") and name.startswith(key[:-1]):
-            return text
-    return None
+def reason_for(name: str, a: bytes = b"", b: bytes = b"") -> str | None:
+    why = REASONS.get(name)
+    if callable(why):
+        return why(a, b) if a and b else None
+    return why
 
 
 @dataclasses.dataclass
@@ -313,10 +334,10 @@ def compare(a: Loaded, b: Loaded, image: bytes, initrd_bytes: bytes | None) -> d
     res["zero_page_diff"] = []
     lines.append(f"zero page: {len(diffs)} field(s) differ (kexec-tools -> kexloader):")
     for d in diffs:
-        why = reason_for(d.name)
+        why = reason_for(d.name, a.zero_page, b.zero_page)
         res["zero_page_diff"].append(dataclasses.asdict(d) | {"reason": why})
         lines.append(f"  {d.offset:#05x} {d.name:<26} {d.left:>22} -> {d.right:<22} {why or 'UNEXPLAINED'}")
-    res["unexplained"] = [d.name for d in diffs if reason_for(d.name) is None]
+    res["unexplained"] = [d.name for d in diffs if reason_for(d.name, a.zero_page, b.zero_page) is None]
     res["ok"] = bool(kernel.get("identical_bytes")) and res["cmdline"]["identical"] and \
         initrd["kexec_tools_ok"] and initrd["kexloader_ok"]
     res["text"] = "\n".join(lines)
