@@ -213,8 +213,16 @@ def run_kexloader(kernel: Path, initrd: Path | None, append: str | None, extra: 
     if append is not None:
         argv.append(f"--append={append}")
     argv += extra
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    # kexloader runs under the capture shim too: --dry-run must never reach kexec_load, and if it did, the shim
+    # would record it in `trap` (and seccomp would refuse it) instead of the kernel loading anything.
     out.mkdir(parents=True, exist_ok=True)
+    trap = out / "syscall-trap"
+    trap.mkdir()
+    env = dict(os.environ, LD_PRELOAD=str(kt.build_shim()), KT_CAPTURE_DIR=str(trap))
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+                          env=env)
+    if (trap / "capture.json").exists():
+        raise RuntimeError(f"kexloader --dry-run called kexec_load (the shim caught it, see {trap}): a kexloader bug")
     (out / "kexloader.stdout").write_text(proc.stdout)
     (out / "kexloader.stderr").write_text(proc.stderr)
     plan_file = out / "plan.json"

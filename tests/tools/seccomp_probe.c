@@ -16,6 +16,10 @@
  *        seccomp_probe deny-exec SHIM make seccomp() fail, then exec itself with SHIM preloaded
  *                                     (the shim must abort: it cannot install its filter)
  *        seccomp_probe noop           do nothing (used to check the shim loads)
+ *        seccomp_probe net-exec PROG ARGS...
+ *                                     install the safety net, then exec PROG with LD_PRELOAD taken from
+ *                                     $KT_NET_PRELOAD (the filter stays on across exec), e.g. a Python that
+ *                                     calls syscall() through ctypes as kexloader's backend does
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -131,6 +135,14 @@ int main(int argc, char **argv)
 	if (safety_net() != 0) {
 		printf("no-safety-net\n");
 		return 78;
+	}
+
+	if (!strcmp(mode, "net-exec") && argc > 2) {
+		const char *preload = getenv("KT_NET_PRELOAD");
+		if (preload)
+			setenv("LD_PRELOAD", preload, 1);
+		execv(argv[2], argv + 2);
+		return 4;
 	}
 
 	if (!strcmp(mode, "x32")) {

@@ -209,3 +209,38 @@ def test_capture_of_the_debian_kernel_if_cached(tmp_path):
     cap = _capture_or_skip(kernels[-1], append="console=ttyS0", out_dir=tmp_path / "cap")
     assert cap.returncode == 0, cap.stderr
     assert any(s.data() == image[kern16:] for s in cap.segments)
+
+
+CTYPES_CALLER = r"""
+import ctypes, json, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+class Seg(ctypes.Structure):
+    _fields_ = [("buf", ctypes.c_void_p), ("bufsz", ctypes.c_size_t), ("mem", ctypes.c_void_p), ("memsz", ctypes.c_size_t)]
+data = ctypes.create_string_buffer(b"from-ctypes", 11)
+segs = (Seg * 1)(Seg(ctypes.addressof(data), 11, 0x200000, 0x1000))
+out = {}
+def call(name, *args):
+    rc = libc.syscall(*[ctypes.c_long(a) if isinstance(a, int) else a for a in args])
+    out[name] = [rc, ctypes.get_errno() if rc == -1 else 0]
+call("kexec_load", 246, 0x200000, 1, ctypes.cast(segs, ctypes.c_void_p), 0x3E0000)
+call("kexec_file_load", 320, -1, -1, 0, None, 0x80000000)
+call("reboot", 169, 0, 0, 0, None)
+print(json.dumps(out))
+"""
+
+
+def test_ctypes_syscalls_are_captured_or_refused(shim, probe, safety_net_holds, tmp_path):
+    """The route kexloader's own backend takes (ctypes -> libc syscall()), behind the probe's safety net."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KT_NET_PRELOAD": str(shim),
+           "KT_CAPTURE_DIR": str(tmp_path)}
+    proc = subprocess.run([str(probe), "net-exec", sys.executable, "-I", "-c", CTYPES_CALLER], env=env,
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode == 77:
+        pytest.skip("the probe is being traced; its safety net would not hold")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out == {"kexec_load": [0, 0], "kexec_file_load": [-1, ENOSYS], "reboot": [-1, EPERM]}
+    meta = json.loads((tmp_path / "capture.json").read_text())
+    assert meta["segments"] == [{"index": 0, "mem": 0x200000, "memsz": 0x1000, "bufsz": 11, "file": "seg-0-200000.bin"}]
+    assert (tmp_path / "seg-0-200000.bin").read_bytes() == b"from-ctypes"
