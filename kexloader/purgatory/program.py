@@ -198,7 +198,7 @@ def _generate(base, handoff, regions, digest, options, backup, entry_mode):
         a.lea(RSI, rip("msg_hello"))
         a.call("puts")
     if checks:
-        sha256_code.emit_verify(a, fail_label="bad_digest")
+        sha256_code.emit_verify(a, len(regions), fail_label="bad_digest")
     if backup is not None and backup.size:
         a.mov(RSI, backup.src)
         a.mov(RDI, backup.dst)
