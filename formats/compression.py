@@ -7,8 +7,11 @@ Formats (the names `sniff` returns):
   ``lzma``        the 13-byte "alone" header (no magic), validated strictly: properties byte < 225
                   with lc + lp <= 4, a dictionary of 2^n or 2^n + 2^(n-1) bytes and at least 4 KiB
                   (what every encoder writes; liblzma's own "picky" rule, which alone would take
-                  all-zero data), uncompressed size -1 or < 2^38, and a trial decode of the start.
-                  kexec-tools checks only the properties byte and so takes much raw data for lzma.
+                  all-zero data), uncompressed size -1 or < 2^38, and a trial decode of the first
+                  256 bytes (random data fails within 64). kexec-tools checks only the properties
+                  byte. An lzma stream damaged in its first 256 bytes is taken for raw data, and
+                  lzma, like lz4-legacy, has no checksum: later damage is found only when it
+                  breaks the stream's structure.
   ``bzip2``       "BZh" + '1'..'9' + the block magic 31 41 59 26 53 59 (or the end-of-stream
                   magic 17 72 45 38 50 90 of an empty stream); multi-stream.
   ``zstd``        28 b5 2f fd with the frame header's reserved bit clear; multi-frame.
@@ -17,6 +20,7 @@ Formats (the names `sniff` returns):
                   to at most 8 MiB: what the kernel's ``lz4 -l`` writes. There is no end marker: the
                   stream ends at the end of the data, at a size field of 0 or too large for a block
                   (as the lz4 tool decides), or where a new legacy magic starts another stream.
+                  The magic alone is an empty stream (``lz4 -l`` of nothing).
 
 Skippable frames (magic 50..5f 2a 4d 18, le32 length) may precede or follow zstd and lz4 frames.
 
@@ -28,9 +32,12 @@ What follows the last complete stream:
   ``allow_trailing=True`` (a payload cut out of a bzImage ends with a 4-byte size, and a payload
   found by `find_payloads` is followed by the rest of the image).
 
-Output is produced in bounded steps and counted: `DecompressionLimitError` is raised as soon as
-the output passes ``limit``, so a small bomb never inflates further (peak memory is about
-``limit`` plus one step). Nothing here reads files or imports kexloader; callers map
+Output is produced in bounded steps (1 MiB; an lz4-legacy block is 8 MiB; zstd, which takes no
+output bound, is fed so little input that a step stays under a quarter of the room left) and
+counted: `DecompressionLimitError` is raised as soon as the output passes ``limit``, so a bomb
+never inflates further. The same error is raised for an xz or lzma stream whose dictionary needs
+more than 256 MiB of memory. Checksums are verified where the stream has them (gzip, xz, bzip2;
+zstd and lz4 frames when their writer added one, as the CLI tools do for zstd). Nothing here reads files or imports kexloader; callers map
 `CompressionError` to their own errors.
 """
 
@@ -53,6 +60,7 @@ DEFAULT_LIMIT = 1 << 30             # 1 GiB: more than any kernel, module or ini
 FORMATS = ("gzip", "xz", "lzma", "bzip2", "zstd", "lz4", "lz4-legacy")
 
 _STEP = 1 << 16                     # input fed per call
+_CHUNK = 1 << 20                    # output asked for per call
 _LZMA_MEMLIMIT = 256 << 20          # xz -9 needs 65 MiB; a hostile dictionary size stops here
 _LZMA_TRIAL = 256                   # input bytes trial-decoded to accept a header-only lzma match
 _LZ4_LEGACY_BLOCK = 8 << 20
@@ -136,8 +144,8 @@ def _is_lzma(h) -> bool:
         return False
     try:                                            # trial decode: random data fails within 64 bytes
         lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=_LZMA_MEMLIMIT).decompress(h[:_LZMA_TRIAL], 1 << 16)
-    except lzma.LZMAError:
-        return False
+    except lzma.LZMAError as e:
+        return "Memory usage limit" in str(e)       # a good header asking for a huge dictionary
     return True
 
 
@@ -188,8 +196,12 @@ class _Out:
         self.fmt, self.limit, self.size, self.chunks = fmt, limit, 0, []
 
     def room(self) -> int:
-        """Ask for one byte more than allowed, so that passing the limit is seen."""
+        """One byte more than allowed, so that passing the limit is seen."""
         return self.limit - self.size + 1
+
+    def want(self) -> int:
+        """Output to ask for in one call: peak memory stays near the limit."""
+        return min(self.room(), _CHUNK)
 
     def add(self, chunk) -> None:
         self.size += len(chunk)
@@ -236,7 +248,7 @@ class _Zstd:
         return self._d.decompress(buf)
 
     def step(self, room: int) -> int:
-        return min(_STEP, max(64, room // _ZSTD_MAX_RATIO))
+        return min(_STEP, max(64, room // (4 * _ZSTD_MAX_RATIO)))   # a step inflates to <= room / 4
 
     eof = property(lambda self: self._d.eof)
     unused_data = property(lambda self: self._d.unused_data)
@@ -264,8 +276,11 @@ def _stream(fmt: str, view, out: _Out) -> int:
         else:
             buf = b""
         try:
-            chunk = dec.decompress(buf, out.room())
+            chunk = dec.decompress(buf, out.want())
         except errors as e:
+            if "Memory usage limit" in str(e):          # liblzma: the header's dictionary is too large
+                raise DecompressionLimitError(f"{fmt} stream needs more than {_LZMA_MEMLIMIT >> 20} MiB of "
+                                              "memory to decode (its dictionary is too large)", format=fmt) from None
             raise out.corrupt(e) from None
         out.add(chunk)
     return min(pos, len(view)) - len(dec.unused_data or b"")
