@@ -137,7 +137,7 @@ def _validate(base, handoff, regions, digest, options, backup, entry_mode) -> No
     if isinstance(handoff, Multiboot32Handoff):
         for what, value in (("magic", handoff.magic), ("info", handoff.info), ("entry", handoff.entry)):
             if not 0 <= value < LOW_4G:
-                raise PurgatoryError(f"multiboot {what} {value:#x} is not a 32-bit value",
+                raise PurgatoryError(f"multiboot {what} {value:#x} is not below 4 GiB (a 32-bit value)",
                                      hint="multiboot images, their info and modules must be below 4 GiB")
     else:
         for what, value in (("boot_params", handoff.boot_params), ("kernel_entry", handoff.kernel_entry)):

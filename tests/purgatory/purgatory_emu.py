@@ -25,6 +25,7 @@ from unicorn import x86_const as X
 MEM_SIZE = 64 << 20
 CONTROL = MEM_SIZE - (64 << 10)  # page tables, old GDT and stack of the "old kernel"
 MSR_EFER = 0xC0000080
+PROBE = b"\x40\x90\xf4"  # inc eax (32-bit mode) / REX nop (64-bit mode); hlt
 
 
 @dataclass
@@ -37,7 +38,14 @@ class Outcome:
     mode_at_target: int | None = None  # 32 or 64, probed by running one instruction at the target
 
     def serial(self, port: int = 0x3F8) -> bytes:
-        return bytes(v & 0xFF for p, v in self.port_writes if p == port)
+        """Bytes written to the UART's transmit register (not the divisor latch: LCR bit 7 tells which)."""
+        out, dlab = bytearray(), False
+        for p, v in self.port_writes:
+            if p == port + 3:
+                dlab = bool(v & 0x80)
+            elif p == port and not dlab:
+                out.append(v & 0xFF)
+        return bytes(out)
 
 
 class Machine:
@@ -132,20 +140,21 @@ class Machine:
     def msr(self, index: int) -> int:
         return self.uc.reg_read(X.UC_X86_REG_MSR, index)
 
-    def run(self, entry: int, target: int, *, max_insns: int = 2_000_000, probe_mode: bool = True) -> Outcome:
+    def run(self, entry: int, target: int, *, max_insns: int = 2_000_000, probe_mode: bool = True,
+            write_probe: bool = True) -> Outcome:
         """Run from `entry` until `target` is about to execute (reached) or the CPU halts/faults/runs out.
 
         With probe_mode, the bytes 40 90 (inc eax in 32-bit mode; a REX prefix + nop in 64-bit mode) are
         put at the target and one more instruction runs, which tells the real code size of CS."""
         uc = self.uc
-        if probe_mode:
-            self.write(target, b"\x40\x90\xf4")
+        if probe_mode and write_probe:
+            self.write(target, PROBE)  # when the target is hashed, PROBE is in its segment data instead
         out = Outcome(False)
         try:
             uc.emu_start(entry, target, count=max_insns)
         except UcError as e:
             out.error = str(e)
-        pc = uc.reg_read(X.UC_X86_REG_RIP)
+        pc = uc.reg_read(X.UC_X86_REG_RIP if self.entry_mode == "64" else X.UC_X86_REG_EIP)
         out.reached = pc == target and out.error is None
         out.regs = self.regs()
         out.port_writes = list(self.port_writes)
@@ -157,14 +166,20 @@ class Machine:
                 uc.emu_start(target, 0, count=1)
             except UcError as e:  # pragma: no cover - would be a bug in the probe
                 out.error = str(e)
-            out.mode_at_target = 32 if uc.reg_read(X.UC_X86_REG_RAX) == (eax + 1) & 0xFFFFFFFF else 64
+            after = uc.reg_read(X.UC_X86_REG_RAX if self.entry_mode == "64" else X.UC_X86_REG_EAX)
+            out.mode_at_target = 32 if after == (eax + 1) & 0xFFFFFFFF else 64
         return out
 
     def regs(self) -> dict:
-        names = ("rax rbx rcx rdx rsi rdi rbp rsp r8 r9 r10 r11 r12 r13 r14 r15 rip "
-                 "cs ds es ss fs gs cr0 cr3 cr4 eflags").split()
         uc = self.uc
-        regs = {n: uc.reg_read(getattr(X, f"UC_X86_REG_{n.upper()}")) for n in names}
+        if self.entry_mode == "64":
+            names = "rax rbx rcx rdx rsi rdi rbp rsp r8 r9 r10 r11 r12 r13 r14 r15 rip".split()
+            regs = {n: uc.reg_read(getattr(X, f"UC_X86_REG_{n.upper()}")) for n in names}
+        else:  # a UC_MODE_32 engine exposes only the 32-bit register names (values are below 4 GiB here)
+            names = "eax ebx ecx edx esi edi ebp esp eip".split()
+            regs = {"r" + n[1:]: uc.reg_read(getattr(X, f"UC_X86_REG_{n.upper()}")) for n in names}
+        for n in "cs ds es ss fs gs cr0 cr3 cr4 eflags".split():
+            regs[n] = uc.reg_read(getattr(X, f"UC_X86_REG_{n.upper()}"))
         regs["efer"] = self.msr(MSR_EFER)
         regs["gdtr"] = uc.reg_read(X.UC_X86_REG_GDTR)
         regs["idtr"] = uc.reg_read(X.UC_X86_REG_IDTR)

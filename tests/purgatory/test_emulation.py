@@ -1,0 +1,293 @@
+"""Whole purgatories run in unicorn from the entry state the kernel or Xen leaves: digest checks, the
+64->32-bit multiboot path, the 32-bit (Xen EM_386) entry, the kdump backup copy and the console."""
+
+from __future__ import annotations
+
+import random
+import struct
+from dataclasses import dataclass
+
+import capstone
+import pytest
+
+from kexloader.errors import NotSupportedYet
+from kexloader.model import PurgatoryOptions
+from kexloader.purgatory.program import (Backup, Linux64Handoff, Multiboot32Handoff, PurgatoryError, Region,
+                                         build_purgatory, purgatory_size)
+from kexloader.purgatory.sha256_code import regions_digest
+
+from .purgatory_emu import PROBE, Machine
+
+PURG = 0x100000
+MB1_MAGIC, MB2_MAGIC = 0x2BADB002, 0x36D76289
+
+
+@dataclass
+class Seg:
+    mem: int
+    data: bytes
+    memsz: int
+
+
+def linux_segments(seed: int = 1) -> tuple[list[Seg], Linux64Handoff]:
+    rng = random.Random(seed)
+    kernel = bytearray(rng.randbytes(5000))
+    kernel[0x200:0x203] = PROBE  # the 64-bit entry is hashed too, so the probe is part of the image
+    segs = [Seg(0x90000, rng.randbytes(4096), 0x1000),  # boot_params
+            Seg(0x91000, b"console=ttyS0 root=/dev/vda\0", 0x1000),  # command line
+            Seg(0x1000000, bytes(kernel), 0x3000),  # kernel: data + zero fill
+            Seg(0x2000000, rng.randbytes(3000), 0x1000)]  # initrd
+    return segs, Linux64Handoff(boot_params=0x90000, kernel_entry=0x1000200)
+
+
+def multiboot_segments(seed: int = 2) -> tuple[list[Seg], Multiboot32Handoff]:
+    rng = random.Random(seed)
+    xen = bytearray(rng.randbytes(6000))
+    xen[0:3] = PROBE  # entry at the start of the image, like Xen's `start`
+    segs = [Seg(0x200000, bytes(xen), 0x2000),  # hypervisor
+            Seg(0x400000, rng.randbytes(700), 0x1000),  # multiboot info, strings
+            Seg(0x800000, rng.randbytes(8192), 0x2000)]  # module
+    return segs, Multiboot32Handoff(magic=MB1_MAGIC, info=0x400000, entry=0x200000)
+
+
+def run(segs, handoff, *, entry_mode="64", options=PurgatoryOptions(), backup=None, checks=True, sha_ni=None,
+        digest=None, flip=None, extra=(), base=PURG):
+    regions = [Region(s.mem, s.memsz) for s in segs] if checks else []
+    if digest is None:
+        digest = regions_digest([(s.data, s.memsz) for s in segs])
+    img = build_purgatory(base, handoff, regions=regions, digest=digest if checks else None,
+                          options=options, backup=backup, entry_mode=entry_mode)
+    m = Machine(entry_mode, sha_ni=sha_ni)
+    for s in segs:
+        m.write(s.mem, s.data)
+    for addr, data in extra:
+        m.write(addr, data)
+    if flip is not None:
+        addr, bit = flip
+        m.write(addr, bytes([m.read(addr, 1)[0] ^ (1 << bit)]))
+    m.write(base, img.code)
+    target = handoff.kernel_entry if isinstance(handoff, Linux64Handoff) else handoff.entry
+    out = m.run(img.entry, target, write_probe=False)  # the probe is part of the (hashed) image
+    return out, m, img
+
+
+# ------------------------------------------------------------------------------------- digest
+
+def test_linux_with_checks_reaches_the_kernel():
+    segs, h = linux_segments()
+    out, m, img = run(segs, h)
+    assert out.reached, out.error
+    assert out.regs["rsi"] == h.boot_params and out.regs["rbx"] == 0 and out.regs["cs"] == 0x10
+    assert out.regs["cr4"] == 0x20, "CR4 must be back to the entry value (PAE only)"
+    assert PURG <= out.regs["rsp"] <= PURG + img.memsz
+    assert out.mode_at_target == 64
+
+
+def _flip_positions():
+    segs, _ = linux_segments()
+    for i, s in enumerate(segs):
+        for where, off in (("first", 0), ("middle", len(s.data) // 2), ("last-data", len(s.data) - 1),
+                           ("zero-fill", len(s.data) + 3), ("last", s.memsz - 1)):
+            if off < s.memsz and not (i == 2 and 0x200 <= off < 0x203):
+                yield pytest.param(s.mem + off, off % 8, id=f"seg{i}-{where}")
+
+
+@pytest.mark.parametrize("addr, bit", list(_flip_positions()))
+def test_one_flipped_bit_stops_the_handoff(addr, bit):
+    segs, h = linux_segments()
+    out, m, img = run(segs, h, flip=(addr, bit), options=PurgatoryOptions(console_serial=True))
+    assert not out.reached and out.error is None and out.halted
+    assert out.serial().endswith(b"SHA-256 mismatch, not starting the new system\r\n")
+    assert PURG <= out.regs["rip"] < PURG + len(img.code)
+
+
+def test_flipped_bit_in_the_probe_bytes_too():
+    segs, h = linux_segments()
+    out, *_ = run(segs, h, flip=(h.kernel_entry + 1, 0))
+    assert not out.reached and out.halted
+
+
+def test_wrong_digest_halts_without_console_output():
+    segs, h = linux_segments()
+    out, *_ = run(segs, h, digest=bytes(32))
+    assert not out.reached and out.halted and out.port_writes == []
+
+
+def test_no_checks_skips_the_hash():
+    segs, h = linux_segments()
+    out, *_ = run(segs, h, options=PurgatoryOptions(checks=False), digest=bytes(32), flip=(0x1000000, 0))
+    assert out.reached
+
+
+def test_checks_need_a_digest():
+    segs, h = linux_segments()
+    with pytest.raises(PurgatoryError, match="digest"):
+        build_purgatory(PURG, h, regions=[Region(0x1000000, 0x1000)])
+
+
+def test_cpuid_chooses_the_integer_routine_without_sha():
+    segs, h = linux_segments()
+    out, m, img = run(segs, h, sha_ni=False)
+    assert out.reached and 7 in m.cpuid_calls
+
+
+def test_cpuid_chooses_sha_ni_and_enables_sse_first():
+    """unicorn's TCG has no SHA extensions: with CPUID saying "SHA", execution must get as far as the first
+    SHA instruction with CR4.OSFXSR|OSXMMEXCPT already set (the routine itself is tested natively, and
+    emulated in test_sha_ni_emulated)."""
+    segs, h = linux_segments()
+    out, m, img = run(segs, h, sha_ni=True)
+    assert not out.reached and "INSN_INVALID" in (out.error or "")
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    (insn,) = list(md.disasm(m.read(out.regs["rip"], 16), out.regs["rip"], count=1))
+    assert insn.mnemonic.startswith("sha256")
+    assert out.regs["cr4"] & 0x600 == 0x600
+
+
+# ------------------------------------------------------------------------------------- multiboot
+
+@pytest.mark.parametrize("magic", [MB1_MAGIC, MB2_MAGIC])
+def test_multiboot_from_64bit_entry(magic):
+    segs, h = multiboot_segments()
+    h = Multiboot32Handoff(magic, h.info, h.entry)
+    out, m, img = run(segs, h)
+    assert out.reached, out.error
+    r = out.regs
+    assert r["rax"] & 0xFFFFFFFF == magic and r["rbx"] == h.info and r["rip"] == h.entry
+    assert r["cr0"] & 0x80000001 == 1, "protected mode, paging off"
+    assert r["efer"] & 0x500 == 0, "EFER.LME and LMA clear"
+    assert r["cr4"] == 0
+    assert r["cs"] == 0x08 and all(r[s] == 0x18 for s in "ds es ss fs gs".split())
+    desc = m.descriptor(r["cs"])
+    assert desc >> 54 & 1 == 1 and desc >> 53 & 1 == 0, "CS is a 32-bit (D=1, L=0) code segment"
+    assert out.mode_at_target == 32
+
+
+def test_multiboot_flipped_bit_halts():
+    segs, h = multiboot_segments()
+    out, *_ = run(segs, h, flip=(0x800000 + 5000, 3))
+    assert not out.reached and out.halted
+
+
+def test_multiboot_needs_low_addresses():
+    segs, h = multiboot_segments()
+    with pytest.raises(PurgatoryError, match="4 GiB"):
+        build_purgatory(1 << 32, h)
+    with pytest.raises(PurgatoryError, match="4 GiB"):
+        build_purgatory(PURG, Multiboot32Handoff(MB1_MAGIC, 1 << 32, 0x200000))
+    with pytest.raises(PurgatoryError, match="4 GiB"):
+        build_purgatory((1 << 32) - 0x1000, h)  # the segment itself would cross 4 GiB
+
+
+# ------------------------------------------------------------------------------------- 32-bit entry
+
+def test_32bit_entry_to_multiboot():
+    segs, h = multiboot_segments()
+    out, m, img = run(segs, h, entry_mode="32")
+    assert out.reached, out.error
+    assert out.regs["rax"] & 0xFFFFFFFF == MB1_MAGIC and out.regs["rbx"] == h.info
+    assert out.regs["cr0"] & 0x80000000 == 0 and out.regs["efer"] & 0x500 == 0 and out.regs["cr4"] == 0
+    assert out.mode_at_target == 32
+    assert img.memsz >= 7 * 0x1000  # code + 6 pages of page tables + stack
+
+
+def test_32bit_entry_to_linux64():
+    segs, h = linux_segments()
+    out, m, img = run(segs, h, entry_mode="32")
+    assert out.reached, out.error
+    assert out.regs["rsi"] == h.boot_params and out.regs["cs"] == 0x10 and out.mode_at_target == 64
+    assert out.regs["efer"] & 0x500 == 0x500 and out.regs["cr0"] >> 31 == 1
+
+
+def test_32bit_entry_flipped_bit_halts():
+    segs, h = multiboot_segments()
+    out, *_ = run(segs, h, entry_mode="32", flip=(0x200000 + 100, 7))
+    assert not out.reached and out.halted
+
+
+def test_32bit_entry_rejects_high_regions():
+    segs, h = linux_segments()
+    with pytest.raises(PurgatoryError, match="4 GiB"):
+        build_purgatory(PURG, h, regions=[Region(1 << 32, 0x1000)], digest=bytes(32), entry_mode="32")
+
+
+# ------------------------------------------------------------------------------------- kdump backup
+
+@pytest.mark.parametrize("mode", ["64", "32"])
+def test_backup_copy_before_handoff(mode):
+    segs, h = linux_segments()
+    low = random.Random(5).randbytes(0x7F000)  # below the boot_params segment at 0x90000
+    backup = Backup(src=0x1000, dst=0x3000000, size=len(low))
+    out, m, img = run(segs, h, backup=backup, extra=[(0x1000, low)], entry_mode=mode)
+    assert out.reached
+    assert m.read(0x3000000, len(low)) == low
+
+
+def test_backup_not_done_when_the_digest_fails():
+    segs, h = linux_segments()
+    low = b"\x5a" * 0x1000
+    out, m, img = run(segs, h, backup=Backup(0x1000, 0x3000000, 0x1000), extra=[(0x1000, low)],
+                      flip=(0x2000000, 0))
+    assert not out.reached and m.read(0x3000000, 0x1000) == bytes(0x1000)
+
+
+# ------------------------------------------------------------------------------------- console
+
+@pytest.mark.parametrize("port, baud", [(0x3F8, 115200), (0x2F8, 9600), (0x3E8, 38400)])
+def test_serial_console(port, baud):
+    segs, h = linux_segments()
+    opts = PurgatoryOptions(console_serial=True, serial_port=port, serial_baud=baud)
+    out, *_ = run(segs, h, options=opts)
+    assert out.reached
+    writes = out.port_writes
+    divisor = 115200 // baud
+    assert (port + 3, 0x80) in writes and (port + 3, 0x03) in writes
+    i = writes.index((port + 3, 0x80))
+    assert writes[i + 1:i + 3] == [(port, divisor & 0xFF), (port + 1, divisor >> 8)]
+    assert out.serial(port) == b"kexloader purgatory\r\n"
+    assert all(port <= p <= port + 7 for p, _ in writes)
+
+
+def test_vga_console():
+    segs, h = linux_segments()
+    out, m, _ = run(segs, h, options=PurgatoryOptions(console_vga=True))
+    assert out.reached and out.port_writes == []
+    text = m.read(0xB8000, 2 * 80 * 2)
+    line = b"kexloader purgatory"
+    assert text[0:2 * len(line):2] == line and set(text[1:2 * len(line):2]) == {0x07}
+    assert text[2 * len(line):2 * len(line) + 2] == b"\0\0"  # \r\n are not printed
+
+
+def test_vga_console_mismatch_message_on_next_row():
+    segs, h = linux_segments()
+    out, m, _ = run(segs, h, options=PurgatoryOptions(console_vga=True), flip=(0x90000, 0))
+    assert not out.reached
+    row1 = m.read(0xB8000 + 160, 160)[0::2]
+    assert row1.startswith(b"kexloader purgatory: SHA-256 mismatch")
+
+
+def test_reset_vga_is_refused_clearly():
+    segs, h = linux_segments()
+    with pytest.raises(NotSupportedYet, match="reset-vga"):
+        build_purgatory(PURG, h, options=PurgatoryOptions(reset_vga=True))
+
+
+def test_bad_serial_settings():
+    segs, h = linux_segments()
+    with pytest.raises(PurgatoryError, match="baud"):
+        build_purgatory(PURG, h, options=PurgatoryOptions(console_serial=True, serial_baud=7))
+    with pytest.raises(PurgatoryError, match="port"):
+        build_purgatory(PURG, h, options=PurgatoryOptions(console_serial=True, serial_port=0x10000))
+
+
+# ------------------------------------------------------------------------------------- sizes
+
+@pytest.mark.parametrize("mode", ["64", "32"])
+def test_purgatory_size_matches_build(mode):
+    segs, h = linux_segments()
+    regions = [Region(s.mem, s.memsz) for s in segs]
+    kw = dict(regions=regions, digest=bytes(32), options=PurgatoryOptions(console_serial=True, console_vga=True),
+              backup=Backup(0x1000, 0x3000000, 0x1000), entry_mode=mode)
+    size = purgatory_size(h, **kw)
+    img = build_purgatory(0x7FF00000, h, **kw)
+    assert img.memsz == size and size % 0x1000 == 0 and len(img.code) <= size
