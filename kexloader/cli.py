@@ -147,9 +147,10 @@ def _apply(o: Options, name: str, value: str) -> None:
     elif name == "version":
         o.show = "version"
     elif name in ("load", "exec", "unload", "force"):
-        o.action = name
         if name == "load":
             o.status_kind = "load"
+        if o.action != "status":  # -S suppresses every other action
+            o.action = name
     elif name == "status":
         o.action = "status"
     elif name == "debug":
@@ -224,7 +225,8 @@ def _serial_port(value: str) -> int:
     return port
 
 
-def run(o: Options, backend: Backend, out=sys.stdout) -> int:
+def run(o: Options, backend: Backend, out=None) -> int:
+    out = out or sys.stdout
     if o.show == "help":
         out.write(USAGE)
         return 0
@@ -295,7 +297,18 @@ def _shutdown_reboot() -> None:
                          hint="run kexloader -e to start the new kernel")
 
 
-def main(argv: Sequence[str] | None = None, backend_factory: Callable[[], Backend] = LinuxKexecBackend) -> int:
+def default_backend() -> Backend:
+    """kexec_load on Linux; Xen's kexec hypercall in a Xen PV dom0 (the dom0 kernel's kexec is the wrong door)."""
+    if system.xen_role() == "dom0":
+        from .backends.xen import XenKexecBackend
+        log.debug("running in a Xen dom0: images go to Xen through its kexec hypercall")
+        return XenKexecBackend()
+    if system.xen_role() == "domU":
+        raise KexloaderError("kexec does not work from a Xen domU (only from dom0)")
+    return LinuxKexecBackend()
+
+
+def main(argv: Sequence[str] | None = None, backend_factory: Callable[[], Backend] = default_backend) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = any(a in ("-d", "--debug") for a in argv)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="kexloader: %(message)s")

@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Sequence
 
 from .memory import Layout
-from .model import PurgatoryOptions, Range, Segment
+from .model import MAP_ONLY, PurgatoryOptions, Range, Segment
 from .purgatory.program import Backup, Region, build_purgatory
 
 ZEROS = bytes(1 << 20)
@@ -33,7 +33,7 @@ def segments_digest(segments: Sequence[Segment]) -> tuple[tuple[Region, ...], by
 def attach_purgatory(layout: Layout, handoff, options: PurgatoryOptions, *, window: Range,
                      backup: Backup | None = None, entry_mode: str = "64") -> int:
     """Place the purgatory in `window`, built for its final address; returns the plan's entry point."""
-    hashed = tuple(layout.segments)
+    hashed = tuple(s for s in layout.segments if s.role != MAP_ONLY)  # not ours to check
     if options.checks:
         regions, digest = segments_digest(hashed)
     else:

@@ -38,6 +38,7 @@ KEXEC_ARCH_X86_64 = 62 << 16
 KEXEC_ARCH_386 = 3 << 16
 KEXEC_ARCH_MASK = 0xFFFF0000
 KEXEC_SEGMENT_MAX = 16
+MAP_ONLY = "map-only"  # segment role: Xen maps the range for the new image, copies and zeroes nothing
 
 
 def align_up(value: int, align: int) -> int:
@@ -211,6 +212,25 @@ class IomemEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class XenFacts:
+    """What Xen reports to its dom0 (kexec_get_range); machine addresses."""
+
+    crash_area: Range | None = None
+    cpu_notes: tuple[tuple[int, Range], ...] = ()  # (physical CPU, note buffer)
+    vmcoreinfo: Range | None = None
+    xen_image: Range | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KernelText:
+    """The running kernel's text mapping (kdump's kernel-text PT_LOAD): _text's virtual and physical address."""
+
+    vaddr: int
+    paddr: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class SystemFacts:
     """What a plan needs to know about the machine it will run on. Read live or loaded from a snapshot."""
 
@@ -220,9 +240,18 @@ class SystemFacts:
     iomem: tuple[IomemEntry, ...] = ()
     acpi_rsdp: int | None = None  # from boot_params or /sys/firmware/efi/systab
     source: str = ""  # "live /", "snapshot fixtures/x.json"
+    # kdump (-p) sources, Linux host (reference/interfaces.md §5.3, §5.4):
+    crash_notes: tuple[tuple[int, Range], ...] = ()  # (cpu, note buffer) from /sys/devices/system/cpu/cpuN
+    vmcoreinfo: Range | None = None  # /sys/kernel/vmcoreinfo: the VMCOREINFO note buffer
+    kernel_text: KernelText | None = None  # from /proc/kcore, else /proc/kallsyms + /proc/iomem
+    page_offset: int | None = None  # direct-map base (randomized by KASLR), from /proc/kcore
+    os_release: str = ""  # /proc/sys/kernel/osrelease of the running kernel
+    xen: XenFacts | None = None  # set in a Xen dom0: memmap is then the machine map and images go to Xen
 
     def ram(self) -> tuple[Range, ...]:
         return tuple(r.range for r in self.memmap if r.is_ram)
 
     def crash_regions(self) -> tuple[Range, ...]:
+        if self.xen is not None:
+            return (self.xen.crash_area,) if self.xen.crash_area else ()
         return tuple(e.range for e in self.iomem if e.name == "Crash kernel")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import SystemFactsError
 from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, E820_UNUSABLE, IomemEntry,
-                    MemRegion, Range, SystemFacts)
+                    MemRegion, Range, SystemFacts, XenFacts)
 
 SNAPSHOT_VERSION = 1
 
@@ -109,8 +109,55 @@ def read_efi_rsdp(root: Path = Path("/")) -> int | None:
     return None
 
 
+def xen_role(root: Path = Path("/")) -> str | None:
+    """"dom0" in a Xen PV control domain, "domU" in another PV guest, None on bare metal or in HVM
+    (where Linux's own kexec works, as kexec-tools assumes)."""
+    try:
+        if (root / "sys/hypervisor/type").read_text().strip() != "xen":
+            return None
+    except OSError:
+        return None
+    try:
+        if (root / "sys/hypervisor/guest_type").read_text().strip() not in ("PV", "PVH"):
+            return None
+    except OSError:
+        pass  # kernels before 4.12 have no guest_type: decide by /proc/xen below
+    try:
+        caps = (root / "proc/xen/capabilities").read_text()
+    except OSError as e:
+        raise SystemFactsError("running under Xen, but /proc/xen/capabilities cannot be read",
+                               hint="mount xenfs: mount -t xenfs xenfs /proc/xen") from e
+    return "dom0" if "control_d" in caps else "domU"
+
+
+def read_xen_facts() -> tuple[tuple[MemRegion, ...], XenFacts]:
+    """The machine memory map and Xen's kexec ranges, through hypercalls (dom0 only)."""
+    from .backends import xen  # the hypercall edge; imported only in a dom0
+    from .formats import xen as xf
+
+    return xen.machine_memory_map(), XenFacts(
+        crash_area=xen.get_range(xf.KEXEC_RANGE_MA_CRASH),
+        cpu_notes=tuple(xen.cpu_note_ranges()),
+        vmcoreinfo=xen.get_range(xf.KEXEC_RANGE_MA_VMCOREINFO),
+        xen_image=xen.get_range(xf.KEXEC_RANGE_MA_XEN))
+
+
 def read_facts(root: Path = Path("/")) -> SystemFacts:
     """Everything a plan needs, from the running system under `root`."""
+    role = xen_role(root)
+    if role == "domU":
+        raise SystemFactsError("kexec does not work from a Xen domU (only from dom0)")
+    if role == "dom0":
+        # dom0's /proc/iomem, firmware map and boot_params describe its pseudo-physical PV world, not the
+        # machine: the next system gets Xen's machine map and no boot_params of ours (hardware_subarch=Xen PV
+        # would be wrong for a kernel on bare metal).
+        memmap, xen_facts = read_xen_facts()
+        try:
+            cmdline = (root / "proc/cmdline").read_text().strip()
+        except OSError:
+            cmdline = ""
+        return SystemFacts(memmap=memmap, cmdline=cmdline, acpi_rsdp=read_efi_rsdp(root), source="live Xen dom0",
+                           xen=xen_facts)
     try:
         iomem = read_iomem(root)
     except SystemFactsError:
@@ -140,7 +187,28 @@ def facts_to_json(facts: SystemFacts) -> dict:
         "boot_params": base64.b64encode(facts.boot_params).decode() if facts.boot_params else None,
         "cmdline": facts.cmdline,
         "acpi_rsdp": facts.acpi_rsdp,
+        "xen": _xen_to_json(facts.xen),
     }
+
+
+def _range_json(r: Range | None):
+    return [r.start, r.size] if r else None
+
+
+def _xen_to_json(x: XenFacts | None):
+    if x is None:
+        return None
+    return {"crash_area": _range_json(x.crash_area), "cpu_notes": [[c, r.start, r.size] for c, r in x.cpu_notes],
+            "vmcoreinfo": _range_json(x.vmcoreinfo), "xen_image": _range_json(x.xen_image)}
+
+
+def _xen_from_json(doc) -> XenFacts | None:
+    if doc is None:
+        return None
+    r = lambda v: Range(*v) if v else None  # noqa: E731
+    return XenFacts(crash_area=r(doc.get("crash_area")), cpu_notes=tuple((c, Range(s, n)) for c, s, n in
+                                                                          doc.get("cpu_notes", [])),
+                    vmcoreinfo=r(doc.get("vmcoreinfo")), xen_image=r(doc.get("xen_image")))
 
 
 def facts_from_json(doc: dict, source: str = "snapshot") -> SystemFacts:
@@ -155,6 +223,7 @@ def facts_from_json(doc: dict, source: str = "snapshot") -> SystemFacts:
             cmdline=doc.get("cmdline", ""),
             acpi_rsdp=doc.get("acpi_rsdp"),
             source=source,
+            xen=_xen_from_json(doc.get("xen")),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise SystemFactsError(f"{source}: not a kexloader snapshot: {e}") from e

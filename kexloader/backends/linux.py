@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ..errors import BackendError
-from ..model import Plan
+from ..model import MAP_ONLY, Plan
 
 SYS_REBOOT = 169  # arch/x86/entry/syscalls/syscall_64.tbl
 SYS_KEXEC_LOAD = 246
@@ -96,6 +96,10 @@ class LinuxKexecBackend:
         self.sysfs = sysfs
 
     def load(self, plan: Plan) -> None:
+        if any(s.role == MAP_ONLY for s in plan.segments):
+            # Linux would zero-fill such a segment: the BIOS data area and more would be lost.
+            raise BackendError("this plan was made for a Xen dom0 (it has map-only segments); "
+                               "Linux's kexec_load cannot load it", hint="plan it on the machine that loads it")
         keep: list = []
         segs = (KexecSegment * len(plan.segments))()
         for seg, s in zip(sorted(plan.segments, key=lambda s: s.mem), segs):

@@ -14,13 +14,14 @@ from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageEr
 from ..formats import bzimage as bz
 from ..handoff import attach_purgatory
 from ..memory import ADDRESS_LIMIT, Layout, validate
-from ..model import (GiB, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, LinuxEntry, LoadRequest, MiB, Plan, Range,
-                     SystemFacts, align_up)
+from ..model import (MAP_ONLY, GiB, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, LinuxEntry, LoadRequest, MiB, Plan, Range,
+                     Segment, SystemFacts, align_up)
 from ..purgatory.program import Linux64Handoff
 
 NAME = "bzImage64"
 MIN_KERNEL_ADDR = 1 * MiB
 MIN_INITRD_ADDR = 16 * MiB
+LOW_MEMORY = Range(0, 1 * MiB)
 SMALL_SEGMENTS = Range(1 * MiB, 4 * GiB - 1 * MiB)  # zero page, command line, purgatory: low, but above BIOS data
 
 
@@ -97,7 +98,15 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
     handoff = Linux64Handoff(boot_params=params.mem, kernel_entry=kernel.mem + bz.KERNEL_64_ENTRY_OFFSET)
     entry = attach_purgatory(layout, handoff, req.purgatory, window=SMALL_SEGMENTS)
     flags = KEXEC_ARCH_X86_64 | (KEXEC_ON_CRASH if req.crash else 0)
-    result = Plan(entry=entry, flags=flags, segments=tuple(layout.segments),
+    segments, checked = tuple(layout.segments), list(usable)
+    if facts.xen is not None:
+        # Xen maps only the segments for the new image, and startup_64 reads the BIOS data area and puts
+        # its 5-level trampoline in low memory before it builds its own page tables: have Xen map the
+        # first MiB as well, without copying or zeroing it.
+        segments += (Segment(MAP_ONLY, 0, LOW_MEMORY.size, b"", "first MiB, mapped for the kernel's early code"),)
+        checked.append(LOW_MEMORY)
+        notes.append("Xen target: the first MiB is mapped (not written) for the kernel's early code")
+    result = Plan(entry=entry, flags=flags, segments=segments,
                   linux=LinuxEntry(boot_params=params.mem, kernel_entry=handoff.kernel_entry), notes=tuple(notes))
-    validate(result, usable)
+    validate(result, checked)
     return result
