@@ -1,0 +1,133 @@
+"""The VM-test harness: one object that knows the inputs, stages Python once, builds and boots guests.
+
+    h = Harness(out_dir)                      # finds Debian's kernel, QEMU, busybox, python3.11
+    leaf = h.leaf(stages={"report": REPORT}, files={"/payload.bin": payload})
+    full = h.full(stages={"first": script}, leaf=leaf)   # Python + kexloader wheel + /boot/vmlinuz + /leaf.img
+    t = h.boot(full, "stage=first token=...", name="kexec")
+    assert t.stages() == ["first", "report"]
+
+Guest layout (full image):
+    /boot/vmlinuz           Debian's kernel (the same one QEMU boots)
+    /leaf.img               the leaf initrd (busybox + /init + stages + files), gzip
+    /usr/bin/kexloader      console script generated from the wheel's entry point
+    /usr/bin/python3.11     Debian's interpreter; stdlib in /usr/lib/python311.zip
+    /usr/lib/python3/dist-packages   kexloader + pyelftools, construct, lz4, zstandard (from wheels)
+    /stages/NAME            stage scripts; /lib/kxm.sh marker helpers (see tools/vm/guest.py)
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+from . import pyruntime
+from .env import Inputs, find_inputs
+from .guest import Guest
+from .qemu import Qemu, Transcript, boot
+
+BASE_APPEND = "console=ttyS0 panic=-1"
+
+# The stage a second kernel runs by default: report what it was handed, then power off.
+REPORT = r"""
+mark_file cmdline /proc/cmdline
+for f in /payload.bin; do
+    [ -e "$f" ] && mark "sha256:$f" "$(sha256 "$f")"
+done
+mark uname "$(uname -r)"
+mark kexec_loaded "$(cat /sys/kernel/kexec_loaded 2>/dev/null)"
+"""
+
+
+def new_token() -> str:
+    """A fresh random word for the u-root marker trick: it can only come back if the kernel got it."""
+    return secrets.token_hex(8)
+
+
+class Harness:
+    def __init__(self, out_dir: Path, inputs: Inputs | None = None, wheel: Path | None = None):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.inputs = inputs or find_inputs()
+        self._wheel = wheel
+        self._trees: list[Path] | None = None
+        self.timings: dict[str, float] = {}
+        # Every run, in order (Transcript, or Qemu for start()): tests attach them to failure reports.
+        self.booted: list[Transcript | Qemu] = []
+
+    # -- inputs ----------------------------------------------------------------------------------
+    @property
+    def vmlinuz(self) -> Path:
+        assert self.inputs.vmlinuz, "Debian's kernel is missing: run tools/install-deps.sh"
+        return self.inputs.vmlinuz
+
+    @property
+    def wheel(self) -> Path:
+        if self._wheel is None:
+            t = time.monotonic()
+            self._wheel = pyruntime.build_wheel(self.out_dir / "wheel")
+            self.timings["build wheel"] = time.monotonic() - t
+        return self._wheel
+
+    def python_trees(self) -> list[Path]:
+        """Staged trees with Python and the kexloader wheel installed (built once per Harness)."""
+        if self._trees is None:
+            t = time.monotonic()
+            rt = pyruntime.build_runtime()
+            self.timings["stage python runtime"] = time.monotonic() - t
+            wheel = self.wheel
+            t = time.monotonic()
+            pk = pyruntime.build_packages(wheel)
+            self.timings["stage packages"] = time.monotonic() - t
+            self._trees = [rt.root, pk.root]
+        return self._trees
+
+    # -- images ----------------------------------------------------------------------------------
+    def leaf(self, stages: dict[str, str] | None = None, files: dict | None = None) -> Guest:
+        """A small initrd for a second kernel: busybox, /init, stages (default: "report")."""
+        return Guest(stages=dict(stages or {"report": REPORT}), files=dict(files or {}))
+
+    def full(self, stages: dict[str, str], files: dict | None = None, leaf: Guest | Path | None = None,
+             kernel: Path | None | bool = True) -> Guest:
+        """An initrd with Python and kexloader, /boot/vmlinuz (unless kernel=False) and /leaf.img."""
+        f: dict = {}
+        if kernel is True:
+            f["/boot/vmlinuz"] = self.vmlinuz
+        elif kernel:
+            f["/boot/vmlinuz"] = Path(kernel)
+        if leaf is not None:
+            # Read now: a later leaf built under the same name must not change this image.
+            f["/leaf.img"] = (self.build(leaf, "leaf") if isinstance(leaf, Guest) else Path(leaf)).read_bytes()
+        f.update(files or {})
+        return Guest(stages=dict(stages), files=f, trees=list(self.python_trees()))
+
+    def build(self, guest: Guest, name: str, compress: str | None = None) -> Path:
+        """Write the guest's initrd to out_dir/NAME.img. Leaf images are gzip'ed (they travel
+        through kexec); full images stay uncompressed (faster to unpack under TCG)."""
+        if compress is None:
+            compress = "none" if guest.trees else "gzip"
+        return guest.build(self.out_dir / f"{name}.img", compress)
+
+    # -- booting ---------------------------------------------------------------------------------
+    def boot(self, initrd: Guest | Path, append: str, *, name: str = "boot", kernel: Path | None = None,
+             base_append: str = BASE_APPEND, **kw) -> Transcript:
+        """Boot Debian's kernel (or `kernel`) with this initrd; append goes after BASE_APPEND.
+
+        Keyword arguments go to tools.vm.qemu.boot: timeout, idle_timeout, memory, smp, cpu, extra.
+        """
+        if isinstance(initrd, Guest):
+            initrd = self.build(initrd, name)
+        full_append = f"{base_append} {append}".strip()
+        kw.setdefault("timeout", 600)
+        t = boot(kernel or self.vmlinuz, initrd, full_append, log_name=name, **kw)
+        self.booted.append(t)
+        return t
+
+    def start(self, initrd: Guest | Path, append: str, *, name: str = "boot", kernel: Path | None = None,
+              base_append: str = BASE_APPEND, **kw) -> Qemu:
+        """Like boot() but returns the running Qemu for interaction (wait_for_marker, send, wait)."""
+        if isinstance(initrd, Guest):
+            initrd = self.build(initrd, name)
+        vm = Qemu(kernel or self.vmlinuz, initrd, f"{base_append} {append}".strip(), log_name=name, **kw)
+        self.booted.append(vm)
+        return vm.start()

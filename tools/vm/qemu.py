@@ -1,0 +1,301 @@
+"""Run QEMU (TCG) with the serial console on a pipe; record it; find markers in it.
+
+    from tools.vm.qemu import boot
+    t = boot(kernel, initrd, "console=ttyS0 panic=-1 stage=first", timeout=300)
+    t.get("first.rc")            # last value of marker "first.rc" (raises MarkerMissing)
+    t.b64("second.cmdline")      # bytes of a mark_b64 marker
+
+For interaction (e.g. sending Ctrl-a three times to Xen's console):
+
+    with Qemu(kernel, initrd, append) as vm:
+        vm.wait_for_marker("boot")
+        vm.send(b"\x01\x01\x01")
+        t = vm.wait()
+
+The serial port is QEMU's stdio (`-nographic -monitor none`: no multiplexer, so every byte sent,
+Ctrl-a included, reaches the guest). Each run is logged to a file in $KEXLOADER_CACHE/vm/logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .env import work_dir
+
+MARKER_RE = re.compile(r"KXM\|([^|\r\n]+)\|(.*?)\|MXK")
+
+
+class MarkerMissing(AssertionError):
+    pass
+
+
+@dataclass
+class Transcript:
+    """What one QEMU run printed on its serial console, and how it ended."""
+
+    text: str
+    cmd: list[str]
+    log_path: Path | None = None
+    returncode: int | None = None
+    elapsed: float = 0.0
+    timed_out: str | None = None  # None, or why the run was cut short
+    stderr: str = ""
+    _markers: list[tuple[str, str]] | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:  # pytest prints this in assertion messages: keep it short
+        return f"<Transcript {self.summary()}>"
+
+    # -- markers ---------------------------------------------------------------------------------
+    @property
+    def markers(self) -> list[tuple[str, str]]:
+        if self._markers is None:
+            self._markers = MARKER_RE.findall(self.text.replace("\r", ""))
+        return self._markers
+
+    def values(self, name: str) -> list[str]:
+        return [v for n, v in self.markers if n == name]
+
+    def has(self, name: str) -> bool:
+        return any(n == name for n, _ in self.markers)
+
+    def get(self, name: str) -> str:
+        """The last value of marker `name`; MarkerMissing (an AssertionError) if there is none."""
+        vals = self.values(name)
+        if not vals:
+            raise MarkerMissing(f"marker {name!r} not on the console ({self.summary()})")
+        return vals[-1]
+
+    def b64(self, name: str) -> bytes:
+        v = self.get(name)
+        if not v.startswith("b64:"):
+            raise MarkerMissing(f"marker {name!r} is {v!r}, not a b64: value")
+        return base64.b64decode(v[4:])
+
+    def rc(self, name: str) -> int:
+        """Exit status recorded by the guest's `run NAME ...` helper."""
+        return int(self.get(f"{name}.rc"))
+
+    def out(self, name: str) -> str:
+        """stdout+stderr recorded by the guest's `run NAME ...` helper."""
+        return self.b64(f"{name}.out").decode(errors="replace")
+
+    def stages(self) -> list[str]:
+        """The stages that booted, in order (from /init's `boot` markers)."""
+        return [v.split()[0].removeprefix("stage=") for v in self.values("boot")]
+
+    def uptimes(self) -> dict[str, float]:
+        """Seconds from kernel start to /init, per stage (from the `boot` markers)."""
+        out = {}
+        for v in self.values("boot"):
+            kv = dict(w.split("=", 1) for w in v.split() if "=" in w)
+            out[kv.get("stage", "?")] = float(kv.get("uptime", "nan"))
+        return out
+
+    # -- for people ------------------------------------------------------------------------------
+    def summary(self) -> str:
+        how = self.timed_out or f"exit {self.returncode}"
+        return f"{how} after {self.elapsed:.1f}s, stages {self.stages()}, log {self.log_path}"
+
+    def tail(self, lines: int = 200) -> str:
+        t = self.text.replace("\r", "").splitlines()
+        return "\n".join(t[-lines:])
+
+    def report(self, max_lines: int = 3000) -> str:
+        """The whole console for a failure report (middle cut when very long)."""
+        t = self.text.replace("\r", "").splitlines()
+        if len(t) > max_lines:
+            half = max_lines // 2
+            t = t[:half] + [f"... {len(t) - max_lines} lines cut, see {self.log_path} ..."] + t[-half:]
+        head = f"$ {shlex.join(self.cmd)}\n# {self.summary()}\n"
+        if self.stderr.strip():
+            head += f"# qemu stderr: {self.stderr.strip()}\n"
+        return head + "\n".join(t)
+
+
+def qemu_command(
+    kernel: Path,
+    initrd: Path | str | None = None,
+    append: str = "",
+    *,
+    memory: int = 2048,
+    smp: int = 2,
+    cpu: str = "max",
+    extra: list[str] | tuple[str, ...] = (),
+    qemu: str = "qemu-system-x86_64",
+) -> list[str]:
+    """The QEMU command line of VM-RECIPE.md: TCG, no display, serial on stdio, no reboot.
+
+    `initrd` may be a comma-separated module list for multiboot kernels (QEMU's own loader).
+    """
+    cmd = [
+        qemu, "-accel", "tcg", "-cpu", cpu, "-m", str(memory), "-smp", str(smp),
+        "-nographic", "-monitor", "none", "-no-reboot", "-nodefaults", "-serial", "stdio",
+        "-kernel", str(kernel),
+    ]
+    if initrd:
+        cmd += ["-initrd", str(initrd)]
+    if append:
+        cmd += ["-append", append]
+    return cmd + list(extra)
+
+
+class Qemu:
+    """One QEMU process; its console is read by a thread into `self.text` and the log file."""
+
+    def __init__(self, kernel: Path, initrd=None, append: str = "", *, timeout: float = 600,
+                 idle_timeout: float | None = 180, log_name: str | None = None, **cmd_kw):
+        self.cmd = qemu_command(kernel, initrd, append, **cmd_kw)
+        self.timeout = timeout
+        self.idle_timeout = idle_timeout
+        logs = work_dir() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.log_path = logs / f"{stamp}-{os.getpid()}-{log_name or 'boot'}.log"
+        self._chunks: list[bytes] = []
+        self._cond = threading.Condition()
+        self._last_output = 0.0
+        self._eof = False
+        self.proc: subprocess.Popen | None = None
+        self.start_time = 0.0
+        self.timed_out: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> "Qemu":
+        self._log = open(self.log_path, "wb")
+        self._log.write(f"$ {shlex.join(self.cmd)}\n".encode())
+        self.start_time = self._last_output = time.monotonic()
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._err_reader = threading.Thread(target=self._read_err, daemon=True)
+        self._err_reader.start()
+        return self
+
+    def __enter__(self) -> "Qemu":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+    def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        fd = self.proc.stdout.fileno()
+        while True:
+            data = os.read(fd, 65536)
+            with self._cond:
+                if not data:
+                    self._eof = True
+                    self._cond.notify_all()
+                    return
+                self._chunks.append(data)
+                self._last_output = time.monotonic()
+                self._log.write(data)
+                self._log.flush()
+                self._cond.notify_all()
+
+    def _read_err(self) -> None:
+        assert self.proc and self.proc.stderr
+        self._stderr = self.proc.stderr.read().decode(errors="replace")
+
+    @property
+    def text(self) -> str:
+        with self._cond:
+            return b"".join(self._chunks).decode(errors="replace")
+
+    def send(self, data: bytes | str) -> None:
+        """Type into the serial console."""
+        assert self.proc and self.proc.stdin
+        if isinstance(data, str):
+            data = data.encode()
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def _deadline_hit(self) -> str | None:
+        now = time.monotonic()
+        if now - self.start_time > self.timeout:
+            return f"timed out after {self.timeout:.0f}s"
+        if self.idle_timeout and now - self._last_output > self.idle_timeout:
+            return f"no console output for {self.idle_timeout:.0f}s"
+        return None
+
+    def wait_for(self, pattern: str | re.Pattern, timeout: float | None = None) -> re.Match:
+        """Block until `pattern` (regex) appears in the console text; AssertionError if QEMU ends first."""
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        end = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        with self._cond:
+            while True:
+                m = rx.search(b"".join(self._chunks).decode(errors="replace").replace("\r", ""))
+                if m:
+                    return m
+                if self._eof:
+                    raise AssertionError(f"QEMU ended before {rx.pattern!r} appeared\n{self.transcript().tail()}")
+                why = self._deadline_hit() or (f"{rx.pattern!r} not seen in time" if time.monotonic() > end else None)
+                if why:
+                    self.timed_out = why
+                    raise AssertionError(f"{why}\n{self.transcript().tail()}")
+                self._cond.wait(0.5)
+
+    def wait_for_marker(self, name: str, timeout: float | None = None) -> str:
+        m = self.wait_for(re.compile(r"KXM\|" + re.escape(name) + r"\|(.*?)\|MXK"), timeout)
+        return m.group(1)
+
+    def wait(self) -> Transcript:
+        """Wait for QEMU to exit (the guest powers off), or kill it at the timeouts."""
+        assert self.proc
+        while self.proc.poll() is None:
+            why = self._deadline_hit()
+            if why:
+                self.timed_out = why
+                self.kill()
+                break
+            try:
+                self.proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        self._reader.join(timeout=10)
+        self._err_reader.join(timeout=10)
+        return self.transcript()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        if getattr(self, "_log", None) and not self._log.closed:
+            self._reader.join(timeout=5)
+            self._log.close()
+
+    def transcript(self) -> Transcript:
+        return Transcript(
+            text=self.text, cmd=self.cmd, log_path=self.log_path,
+            returncode=self.proc.returncode if self.proc else None,
+            elapsed=time.monotonic() - self.start_time, timed_out=self.timed_out,
+            stderr=getattr(self, "_stderr", ""),
+        )
+
+
+def boot(kernel: Path, initrd=None, append: str = "", **kw) -> Transcript:
+    """Boot, wait until QEMU exits (or a timeout kills it), return the transcript.
+
+    Keyword arguments: timeout (600 s), idle_timeout (180 s without console output),
+    log_name, memory (MiB, 2048), smp (2), cpu ("max"; "Haswell-noTSX" under Xen), extra (more
+    QEMU arguments).
+    """
+    vm = Qemu(kernel, initrd, append, **kw)
+    vm.start()
+    try:
+        return vm.wait()
+    finally:
+        vm.kill()
