@@ -177,11 +177,17 @@ def _library_path(kexec: Path, cache: Path, fetch: bool) -> str | None:
     if libdir.is_dir():
         env["LD_LIBRARY_PATH"] = str(libdir)
     missing = _missing_libraries(kexec, env)
-    if missing and fetch:
+    fetched: set[str] = set()
+    # A library ldd cannot find hides its own dependencies, so fetch in rounds until nothing new is missing.
+    while missing and fetch:
         unknown = [m for m in missing if m not in DEBIAN_LIBRARY_PACKAGES]
         if unknown:
             raise Unavailable(f"{kexec} needs libraries this machine lacks: {', '.join(unknown)}")
-        _apt_download_unpack(sorted({DEBIAN_LIBRARY_PACKAGES[m] for m in missing}), libroot, cache / "debs")
+        wanted = sorted({DEBIAN_LIBRARY_PACKAGES[m] for m in missing} - fetched)
+        if not wanted:
+            break
+        _apt_download_unpack(wanted, libroot, cache / "debs")
+        fetched.update(wanted)
         env["LD_LIBRARY_PATH"] = str(libdir)
         missing = _missing_libraries(kexec, env)
     if missing:
