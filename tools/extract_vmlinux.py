@@ -40,6 +40,13 @@ class Extracted(NamedTuple):
 
 def elf_size(elf: bytes) -> int:
     """Bytes up to the end of the ELF file's last header, section or segment."""
+    try:
+        return _elf_size(elf)
+    except struct.error:
+        raise ExtractError(f"the ELF file is cut short in its headers ({len(elf):#x} bytes)") from None
+
+
+def _elf_size(elf: bytes) -> int:
     if elf[4:5] == b"\x02":
         ehsize = 0x40
         phoff, shoff = struct.unpack_from("<QQ", elf, 0x20)
@@ -104,8 +111,8 @@ def extract(image: bytes, *, limit: int = LIMIT) -> Extracted:
             raise ExtractError(f"{name} {where}: inflates to {len(out)} bytes, but the size word says {size}")
         try:
             end = elf_size(out)
-        except struct.error as e:
-            raise ExtractError(f"{name} {where}: the ELF file's headers are cut short: {e}") from None
+        except ExtractError as e:
+            raise ExtractError(f"{name} {where}: {e}") from None
         return Extracted(out[:end], name, where, len(out) - end)
     raise ExtractError("no compressed ELF payload: " + ("; ".join(problems) or "no compressed stream found"))
 
