@@ -160,11 +160,12 @@ def _validate(base, handoff, regions, digest, options, backup, entry_mode) -> No
     if entry_mode == "32" and isinstance(handoff, Linux64Handoff):
         if max(handoff.boot_params, handoff.kernel_entry) >= LOW_4G:
             raise PurgatoryError("with the 32-bit entry the kernel and boot_params must be below 4 GiB")
-    if options.console_serial and not 0 < options.serial_port <= 0xFFF8:
-        raise PurgatoryError(f"serial port {options.serial_port:#x} is not an I/O port")
-    if options.console_serial and not 0 < options.serial_baud <= 115200 or 115200 % max(options.serial_baud, 1):
-        if options.console_serial:
-            raise PurgatoryError(f"serial baud {options.serial_baud} is not 115200/n",
+    if options.console_serial:
+        if not 0 < options.serial_port <= 0xFFF8:
+            raise PurgatoryError(f"serial port {options.serial_port:#x} is not an I/O port")
+        baud = options.serial_baud
+        if not 0 < baud <= 115200 or 115200 % baud or 115200 // baud > 0xFFFF:
+            raise PurgatoryError(f"serial baud {baud} is not 115200/n (the UART divisor must be a whole number)",
                                  hint="use 115200, 57600, 38400, 19200, 9600 ...")
     if options.reset_vga:
         raise NotSupportedYet("--reset-vga is not supported by kexloader's purgatory",

@@ -19,7 +19,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_MODE_32, UC_MODE_64, Uc, UcError
+import capstone
+from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_MODE_32, UC_MODE_64, Uc, UcError
 from unicorn import x86_const as X
 
 MEM_SIZE = 64 << 20
@@ -49,7 +50,7 @@ class Outcome:
 
 
 class Machine:
-    def __init__(self, entry_mode: str = "64", *, sha_ni: bool | None = None):
+    def __init__(self, entry_mode: str = "64", *, sha_ni: bool | None = None, emulate_sha: bool = False):
         self.entry_mode = entry_mode
         self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_64 if entry_mode == "64" else UC_MODE_32)
         uc.mem_map(0, MEM_SIZE)
@@ -60,6 +61,10 @@ class Machine:
         self.sha_ni = sha_ni
         if sha_ni is not None:
             uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+        self.sha_emulated = 0
+        self._decoded: dict = {}
+        if emulate_sha:  # unicorn's TCG (QEMU 5) predates the SHA extensions: supply them here
+            uc.hook_add(UC_HOOK_INSN_INVALID, self._sha_insn)
         if entry_mode == "64":
             self._state64()
         else:
@@ -129,6 +134,37 @@ class Machine:
             uc.reg_write(r, v)
         return 1  # skip the emulator's own CPUID
 
+    def _sha_insn(self, uc, user_data) -> bool:
+        """SHA256RNDS2/MSG1/MSG2 xmm, xmm from the SDM's operation sections; #UD (False) unless CR4.OSFXSR."""
+        if not uc.reg_read(X.UC_X86_REG_CR4) & 0x200:
+            return False
+        rip = uc.reg_read(X.UC_X86_REG_RIP)
+        raw = bytes(uc.mem_read(rip, 15))
+        if (rip, raw) not in self._decoded:
+            md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+            md.detail = True
+            insn = next(md.disasm(raw, rip, count=1), None)
+            if insn is None or not insn.mnemonic.startswith("sha256") or len(insn.operands) < 2:
+                return False
+            ids = [getattr(X, "UC_X86_REG_" + insn.reg_name(op.reg).upper()) for op in insn.operands[:2]]
+            self._decoded[rip, raw] = (insn.mnemonic, ids, insn.size)
+        mnemonic, ids, size = self._decoded[rip, raw]
+        dst, src = (_dwords(uc.reg_read(i)) for i in ids)
+        if mnemonic == "sha256rnds2":
+            result = _rnds2(dst, src, _dwords(uc.reg_read(X.UC_X86_REG_XMM0)))
+        elif mnemonic == "sha256msg1":
+            result = [(dst[i] + _s0((dst + src)[i + 1])) & M32 for i in range(4)]
+        else:
+            w = [0] * 20
+            w[14], w[15] = src[2], src[3]
+            for i in range(4):
+                w[16 + i] = (dst[i] + _s1(w[14 + i])) & M32
+            result = w[16:20]
+        uc.reg_write(ids[0], sum(v << (32 * i) for i, v in enumerate(result)))
+        uc.reg_write(X.UC_X86_REG_RIP, rip + size)
+        self.sha_emulated += 1
+        return True
+
     # ---- use
 
     def write(self, addr: int, data: bytes) -> None:
@@ -190,3 +226,34 @@ class Machine:
         _, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_GDTR)
         assert selector + 7 <= limit
         return struct.unpack("<Q", self.read(base + (selector & ~7), 8))[0]
+
+
+M32 = 0xFFFFFFFF
+
+
+def _dwords(x: int) -> list[int]:
+    return [(x >> (32 * i)) & M32 for i in range(4)]
+
+
+def _ror(x: int, n: int) -> int:
+    return ((x >> n) | (x << (32 - n))) & M32
+
+
+def _s0(x: int) -> int:
+    return _ror(x, 7) ^ _ror(x, 18) ^ (x >> 3)
+
+
+def _s1(x: int) -> int:
+    return _ror(x, 17) ^ _ror(x, 19) ^ (x >> 10)
+
+
+def _rnds2(cdgh: list[int], abef: list[int], wk: list[int]) -> list[int]:
+    a, b, e, f = abef[3], abef[2], abef[1], abef[0]
+    c, d, g, h = cdgh[3], cdgh[2], cdgh[1], cdgh[0]
+    for k in wk[:2]:
+        ch = (e & f) ^ (~e & g)
+        maj = (a & b) ^ (a & c) ^ (b & c)
+        t1 = (h + (_ror(e, 6) ^ _ror(e, 11) ^ _ror(e, 25)) + ch + k) & M32
+        t2 = ((_ror(a, 2) ^ _ror(a, 13) ^ _ror(a, 22)) + maj) & M32
+        a, b, c, d, e, f, g, h = (t1 + t2) & M32, a, b, c, (d + t1) & M32, e, f, g
+    return [f, e, b, a]
