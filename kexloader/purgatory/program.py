@@ -26,8 +26,8 @@ from typing import Sequence
 from ..errors import KexloaderError, NotSupportedYet
 from ..model import PAGE_SIZE, PurgatoryOptions, align_up
 from . import sha256_code
-from .asm import (CR0, CR3, CR4, DS, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, ESP, FS, GS, R8D, R9D, R10D, R11D,
-                  R12D, R13D, R14D, R15D, RAX, RBP, RCX, RDI, RDX, RSI, RSP, SS, AL, DX, Assembler, absolute, mem, rip)
+from .asm import (AL, CR0, CR3, CR4, DS, DX, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, FS, GS, R8D, R9D, R10D, R11D,
+                  R12D, R13D, R14D, R15D, RAX, RCX, RDI, RSI, RSP, SS, Assembler, absolute, mem, rip)
 
 
 class PurgatoryError(KexloaderError):
@@ -94,6 +94,7 @@ EFER_LME = 1 << 8
 CR0_PG = 1 << 31
 CR4_PAE = 1 << 5
 VGA_TEXT = 0xB8000
+assert sha256_code.WORKSPACE_SIZE + 4 <= WORKSPACE_SIZE  # the VGA cursor dword follows the SHA workspace
 VGA_COLS, VGA_ROWS = 80, 25
 
 # 16550 UART registers (offsets from the base port) and bits, as in any 16550 data sheet
@@ -121,6 +122,10 @@ def build_purgatory(base: int, handoff, *, regions: Sequence[Region] = (), diges
     code, memsz, entry = _generate(base, handoff, regions, digest, options, backup, entry_mode)
     if base + memsz > (1 << 52):
         raise PurgatoryError(f"purgatory at {base:#x} is beyond physical address space")
+    for r in regions:
+        if r.size and r.start < base + memsz and base < r.start + r.size:
+            raise PurgatoryError(f"hashed region [{r.start:#x}, {r.start + r.size:#x}) overlaps the purgatory "
+                                 f"[{base:#x}, {base + memsz:#x}), whose stack changes while it hashes")
     if (entry_mode == "32" or isinstance(handoff, Multiboot32Handoff)) and base + memsz > LOW_4G:
         raise PurgatoryError(f"purgatory at [{base:#x}, {base + memsz:#x}) must be below 4 GiB for a 32-bit path",
                              hint="place the purgatory segment below 4 GiB")
@@ -153,8 +158,11 @@ def _validate(base, handoff, regions, digest, options, backup, entry_mode) -> No
             raise PurgatoryError(f"region [{r.start:#x}, {r.start + r.size:#x}) is above 4 GiB, which the 32-bit "
                                  "entry's identity map does not cover")
     if backup is not None:
-        if min(backup.src, backup.dst, backup.size) < 0:
+        if min(backup.src, backup.dst, backup.size) < 0 or max(backup.src, backup.dst) + backup.size > 1 << 52:
             raise PurgatoryError(f"bad backup {backup!r}")
+        if backup.size and backup.src < backup.dst + backup.size and backup.dst < backup.src + backup.size:
+            raise PurgatoryError(f"backup source [{backup.src:#x}, +{backup.size:#x}) and destination "
+                                 f"{backup.dst:#x} overlap")
         if entry_mode == "32" and max(backup.src, backup.dst) + backup.size > LOW_4G:
             raise PurgatoryError("the backup ranges must be below 4 GiB with the 32-bit entry")
     if entry_mode == "32" and isinstance(handoff, Linux64Handoff):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import random
-import struct
 from dataclasses import dataclass
 
 import capstone

@@ -1,12 +1,10 @@
 """The purgatory program: golden bytes, disassembly and emulated runs from the kernel's entry state."""
 
-import hashlib
 import struct
 
 import capstone
 import pytest
 
-from kexloader.errors import KexloaderError, NotSupportedYet
 from kexloader.model import PurgatoryOptions
 from kexloader.purgatory.program import (Backup, Linux64Handoff, Multiboot32Handoff, PurgatoryError, Region,
                                          build_purgatory, purgatory_size)
@@ -118,3 +116,45 @@ def test_never_writes_outside_its_segment_in_a_plain_handoff():
 def test_bad_base(base):
     with pytest.raises(PurgatoryError):
         build_purgatory(base, LINUX)
+
+
+# ---------------------------------------------------------------------------------------- multiboot
+
+def test_multiboot_leaves_long_mode_in_the_sdm_order():
+    """SDM vol. 3A §10.8.5.4: compatibility mode first, then CR0.PG off, then EFER.LME off, and CR4 (PAE,
+    LA57) only once paging is off; then flat data selectors, eax = magic, ebx = info, jump."""
+    h = Multiboot32Handoff(0x2BADB002, 0x10000, 0x200000)
+    img = build_purgatory(BASE, h, options=PurgatoryOptions(checks=False))
+    code64 = disasm(img.code)
+    far = [a for a, m, _ in code64 if m == "retfq"]
+    assert len(far) == 2  # the CS reload, then the drop to the 32-bit code segment
+    i = [a for a, *_ in code64].index(far[1])
+    assert [f"{m} {o}" for _, m, o in code64[i - 3:i]] == ["lea rax, [rip + 5]", "push 8", "push rax"]
+    start = far[1] + 2 - BASE
+    text = [f"{m} {o}".strip() for _, m, o in disasm(img.code[start:], far[1] + 2, capstone.CS_MODE_32)]
+    assert text[:18] == [
+        "mov eax, cr0", "and eax, 0x7fffffff", "mov cr0, eax",
+        "mov ecx, 0xc0000080", "rdmsr", "and eax, 0xfffffeff", "wrmsr",
+        "xor eax, eax", "mov cr4, eax",
+        "mov eax, 0x18", "mov ds, eax", "mov es, eax", "mov fs, eax", "mov gs, eax", "mov ss, eax",
+        "mov eax, 0x2badb002", "mov ebx, 0x10000", "xor ecx, ecx",
+    ]
+    assert text[18:22] == ["xor edx, edx", "xor esi, esi", "xor edi, edi", "xor ebp, ebp"]
+    assert text[22] == "jmp 0x200000"
+
+
+def test_regions_must_not_cover_the_purgatory():
+    with pytest.raises(PurgatoryError, match="overlaps the purgatory"):
+        build_purgatory(BASE, LINUX, regions=[Region(BASE + 0x1000, 0x1000)], digest=bytes(32))
+
+
+def test_backup_ranges_must_not_overlap():
+    with pytest.raises(PurgatoryError, match="overlap"):
+        build_purgatory(BASE, LINUX, backup=Backup(0x1000, 0x2000, 0x9F000))
+
+
+def test_unknown_handoff_and_mode():
+    with pytest.raises(PurgatoryError):
+        build_purgatory(BASE, object())
+    with pytest.raises(PurgatoryError):
+        build_purgatory(BASE, LINUX, entry_mode="16")
