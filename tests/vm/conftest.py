@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tools.vm import Harness, Qemu, Transcript, find_inputs  # noqa: E402
+from tools.vm import Harness, Qemu, Transcript, find_inputs, pyruntime  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 _HARNESS = pytest.StashKey[Harness]()
@@ -35,13 +35,19 @@ def _unavailable(msg: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def vm_harness(request, tmp_path_factory) -> Harness:
+def kexloader_wheel(tmp_path_factory) -> Path:
+    """The kexloader wheel built from this working tree (pip wheel --no-deps on a clean copy)."""
+    return pyruntime.build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def vm_harness(request, tmp_path_factory, kexloader_wheel) -> Harness:
     """The session's Harness; its Python runtime and kexloader wheel are staged once."""
     inputs = find_inputs()
     missing = inputs.missing()
     if missing:
         _unavailable("the VM tests need: " + "; ".join(missing) + " (sudo bash tools/install-deps.sh)")
-    h = Harness(tmp_path_factory.mktemp("vm"), inputs)
+    h = Harness(tmp_path_factory.mktemp("vm"), inputs, wheel=kexloader_wheel)
     h.python_trees()  # build the wheel and stage Python now, so the first test's time is its own
     request.config.stash[_HARNESS] = h
     return h

@@ -15,6 +15,7 @@ Public API (see tools/vm/harness.py for a worked example, tests/vm/ for real sce
 Run as a script: `python3 -m tools.vm --help`.
 """
 
+from . import pyruntime
 from .env import Inputs, cache_dir, find_inputs, work_dir
 from .guest import Guest
 from .harness import BASE_APPEND, REPORT, Harness, new_token
@@ -22,5 +23,5 @@ from .qemu import MarkerMissing, Qemu, Transcript, boot, qemu_command
 
 __all__ = [
     "BASE_APPEND", "REPORT", "Guest", "Harness", "Inputs", "MarkerMissing", "Qemu", "Transcript",
-    "boot", "cache_dir", "find_inputs", "new_token", "qemu_command", "work_dir",
+    "boot", "cache_dir", "find_inputs", "new_token", "pyruntime", "qemu_command", "work_dir",
 ]

@@ -52,6 +52,7 @@ class Harness:
         self._wheel = wheel
         self._trees: list[Path] | None = None
         self.timings: dict[str, float] = {}
+        self.keep_images = False  # images built by boot() from a Guest are deleted after the run
         # Every run, in order (Transcript, or Qemu for start()): tests attach them to failure reports.
         self.booted: list[Transcript | Qemu] = []
 
@@ -115,11 +116,16 @@ class Harness:
 
         Keyword arguments go to tools.vm.qemu.boot: timeout, idle_timeout, memory, smp, cpu, extra.
         """
-        if isinstance(initrd, Guest):
+        built = isinstance(initrd, Guest)
+        if built:
             initrd = self.build(initrd, name)
         full_append = f"{base_append} {append}".strip()
         kw.setdefault("timeout", 600)
-        t = boot(kernel or self.vmlinuz, initrd, full_append, log_name=name, **kw)
+        try:
+            t = boot(kernel or self.vmlinuz, initrd, full_append, log_name=name, **kw)
+        finally:
+            if built and not self.keep_images:
+                Path(initrd).unlink(missing_ok=True)
         self.booted.append(t)
         return t
 

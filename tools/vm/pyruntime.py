@@ -159,7 +159,7 @@ def build_runtime(force: bool = False) -> Staged:
             ",".join(sorted(STDLIB_PRUNE)), ",".join(sorted(STDLIB_PRUNE_ANYWHERE)),
         ])
         (tmp / ".complete").write_text(f"{r.stdout.strip()} modules\n")
-        os.replace(tmp, root)
+        _publish(tmp, root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -263,18 +263,31 @@ def build_packages(wheel: Path) -> Staged:
             w.write_text(_WRAPPER.format(name=name, target=target, module=module, func=func.split(".")[0]))
             w.chmod(0o755)
         (tmp / ".complete").write_text(wheel.name + "\n")
-        os.replace(tmp, root)
+        _publish(tmp, root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return Staged(root, key)
 
 
-def _prune_old(dirs, keep: int) -> None:
-    """Remove all but the `keep` most recently used staged trees."""
+def _publish(tmp: Path, root: Path) -> None:
+    """Move a finished staging dir into place; another process may have won the race (fine)."""
+    try:
+        os.replace(tmp, root)
+    except OSError:
+        if not (root / ".complete").exists():
+            raise
+
+
+def _prune_old(dirs, keep: int, min_age: float = 3600) -> None:
+    """Remove staged trees beyond the `keep` most recently used, if unused for `min_age` seconds
+    (other test sessions on the same machine may be using the younger ones)."""
+    import time
+
     dirs = sorted((d for d in dirs if d.is_dir()), key=lambda d: d.stat().st_mtime, reverse=True)
     for d in dirs[keep:]:
-        shutil.rmtree(d, ignore_errors=True)
+        if time.time() - d.stat().st_mtime > min_age:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def tree_size(root: Path) -> int:

@@ -148,6 +148,16 @@ def qemu_command(
     return cmd + list(extra)
 
 
+def _prune_logs(logs: Path, keep_days: float = 7) -> None:
+    cutoff = time.time() - keep_days * 86400
+    for p in logs.glob("*.log"):
+        try:
+            if p.stat().st_mtime < cutoff:
+                p.unlink()
+        except OSError:
+            pass
+
+
 class Qemu:
     """One QEMU process; its console is read by a thread into `self.text` and the log file."""
 
@@ -158,6 +168,7 @@ class Qemu:
         self.idle_timeout = idle_timeout
         logs = work_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        _prune_logs(logs)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = logs / f"{stamp}-{os.getpid()}-{log_name or 'boot'}.log"
         self._chunks: list[bytes] = []
