@@ -358,8 +358,25 @@ _SCAN = (("gzip", _GZIP_MAGIC), ("xz", _XZ_MAGIC), ("bzip2", b"BZh"), ("zstd", _
          ("lz4", _LZ4_MAGIC), ("lz4-legacy", _LZ4_LEGACY_MAGIC), ("lzma", b"\x5d\x00\x00"))
 
 
+def _plausible(fmt: str, view) -> bool:
+    """The stream at the start of `view` has output, and its first 4 KiB decode without error."""
+    out = _Out(fmt, 4096)
+    try:
+        if fmt == "lz4-legacy":
+            _stream_lz4_legacy(view[:_STEP], out)
+        else:
+            _stream(fmt, view[:_STEP], out)
+    except CorruptStreamError:
+        return False
+    except TruncatedStreamError:                    # cut short by the probe's input window
+        return True
+    except DecompressionLimitError:                 # the probe's output limit, or a huge dictionary
+        return out.size > 0
+    return out.size > 0
+
+
 def find_payloads(data) -> list[tuple[int, str]]:
-    """(offset, format) of every embedded stream whose header checks out, by offset.
+    """(offset, format) of every embedded stream whose header checks out and whose start decodes.
 
     Candidates, not proof: the caller decompresses each (e.g. a bzImage's payload is the one that
     inflates to an ELF file)."""
@@ -368,7 +385,7 @@ def find_payloads(data) -> list[tuple[int, str]]:
     for name, magic in _SCAN:
         pos = buf.find(magic)
         while pos >= 0:
-            if _CHECK[name](view[pos:pos + _LZMA_TRIAL if name == "lzma" else pos + 16]):
+            if _CHECK[name](view[pos:pos + _LZMA_TRIAL]) and _plausible(name, view[pos:]):
                 found.append((pos, name))
             pos = buf.find(magic, pos + 1)
     return sorted(found)

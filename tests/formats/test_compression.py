@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import importlib.util
 import lzma
+import os
 import random
 import time
 import tracemalloc
@@ -168,6 +169,8 @@ def _raw_samples():
     yield "elf", mkfix.tiny_elf()
     yield "bzimage-head", mkfix.bzimage(b"payload")[:4096]
     yield "bzimage-fixture", (FIXTURES / "bzimage-xz.bin").read_bytes()
+    for head in sorted((ROOT / "fixtures" / "bzimage").glob("*.head4096")):    # real kernels' first 4 KiB
+        yield head.name, head.read_bytes()
     yield "cpio", b"070701" + b"0" * 104 + b"TRAILER!!!\0\0"
     yield "fixture-raw", (FIXTURES / "sample.bin").read_bytes()
     for f in FORMATS:                                   # an encoded stream with its first byte changed
@@ -333,12 +336,27 @@ def test_find_payloads_in_an_image():
     blob, expected = bytearray(filler), []
     for fmt in FORMATS:
         expected.append((len(blob), fmt))
-        blob += enc(fmt)[:2000] + filler
+        blob += enc(fmt) + filler
     assert c.find_payloads(bytes(blob)) == expected
     assert c.find_payloads(memoryview(bytes(blob))) == expected
     assert c.find_payloads(filler * 10) == []
+    heads = {"gzip": 10, "xz": 12, "lzma": 13, "bzip2": 10, "zstd": 5, "lz4": 7, "lz4-legacy": 4}
+    for fmt, size in heads.items():     # a header followed by other data: not a payload
+        assert c.find_payloads(filler + enc(fmt)[:size] + filler) == [], fmt
 
 
 def test_find_payloads_in_bzimage_fixtures():
     assert c.find_payloads((FIXTURES / "bzimage-xz.bin").read_bytes()) == [(1024 + 0x100, "xz")]
     assert c.find_payloads((FIXTURES / "bzimage-v206-gzip.bin").read_bytes()) == [(2560 + 0x100, "gzip")]
+
+
+_CACHE = Path(os.environ.get("KEXLOADER_CACHE", Path.home() / ".cache" / "kexloader"))
+DEBIAN = sorted(_CACHE.glob("boot/vmlinuz-*-amd64"))
+
+
+@pytest.mark.skipif(not DEBIAN, reason=f"no Debian kernel in {_CACHE}/boot")
+def test_debian_kernel_payload_is_found():
+    image = DEBIAN[-1].read_bytes()
+    code = ((image[0x1F1] or 4) + 1) * 512
+    assert c.sniff(image) is None
+    assert c.find_payloads(image) == [(code + int.from_bytes(image[0x248:0x24C], "little"), "xz")]
