@@ -37,8 +37,9 @@ output bound, is fed so little input that a step stays under a quarter of the ro
 counted: `DecompressionLimitError` is raised as soon as the output passes ``limit``, so a bomb
 never inflates further. The same error is raised for an xz or lzma stream whose dictionary needs
 more than 256 MiB of memory. Checksums are verified where the stream has them (gzip, xz, bzip2;
-zstd and lz4 frames when their writer added one, as the CLI tools do for zstd). Nothing here reads files or imports kexloader; callers map
-`CompressionError` to their own errors.
+zstd and lz4 frames when their writer added one, as the zstd tool does by default).
+
+Nothing here reads files or imports kexloader; callers map `CompressionError` to their own errors.
 """
 
 from __future__ import annotations

@@ -85,7 +85,8 @@ def test_elf32_size():
 
 @pytest.mark.parametrize("image, message", [
     (b"MZ" + bytes(4096), "^not a bzImage"),
-    (mkfix.bzimage(payload("xz", size=999)), r"^xz at payload_offset 0x100: inflates to 148 bytes, but the size word says 999$"),
+    (mkfix.bzimage(payload("xz", size=999)),
+     "^xz at payload_offset 0x100: inflates to 148 bytes, but the size word says 999$"),
     (mkfix.bzimage(payload("gzip", vmlinux=b"not an ELF file")),
      "^no compressed ELF payload: gzip at payload_offset 0x100: inflates to 15 bytes that are not an ELF file$"),
     (mkfix.bzimage(payload("xz")[:-40] + bytes(36)),
@@ -104,7 +105,8 @@ def test_command_line(tmp_path, capsys):
     out = tmp_path / "vmlinux"
     assert ex.main([str(FIXTURES / "bzimage-xz.bin"), str(out)]) == 0
     assert out.read_bytes() == ELF
-    assert "136 bytes of ELF from the xz payload at payload_offset 0x100; dropped the 12 bytes" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "136 bytes of ELF from the xz payload at payload_offset 0x100; dropped the 12 bytes" in printed
     assert ex.main([str(FIXTURES / "sample.bin"), str(out)]) == 1
     assert capsys.readouterr().err == "extract_vmlinux: not a bzImage (no 0xAA55 at 0x1fe and 'HdrS' at 0x202)\n"
 
