@@ -325,6 +325,17 @@ def decompress(data, *, limit: int = DEFAULT_LIMIT, allow_trailing: bool = False
     `TruncatedStreamError` or `DecompressionLimitError` (more than `limit` bytes of output).
     With `allow_trailing`, data after the last complete stream is ignored whatever it is.
     """
+    try:
+        return _decompress(data, limit, allow_trailing)
+    except CompressionError as e:
+        error = e
+    # Drop the traceback and the library's error: their frames hold memoryviews of `data`, which
+    # would keep an mmap from closing ("BufferError: cannot close exported pointers exist").
+    error.__traceback__ = error.__context__ = None
+    raise error
+
+
+def _decompress(data, limit: int, allow_trailing: bool) -> bytes:
     fmt = sniff(data)
     if fmt is None:
         raise CompressionError("data is not compressed (no gzip, xz, lzma, bzip2, zstd or lz4 header)")

@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import importlib.util
 import lzma
+import mmap
 import os
 import random
 import time
@@ -97,6 +98,14 @@ def test_bytes_like_inputs(fmt):
     for wrap in (bytearray, memoryview):
         assert c.sniff(wrap(enc(fmt))) == fmt
         assert c.decompress(wrap(enc(fmt))) == MIXED
+
+
+def test_an_mmap_closes_after_an_error(tmp_path):
+    path = tmp_path / "cut.xz"
+    path.write_bytes(enc("xz")[:100])
+    with path.open("rb") as f, pytest.raises(TruncatedStreamError):
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:     # closing raised BufferError
+            c.decompress(m)
 
 
 def test_lz4_legacy_multi_block():
