@@ -359,11 +359,20 @@ def test_find_payloads_in_bzimage_fixtures():
     assert c.find_payloads((FIXTURES / "bzimage-v206-gzip.bin").read_bytes()) == [(2560 + 0x100, "gzip")]
 
 
-_CACHE = Path(os.environ.get("KEXLOADER_CACHE", Path.home() / ".cache" / "kexloader"))
-DEBIAN = sorted(_CACHE.glob("boot/vmlinuz-*-amd64"))
+_CACHE = Path(os.environ.get("KEXLOADER_CACHE", Path.home() / ".cache" / "kexloader"))   # tools/install-deps.sh
+DEBIAN = sorted(_CACHE.glob("linux/boot/vmlinuz-*-amd64"))
+XEN = sorted(_CACHE.glob("xen/boot/xen-*-amd64.gz"))
 
 
-@pytest.mark.skipif(not DEBIAN, reason=f"no Debian kernel in {_CACHE}/boot")
+@pytest.mark.skipif(not XEN, reason=f"no Debian Xen in {_CACHE}/xen/boot (tools/install-deps.sh)")
+def test_debian_xen_gz():
+    """kexec-tools built by Debian cannot read this at all; it is what the seed's Xen paths load."""
+    packed = XEN[-1].read_bytes()
+    assert c.sniff(packed) == "gzip"
+    assert c.decompress(packed, limit=64 * MiB)[:4] == b"\x7fELF"
+
+
+@pytest.mark.skipif(not DEBIAN, reason=f"no Debian kernel in {_CACHE}/linux/boot (tools/install-deps.sh)")
 def test_debian_kernel_payload_is_found():
     image = DEBIAN[-1].read_bytes()
     code = ((image[0x1F1] or 4) + 1) * 512
