@@ -14,6 +14,8 @@ Helpers available in stage scripts (POSIX sh, busybox):
   mark NAME VALUE...      a marker with a free-text value
   mark_b64 NAME [FILE]    a marker whose value is "b64:" + base64 of FILE (or stdin): exact bytes
   mark_file NAME FILE     mark_b64 of a file, or "missing" if it does not exist
+  mark_blob NAME FILE     a file of any size, as many NAME.part markers plus NAME.sha256
+                          (host: Transcript.blob(NAME) joins and checks them)
   run NAME CMD ARGS...    runs CMD with output shown on the console and marks NAME.cmd (the
                           argv), NAME.out (b64 of stdout+stderr) and NAME.rc (exit status);
                           always returns 0, so a failing command does not end the stage
@@ -74,6 +76,13 @@ mark_b64() {
 }
 mark_file() {
     if [ -e "$2" ]; then mark_b64 "$1" "$2"; else mark "$1" missing; fi
+}
+mark_blob() {
+    # a file of any size as NAME.part markers (76 base64 chars each) then NAME.sha256
+    base64 -w 76 "$2" | while read -r _blob_line; do
+        printf 'KXM|%s.part|%s|MXK\n' "$1" "$_blob_line"
+    done
+    mark "$1.sha256" "$(sha256 "$2")"
 }
 sha256() {
     sha256sum "$1" | cut -d' ' -f1

@@ -80,6 +80,16 @@ class Transcript:
             raise MarkerMissing(f"marker {name!r} is {v!r}, not a b64: value")
         return base64.b64decode(v[4:])
 
+    def blob(self, name: str) -> bytes:
+        """A file sent with the guest's `mark_blob NAME FILE`, checked against its SHA-256."""
+        import hashlib
+
+        data = base64.b64decode("".join(self.values(f"{name}.part")))
+        want = self.get(f"{name}.sha256")
+        if hashlib.sha256(data).hexdigest() != want:
+            raise MarkerMissing(f"blob {name!r}: {len(data)} bytes arrived, SHA-256 differs from the guest's {want}")
+        return data
+
     def rc(self, name: str) -> int:
         """Exit status recorded by the guest's `run NAME ...` helper."""
         return int(self.get(f"{name}.rc"))

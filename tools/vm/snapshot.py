@@ -1,0 +1,58 @@
+"""Snapshot a QEMU guest's SystemFacts: boot Debian's kernel, run `python3 -m kexloader.system save`.
+
+    python3 -m tools.vm.snapshot fixtures/snapshots/qemu-2g.json
+    python3 -m tools.vm.snapshot --memory 6144 fixtures/snapshots/qemu-6g.json
+
+The guest uses the QEMU settings of the VM tests (TCG, -cpu max, -smp 2, SeaBIOS). The JSON
+comes back over the serial console as `mark_blob` markers, checked with its SHA-256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from .env import find_inputs
+from .harness import Harness
+
+STAGE = r"""
+run save python3 -m kexloader.system save /tmp/snapshot.json
+[ -f /tmp/snapshot.json ] && mark_blob snapshot /tmp/snapshot.json
+run show python3 -m kexloader.system show /tmp/snapshot.json
+"""
+
+
+def take(memory: int, out_dir: Path, append: str = "") -> tuple[dict, str]:
+    h = Harness(out_dir, find_inputs())
+    guest = h.full(stages={"snapshot": STAGE}, kernel=False)
+    t = h.boot(guest, f"stage=snapshot {append}".strip(), name=f"snapshot-{memory}m", memory=memory, timeout=300)
+    if t.rc("save") != 0:
+        raise SystemExit(f"snapshot failed in the guest:\n{t.out('save')}\n{t.summary()}")
+    return json.loads(t.blob("snapshot")), t.out("show")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m tools.vm.snapshot", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="where to write the snapshot JSON")
+    ap.add_argument("--memory", type=int, default=2048, help="guest RAM in MiB (default 2048)")
+    ap.add_argument("--append", default="", help="more kernel command-line words (e.g. crashkernel=256M)")
+    a = ap.parse_args(argv)
+    inputs = find_inputs()
+    if inputs.missing():
+        print("missing: " + "; ".join(inputs.missing()), file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="kexloader-snap-") as d:
+        doc, shown = take(a.memory, Path(d), a.append)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(shown)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
