@@ -3,6 +3,10 @@
 import pytest
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="rewrite fixtures/golden/ from the current code")
+
+
 @pytest.fixture(autouse=True)
 def never_touch_the_host(monkeypatch):
     """Make every real kexec_load / kexec_file_load / reboot / Xen hypercall fail the test."""
