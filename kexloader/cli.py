@@ -43,7 +43,7 @@ LONG = {
     "real-mode": False, "entry-32bit": False, "args-linux": False, "args-elf": False, "args-none": False,
     "module": True, "dtb": True, "vmm": True,
     # kexloader extras
-    "dry-run": False, "plan-out": True, "plan-in": True, "facts": True,
+    "dry-run": False, "plan-out": True, "plan-in": True, "facts": True, "inspect": True, "json": False,
 }
 SHORT_TO_LONG = {"h": "help", "?": "?", "v": "version", "d": "debug", "f": "force", "i": "no-checks",
                  "x": "no-ifdown", "y": "no-sync", "l": "load", "u": "unload", "e": "exec", "t": "type",
@@ -51,8 +51,7 @@ SHORT_TO_LONG = {"h": "help", "?": "?", "v": "version", "d": "debug", "f": "forc
                  "S": "status"}
 NOT_YET = {
     "load-panic": "-p (load a crash kernel)", "kexec-file-syscall": "-s (kexec_file_load)",
-    "args-linux": "--args-linux", "args-elf": "--args-elf",
-    "args-none": "--args-none", "load-preserve-context": "--load-preserve-context",
+    "load-preserve-context": "--load-preserve-context",
     "load-jump-back-helper": "--load-jump-back-helper", "load-live-update": "--load-live-update",
     "exec-live-update": "--exec-live-update", "hotplug": "--hotplug", "real-mode": "--real-mode",
     "entry-32bit": "--entry-32bit", "dtb": "--dtb", "pass-memmap-cmdline": "--pass-memmap-cmdline",
@@ -87,11 +86,16 @@ Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
      --console-serial, --serial=ttySn|0xPORT, --serial-baud=N, --console-vga, --reset-vga
                           Purgatory console output.
      --print-ckr-size     Print the size of the crash kernel region and exit.
+ ELF kernels (elf-x86_64):
+     --args-linux         Pass a Linux zero page (the default for a Linux vmlinux).
+     --args-elf           Pass ELF boot notes (kexec-tools' default; not supported yet).
+     --args-none          Jump to the entry point with no arguments.
  kexloader extras:
      --dry-run            Build the plan, print it, load nothing.
      --plan-out=DIR       Also write plan.json and one file per segment to DIR.
      --plan-in=DIR        Load a plan saved with --plan-out instead of reading images.
      --facts=SNAPSHOT     Plan for the machine described by a saved snapshot (with --dry-run).
+     --inspect=FILE [--json]   Say what FILE is (kind, compression, version, boot protocol, headers).
 """
 
 
@@ -118,6 +122,9 @@ class Options:
     purgatory: dict = field(default_factory=dict)
     print_ckr_size: bool = False
     show: str | None = None  # help, usage-error, version
+    args_style: str | None = None  # --args-linux/--args-elf/--args-none: linux, elf, none (the last one wins)
+    inspect: str | None = None  # --inspect FILE
+    json: bool = False
 
 
 def parse_args(argv: Sequence[str]) -> Options:
@@ -204,6 +211,12 @@ def _apply(o: Options, name: str, value: str) -> None:
         o.plan_in = value
     elif name == "facts":
         o.facts = value
+    elif name in ("args-linux", "args-elf", "args-none"):
+        o.args_style = name.removeprefix("args-")
+    elif name == "inspect":
+        o.inspect = value
+    elif name == "json":
+        o.json = True
     else:  # a name in LONG with no branch here is a kexloader bug
         raise NotSupportedYet(f"--{name} is not supported yet")
 
@@ -236,6 +249,9 @@ def run(o: Options, backend: Backend, out=None) -> int:
     if o.show == "usage-error":
         sys.stderr.write(USAGE)
         return EXIT_DIE
+    if o.inspect is not None:
+        from . import inspect
+        return inspect.run(o.inspect, as_json=o.json, out=out)
     if o.print_ckr_size:
         regions = system.read_facts().crash_regions()
         out.write(f"{regions[-1].size if regions else 0}\n")
@@ -283,7 +299,7 @@ def _build_plan(o: Options):
         modules = [cmdline.compose(kernel, dom0_args.strip())] + ([initrd] if initrd else []) + modules
         kernel, initrd, line = o.vmm, None, xen_args.strip()
     req = api.read_request(kernel, initrd=initrd, cmdline=line, image_type=o.image_type, crash=o.crash,
-                           modules=modules, purgatory=PurgatoryOptions(**o.purgatory))
+                           modules=modules, purgatory=PurgatoryOptions(**o.purgatory), args_style=o.args_style)
     window = Range.between(o.mem_min, o.mem_max + 1)
     return api.make_plan(req, facts, window=window)
 

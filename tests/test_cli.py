@@ -57,7 +57,7 @@ def run(argv, capsys, backend=None):
     (["-l", TINY, "--initrd=/nonexistent/initrd"], 1, "cannot read initrd"),
     (["-l", TINY, "--serial-baud=12345"], 1, "must be between 9600 and 115200"),
     (["-l", TINY, "--load-preserve-context"], 1, "--load-preserve-context is not supported yet"),
-    (["-l", TINY, "-t", "nonsense"], 1, "unknown image type"),
+    (["-l", TINY, "-t", "nonsense"], 255, "Unsupported kernel type nonsense"),  # kexec-tools: 255
     (["-l", TINY, "--append=" + "x" * 3000], 1, "3000 bytes; this kernel"),
     (["-l", TINY, "K2"], 1, "more than one image"),
     (["-e"], 1, "nothing has been loaded"),

@@ -67,6 +67,60 @@ FIXTURES = {
 }
 
 
+# --- ELF kernels (issue 4: kexloader/images/vmlinux.py) ---------------------------------------------
+
+def _note(name: bytes, kind: int, desc: bytes) -> bytes:
+    """One ELF note: namesz, descsz, type, name and desc each padded to 4 bytes."""
+    import struct
+    pad = lambda b: b + bytes(-len(b) % 4)  # noqa: E731
+    return struct.pack("<III", len(name) + 1, len(desc), kind) + pad(name + b"\0") + pad(desc)
+
+
+def tiny_elf64(*, e_type=2, machine=62, entry=0x1000000, loads=None, notes=(), interp=False) -> bytes:
+    """An ELF64 image: `loads` = [(paddr, vaddr, data, memsz, p_flags)], a PT_NOTE with `notes`
+    = [(name, type, desc)], and a PT_INTERP if asked. Data follows the headers, unaligned in the file."""
+    import struct
+    if loads is None:
+        code = (b"\xf4\xeb\xfd").ljust(0x200, b"\xf4")  # hlt; jmp $-1
+        loads = [(0x1000000, 0xFFFFFFFF81000000, code, 0x3000, 5),
+                 (0x1200000, 0xFFFFFFFF81200000, b"kexloader fixture data\0", 0x1000, 6)]
+    phdrs = [("load", ld) for ld in loads]
+    note_blob = b"".join(_note(n, t, d) for n, t, d in notes)
+    if notes:
+        phdrs.append(("note", note_blob))
+    if interp:
+        phdrs.append(("interp", b"/lib64/ld-linux-x86-64.so.2\0"))
+    offset = 64 + 56 * len(phdrs)
+    body, table = b"", b""
+    for kind, item in phdrs:
+        data = item[2] if kind == "load" else item
+        at = offset + len(body)
+        if kind == "load":
+            paddr, vaddr, _, memsz, flags = item
+            table += struct.pack("<IIQQQQQQ", 1, flags, at, vaddr, paddr, len(data), memsz, 0x200000)
+        else:
+            table += struct.pack("<IIQQQQQQ", 4 if kind == "note" else 3, 4, at, 0, 0, len(data), len(data), 4)
+        body += data + bytes(-len(data) % 8)
+    ehdr = struct.pack("<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01" + bytes(9), e_type, machine, 1, entry, 64, 0,
+                       0, 64, 56, len(phdrs), 64, 0, 0)
+    return ehdr + table + body
+
+
+LINUX_NOTES = ((b"Xen", 6, b"linux\0"), (b"Linux", 0x100, b"6.1.0-kexloader-fixture\0"))
+
+FIXTURES.update({
+    "elf/tiny-vmlinux.elf": lambda: tiny_elf64(notes=LINUX_NOTES),
+    "elf/tiny-banner.elf": lambda: tiny_elf64(loads=[
+        (0x1000000, 0xFFFFFFFF81000000, b"\xf4\xeb\xfd".ljust(0x100, b"\xf4"), 0x2000, 5),
+        (0x1200000, 0xFFFFFFFF81200000, b"Linux version 6.1.0-banner (fixture) #1 SMP\n\0", 0x1000, 6)]),
+    "elf/tiny-plain.elf": lambda: tiny_elf64(entry=0xFFFFFFFF81000000),  # no Linux marks; virtual e_entry
+    "elf/tiny-dyn.elf": lambda: tiny_elf64(e_type=3, entry=0x10, loads=[(0, 0, b"\xf4" * 0x100, 0x2000, 7)]),
+    "elf/tiny-interp.elf": lambda: tiny_elf64(interp=True),
+    "elf/tiny-i386.elf": lambda: tiny_multiboot(mb1_flags=0, mb2=False)[:0x88] + bytes(12)
+    + tiny_multiboot(mb1_flags=0, mb2=False)[0x94:],  # the multiboot 1 header wiped: a plain i386 ELF
+})
+
+
 def main(argv):
     check = "--check" in argv
     bad = 0

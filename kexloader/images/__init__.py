@@ -9,9 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from ..errors import NotSupportedYet, UnknownFormatError, UsageError
-from . import bzimage, multiboot
-from .elfload import is_elf
+from ..errors import EXIT_FAILURE, NotSupportedYet, UnknownFormatError, UsageError
+from . import bzimage, multiboot, vmlinux
 
 
 @dataclass(frozen=True)
@@ -21,15 +20,11 @@ class Kind:
     plan: Callable | None  # None: recognised but not built yet
 
 
-def _elf_class(data, wanted: int) -> bool:
-    return is_elf(data) and len(data) > 4 and data[4] == wanted
-
-
 KINDS = [
     Kind("multiboot2-x86", multiboot.probe_mb2, partial(multiboot.plan, version=2)),
-    Kind("elf-x86_64", lambda d: _elf_class(d, 2), None),
+    Kind("elf-x86_64", vmlinux.probe_x86_64, vmlinux.plan),
     Kind("multiboot-x86", multiboot.probe_mb1, partial(multiboot.plan, version=1)),
-    Kind("elf-x86", lambda d: _elf_class(d, 1), None),
+    Kind("elf-x86", vmlinux.probe_x86, None),  # a 32-bit (i386) ELF kernel: not built
     Kind("bzImage64", bzimage.probe, bzimage.plan),
     Kind("bzImage", bzimage.probe, bzimage.plan),  # a 32-bit-only bzImage gets bzImage64's clear refusal
 ]
@@ -46,14 +41,19 @@ def detect(data, name: str, forced: str | None = None) -> Kind:
     matches = [k for k in KINDS if k.probe(data)]
     if forced is not None:
         if forced not in NAMES:
-            raise UsageError(f"unknown image type {forced!r}; known types: {', '.join(NAMES)}")
+            # kexec-tools (my_load): "Unsupported kernel type X", exit 255
+            raise UsageError(f"Unsupported kernel type {forced}", hint=f"known types: {', '.join(NAMES)}",
+                             exit_code=EXIT_FAILURE)
         if forced not in [k.name for k in matches]:
-            # kexec-tools: "Wrong file type X, file matches type Y", exit 255
-            actual = matches[0].name if matches else "none"
-            raise UnknownFormatError(f"{name}: wrong file type {forced}, file matches type {actual}", exit_code=255)
+            # kexec-tools: "Wrong file type X, file matches type Y", exit 255; with no match at all it
+            # says it cannot determine the file type, as without --type
+            if matches:
+                raise UnknownFormatError(f"{name}: Wrong file type {forced}, file matches type {matches[0].name}",
+                                         exit_code=EXIT_FAILURE)
         matches = [k for k in matches if k.name == forced]
     if not matches:
-        raise UnknownFormatError(f"{name}: cannot determine the file type (not a bzImage, ELF or multiboot image)")
+        raise UnknownFormatError(f"{name}: cannot determine the file type (not a bzImage, ELF or multiboot image)",
+                                 exit_code=EXIT_FAILURE)
     kind = matches[0]
     if kind.plan is None:
         raise NotSupportedYet(f"{name}: {kind.name} images are not supported yet")

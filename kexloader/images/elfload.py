@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from elftools.elf.enums import ENUM_CORE_NOTE_N_TYPE, ENUM_NOTE_N_TYPE
 
 from ..errors import MalformedImageError, UnsupportedImageError
 
@@ -23,6 +24,9 @@ class ElfLoad:
     paddr: int
     memsz: int
     data: object = field(repr=False)  # a slice of the file: p_filesz bytes
+    vaddr: int = 0
+    align: int = 0  # p_align
+    flags: int = 0  # p_flags (PF_X 1, PF_W 2, PF_R 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,14 @@ class ElfImage:
     entry: int
     loads: tuple[ElfLoad, ...]
     notes: tuple[tuple[str, int, bytes], ...]  # (name, type, desc) of PT_NOTE segments
+    interp: bool = False  # has a PT_INTERP (a program, not a kernel)
+
+
+def _note_type(value) -> int:
+    """The note type as a number: pyelftools names the GNU ones (NT_GNU_BUILD_ID ...) whatever the owner."""
+    if isinstance(value, int):
+        return value
+    return ENUM_NOTE_N_TYPE.get(value, ENUM_CORE_NOTE_N_TYPE.get(value, -1))
 
 
 def is_elf(blob) -> bool:
@@ -48,25 +60,26 @@ def read_elf(blob, name: str, *, machines: tuple[int, ...] = (EM_386, EM_X86_64)
             raise UnsupportedImageError(f"{name}: ELF for {machine}, not x86")
         if elf.little_endian is False:
             raise UnsupportedImageError(f"{name}: big-endian ELF")
-        loads, notes = [], []
+        loads, notes, interp = [], [], False
         for seg in elf.iter_segments():
             kind = seg["p_type"]
             off, filesz, memsz = seg["p_offset"], seg["p_filesz"], seg["p_memsz"]
+            interp = interp or kind == "PT_INTERP"
             if kind not in ("PT_LOAD", "PT_NOTE"):
                 continue
             if off + filesz > len(blob) or filesz > memsz and kind == "PT_LOAD":
                 raise MalformedImageError(f"{name}: {kind} at file offset {off:#x}+{filesz:#x} passes the end "
                                           f"of the file ({len(blob):#x}) or its memory size")
             if kind == "PT_LOAD" and memsz:
-                loads.append(ElfLoad(seg["p_paddr"], memsz, memoryview(blob)[off:off + filesz]))
+                loads.append(ElfLoad(seg["p_paddr"], memsz, memoryview(blob)[off:off + filesz],
+                                     vaddr=seg["p_vaddr"], align=seg["p_align"], flags=seg["p_flags"]))
             elif kind == "PT_NOTE":
-                notes.extend((n["n_name"], n["n_type"] if isinstance(n["n_type"], int) else -1,
-                              bytes(n["n_desc"]) if isinstance(n["n_desc"], (bytes, bytearray)) else b"")
+                notes.extend((n["n_name"], _note_type(n["n_type"]), bytes(n.get("n_descdata", b"")))
                              for n in seg.iter_notes())
         if not loads:
             raise MalformedImageError(f"{name}: ELF without loadable segments")
         return ElfImage(elf.elfclass, machine_no, elf.header["e_type"], elf.header["e_entry"], tuple(loads),
-                        tuple(notes))
+                        tuple(notes), interp)
     except (ELFError, OverflowError, ValueError, KeyError, TypeError, AssertionError) as e:
         raise MalformedImageError(f"{name}: not a usable ELF file: {e}") from e
     except Exception as e:  # pyelftools can raise construct errors of its vendored copy on hostile input
