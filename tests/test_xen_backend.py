@@ -144,3 +144,15 @@ def test_linux_backend_refuses_a_xen_plan():
     from kexloader.backends.linux import LinuxKexecBackend
     with pytest.raises(BackendError, match="made for a Xen dom0"):
         LinuxKexecBackend().load(plan())
+
+
+def test_no_crash_area_means_no_cpu_notes(fake, monkeypatch):
+    def without_crash_area(op, *args):
+        if op == x.HYPERVISOR_kexec_op and args[0] == x.KEXEC_CMD_kexec_get_range:
+            r = x.XenKexecRange.parse(peek(args[1], 24))
+            if r.range == x.KEXEC_RANGE_MA_CPU:
+                return -errno.EINVAL  # Xen 4.17 kexec_get_cpu() without crash_notes
+        return fake(op, *args)
+
+    monkeypatch.setattr(xen, "raw_hypercall", without_crash_area)
+    assert xen.cpu_note_ranges() == []

@@ -98,7 +98,10 @@ ERRORS = {
 def _call(what: str, op: int, *args: int) -> int:
     rc = raw_hypercall(op, *args)
     if rc < 0:
-        message, hint = ERRORS.get(-rc, (f"failed: {os.strerror(-rc)}", None))
+        known = ERRORS if what in ("kexec_load", "kexec") else {}
+        message, hint = known.get(-rc, (f"Xen answered {E.errorcode.get(-rc, -rc)} ({os.strerror(-rc)})", None))
+        if -rc == E.EPERM:
+            message, hint = ERRORS[E.EPERM]
         raise BackendError(f"{what}: {message}", errno=-rc, hint=hint)
     return rc
 
@@ -122,13 +125,15 @@ def get_range(kind: int, nr: int = 0) -> Range | None:
 
 
 def cpu_note_ranges(limit: int = 4096) -> list[tuple[int, Range]]:
-    """Every physical CPU's crash note buffer, until Xen answers ERANGE."""
+    """Every physical CPU's crash note buffer, until Xen answers ERANGE (past the last CPU).
+
+    Xen allocates the buffers only when it has a crash area; without one it answers EINVAL."""
     found = []
     for cpu in range(limit):
         try:
             r = get_range(x.KEXEC_RANGE_MA_CPU, cpu)
         except BackendError as e:
-            if e.errno == E.ERANGE:
+            if e.errno in (E.ERANGE, E.EINVAL):
                 break
             raise
         if r is not None:
