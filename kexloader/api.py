@@ -12,8 +12,8 @@ import dataclasses
 import mmap
 from pathlib import Path
 
-from . import images
-from .errors import DecompressionError, KexloaderError
+from . import crash, images
+from .errors import DecompressionError, KexloaderError, PlacementError, UnsupportedImageError
 from .formats import compression
 from .memory import EVERYWHERE
 from .model import LoadRequest, Module, Plan, PurgatoryOptions, Range, SystemFacts
@@ -76,8 +76,24 @@ def make_plan(req: LoadRequest, facts: SystemFacts, *, window: Range = EVERYWHER
     """Pure: the plan that loads `req` on the machine `facts` describe, inside `window` (--mem-min/--mem-max)."""
     kind = images.detect(req.kernel, req.kernel_name, req.image_type)
     if req.crash:
-        from .errors import NotSupportedYet
-        raise NotSupportedYet("-p (load a crash kernel) is not supported yet")
-    usable = [part for r in facts.ram() if (part := r.intersect(window)) is not None]
-    plan = kind.plan(req, facts, usable)
+        plan = _crash_plan(kind, req, facts, window)
+    else:
+        usable = [part for r in facts.ram() if (part := r.intersect(window)) is not None]
+        plan = kind.plan(req, facts, usable)
     return dataclasses.replace(plan, notes=plan.notes + (f"facts: {facts.source}",))
+
+
+def _crash_plan(kind, req: LoadRequest, facts: SystemFacts, window: Range) -> Plan:
+    """-p: plan inside the crash kernel region; say by how much it is too small when it is."""
+    usable = crash.usable(facts, window)  # NoCrashRegionError first, as kexec-tools checks before loading
+    if kind.name.startswith("multiboot"):
+        raise UnsupportedImageError(f"{req.kernel_name}: a {kind.name} image cannot be a crash kernel",
+                                    hint="kdump boots a Linux kernel: load a bzImage with -p")
+    try:
+        plan = kind.plan(req, facts, usable)
+    except PlacementError as e:
+        raise crash.shortfall(facts, window, lambda pretend: kind.plan(req, facts, pretend), e) from None
+    if not any(s.role == "elfcorehdr" for s in plan.segments):  # a planner that does not call crash.prepare
+        raise UnsupportedImageError(f"{req.kernel_name}: {kind.name} images cannot be crash kernels",
+                                    hint="load a Linux bzImage with -p")
+    return plan

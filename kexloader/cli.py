@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, api, cmdline, memory, plan as plans, system
+from . import __version__, api, cmdline, crash, memory, plan as plans, system
 from .backends.base import Backend
 from .backends.linux import LinuxKexecBackend
 from .backends.recording import RecordingBackend
@@ -50,13 +50,12 @@ SHORT_TO_LONG = {"h": "help", "?": "?", "v": "version", "d": "debug", "f": "forc
                  "p": "load-panic", "s": "kexec-file-syscall", "c": "kexec-syscall", "a": "kexec-syscall-auto",
                  "S": "status"}
 NOT_YET = {
-    "load-panic": "-p (load a crash kernel)", "kexec-file-syscall": "-s (kexec_file_load)",
+    "kexec-file-syscall": "-s (kexec_file_load)",
     "load-preserve-context": "--load-preserve-context",
     "load-jump-back-helper": "--load-jump-back-helper", "load-live-update": "--load-live-update",
     "exec-live-update": "--exec-live-update", "hotplug": "--hotplug", "real-mode": "--real-mode",
     "entry-32bit": "--entry-32bit", "dtb": "--dtb", "pass-memmap-cmdline": "--pass-memmap-cmdline",
-    "reuse-video-type": "--reuse-video-type", "elf32-core-headers": "--elf32-core-headers",
-    "elf64-core-headers": "--elf64-core-headers",
+    "reuse-video-type": "--reuse-video-type",
 }
 
 USAGE = """\
@@ -66,6 +65,7 @@ Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
  -h, --help               Print this help.
  -v, --version            Print the version.
  -l, --load               Load the new kernel into the current kernel.
+ -p, --load-panic         Load the new kernel for use on panic (kdump), into the crash kernel region.
  -e, --exec               Execute a currently loaded kernel.
  -f, --force              Load and execute at once (no shutdown).
  -u, --unload             Unload the loaded kernel (with -p: the crash kernel).
@@ -86,6 +86,7 @@ Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
      --console-serial, --serial=ttySn|0xPORT, --serial-baud=N, --console-vga, --reset-vga
                           Purgatory console output.
      --print-ckr-size     Print the size of the crash kernel region and exit.
+     --elf32-core-headers, --elf64-core-headers   Accepted; the kdump core header is always ELF64.
  ELF kernels (elf-x86_64):
      --args-linux         Pass a Linux zero page (the default for a Linux vmlinux).
      --args-elf           Pass ELF boot notes (kexec-tools' default; not supported yet).
@@ -164,8 +165,13 @@ def _apply(o: Options, name: str, value: str) -> None:
         o.debug = True
     elif name == "no-sync":
         o.sync = False
-    elif name in ("no-ifdown", "kexec-syscall", "kexec-syscall-auto", "noefi", "no-cma", "force-dtb"):
-        pass  # accepted; see USAGE for what each means here
+    elif name == "load-panic":
+        o.crash = True  # kexec-tools: -p loads (into the crash region); with -u it unloads, with -S asks
+        if o.action in (None, "exec", "force"):
+            o.action = "load"
+    elif name in ("no-ifdown", "kexec-syscall", "kexec-syscall-auto", "noefi", "no-cma", "force-dtb",
+                  "elf32-core-headers", "elf64-core-headers"):
+        pass  # accepted; see USAGE for what each means here (core headers: always ELF64, as x86-64 kexec-tools)
     elif name == "no-checks":
         o.purgatory["checks"] = False
     elif name in ("append", "command-line"):
@@ -291,6 +297,8 @@ def _build_plan(o: Options):
     if o.facts and not o.dry_run:
         raise UsageError("--facts describes another machine: use it with --dry-run")
     facts = system.load_snapshot(Path(o.facts)) if o.facts else system.read_facts()
+    if o.crash:
+        crash.crash_region(facts)  # no region: say so before reading any image, as kexec-tools
     line = cmdline.compose(cmdline.reused(facts.cmdline, crash=o.crash) if o.reuse_cmdline else None, o.append)
     kernel, initrd, modules = o.kernel, o.initrd, list(o.modules)
     if o.vmm:

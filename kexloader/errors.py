@@ -59,9 +59,13 @@ class SystemFactsError(KexloaderError):
 
 
 class NoCrashRegionError(SystemFactsError):
-    """kdump needs a reserved crash kernel region and there is none."""
+    """kdump needs a reserved crash kernel region and there is none.
 
-    exit_code = EXIT_NO_CRASH_KERNEL
+    Exit 1, not 254: kexec-tools 2.0.25 `-p` on a machine without "Crash kernel" in /proc/iomem prints
+    "Memory for crashkernel is not reserved" and die()s before loading (measured through
+    tools/kexec_tools_capture); its 254 (ENOCRASHKERNEL) only comes from deeper in its crash code."""
+
+    exit_code = EXIT_DIE
 
 
 class BackendError(KexloaderError):

@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 
 from .errors import SystemFactsError
+from .formats import elfcore
 from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, E820_UNUSABLE, IomemEntry,
-                    MemRegion, Range, SystemFacts, XenFacts)
+                    KernelText, MemRegion, Range, SystemFacts, XenFacts)
 
 SNAPSHOT_VERSION = 1
 
@@ -109,6 +110,111 @@ def read_efi_rsdp(root: Path = Path("/")) -> int | None:
     return None
 
 
+# ---- kdump sources (reference/interfaces.md §5.3, §5.4). Each returns nothing rather than fail: they only
+# matter for -p, and kdump planning says which one is missing.
+
+KERNEL_TEXT_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map: the kernel image mapping starts here
+KCORE_READ = 64 * 1024  # /proc/kcore is as big as the address space: read its headers only
+NO_PADDR = (1 << 64) - 1  # /proc/kcore's p_paddr for ranges that are not RAM (vmalloc, modules, vmemmap)
+
+
+def read_crash_notes(root: Path = Path("/")) -> tuple[tuple[int, Range], ...]:
+    """(cpu, note buffer) for every CPU directory with crash_notes: one per possible CPU, in CPU order.
+
+    crash_notes is the physical address in bare hex; crash_notes_size is decimal (absent before Linux 3.16:
+    then 1024 bytes, which only makes the kdump kernel read further until the empty note header)."""
+    out = []
+    for d in (root / "sys/devices/system/cpu").glob("cpu[0-9]*"):
+        if not d.name[3:].isdigit():
+            continue
+        try:
+            addr = int((d / "crash_notes").read_text().strip(), 16)
+        except (OSError, ValueError):
+            continue
+        try:
+            size = int((d / "crash_notes_size").read_text().strip())
+        except (OSError, ValueError):
+            size = 1024
+        out.append((int(d.name[3:]), Range(addr, size)))
+    return tuple(sorted(out))
+
+
+def read_vmcoreinfo(root: Path = Path("/")) -> Range | None:
+    """/sys/kernel/vmcoreinfo: "ADDR SIZE", both hex; ADDR is "0x..." on new kernels, bare hex on old ones."""
+    try:
+        words = (root / "sys/kernel/vmcoreinfo").read_text().split()
+        addr, size = int(words[0], 16), int(words[1], 16)
+    except (OSError, ValueError, IndexError):
+        return None
+    return Range(addr, size) if size else None
+
+
+def read_kallsyms(root: Path = Path("/"), names=("_text", "_stext", "_end")) -> dict[str, int]:
+    """Addresses of a few symbols from /proc/kallsyms (zeros when kptr_restrict hides them are left out)."""
+    found: dict[str, int] = {}
+    try:
+        with open(root / "proc/kallsyms") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] in names and parts[2] not in found:
+                    value = int(parts[0], 16)
+                    if value:
+                        found[parts[2]] = value
+                    if len(found) == len(names):
+                        break
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def read_kcore_loads(root: Path = Path("/")) -> tuple[elfcore.Phdr, ...]:
+    """/proc/kcore's PT_LOAD headers (the file's first 64 KiB only), or () when it cannot be read."""
+    try:
+        with open(root / "proc/kcore", "rb") as f:
+            head = f.read(KCORE_READ)
+        return tuple(p for p in elfcore.parse_headers(head).phdrs if p.p_type == elfcore.PT_LOAD)
+    except (OSError, elfcore.ElfCoreError):
+        return ()
+
+
+def kernel_text_from(kcore: tuple[elfcore.Phdr, ...], syms: dict[str, int],
+                     iomem: tuple[IomemEntry, ...]) -> KernelText | None:
+    """The kernel-text mapping: the /proc/kcore PT_LOAD at or above __START_KERNEL_map that holds _stext (the
+    lowest one there when _stext is unknown: modules and the vsyscall page lie above the image). Its physical
+    address is /proc/iomem's "Kernel code" start (= __pa_symbol(_text)), else kcore's p_paddr. Without kcore:
+    _text.._end from kallsyms."""
+    code = next((e.range.start for e in iomem if e.name == "Kernel code"), None)
+    stext = syms.get("_stext") or syms.get("_text")
+    maps = sorted((p for p in kcore if p.p_vaddr >= KERNEL_TEXT_MAP and p.p_memsz), key=lambda p: p.p_vaddr)
+    if stext is not None:
+        maps = [p for p in maps if p.p_vaddr <= stext < p.p_vaddr + p.p_memsz] or maps
+    if maps:
+        text = maps[0]
+        paddr = code if code is not None else text.p_paddr
+        if paddr != NO_PADDR:
+            return KernelText(text.p_vaddr, paddr, text.p_memsz)
+    if code is not None and "_text" in syms and syms.get("_end", 0) > syms["_text"]:
+        return KernelText(syms["_text"], code, syms["_end"] - syms["_text"])
+    return None
+
+
+def page_offset_from(kcore: tuple[elfcore.Phdr, ...]) -> int | None:
+    """The direct-map base: p_vaddr - p_paddr of the lowest direct-mapped PT_LOAD of /proc/kcore (RAM; the
+    entries without a physical address and the kernel-text mapping are not direct-mapped)."""
+    ram = [p for p in kcore if p.p_paddr != NO_PADDR and p.p_vaddr < KERNEL_TEXT_MAP and p.p_vaddr >= p.p_paddr]
+    if not ram:
+        return None
+    low = min(ram, key=lambda p: p.p_vaddr)
+    return low.p_vaddr - low.p_paddr
+
+
+def read_os_release(root: Path = Path("/")) -> str:
+    try:
+        return (root / "proc/sys/kernel/osrelease").read_text().strip()
+    except OSError:
+        return ""
+
+
 def xen_role(root: Path = Path("/")) -> str | None:
     """"dom0" in a Xen PV control domain, "domU" in another PV guest, None on bare metal or in HVM
     (where Linux's own kexec works, as kexec-tools assumes)."""
@@ -175,8 +281,12 @@ def read_facts(root: Path = Path("/")) -> SystemFacts:
         cmdline = (root / "proc/cmdline").read_text().strip()
     except OSError:
         cmdline = ""
+    kcore = read_kcore_loads(root)
     return SystemFacts(memmap=memmap, boot_params=boot_params, cmdline=cmdline, iomem=iomem,
-                       acpi_rsdp=rsdp or read_efi_rsdp(root), source=f"live {root}")
+                       acpi_rsdp=rsdp or read_efi_rsdp(root), source=f"live {root}",
+                       crash_notes=read_crash_notes(root), vmcoreinfo=read_vmcoreinfo(root),
+                       kernel_text=kernel_text_from(kcore, read_kallsyms(root), iomem),
+                       page_offset=page_offset_from(kcore), os_release=read_os_release(root))
 
 
 def facts_to_json(facts: SystemFacts) -> dict:
@@ -188,6 +298,12 @@ def facts_to_json(facts: SystemFacts) -> dict:
         "cmdline": facts.cmdline,
         "acpi_rsdp": facts.acpi_rsdp,
         "xen": _xen_to_json(facts.xen),
+        "crash_notes": [[cpu, r.start, r.size] for cpu, r in facts.crash_notes],
+        "vmcoreinfo": _range_json(facts.vmcoreinfo),
+        "kernel_text": ([facts.kernel_text.vaddr, facts.kernel_text.paddr, facts.kernel_text.size]
+                        if facts.kernel_text else None),
+        "page_offset": facts.page_offset,
+        "os_release": facts.os_release,
     }
 
 
@@ -224,6 +340,11 @@ def facts_from_json(doc: dict, source: str = "snapshot") -> SystemFacts:
             acpi_rsdp=doc.get("acpi_rsdp"),
             source=source,
             xen=_xen_from_json(doc.get("xen")),
+            crash_notes=tuple((int(cpu), Range(a, n)) for cpu, a, n in doc.get("crash_notes", [])),
+            vmcoreinfo=Range(*doc["vmcoreinfo"]) if doc.get("vmcoreinfo") else None,
+            kernel_text=KernelText(*doc["kernel_text"]) if doc.get("kernel_text") else None,
+            page_offset=doc.get("page_offset"),
+            os_release=doc.get("os_release", ""),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise SystemFactsError(f"{source}: not a kexloader snapshot: {e}") from e
@@ -249,6 +370,11 @@ def describe(facts: SystemFacts) -> str:
     lines += [f"crash kernel region {r}" for r in facts.crash_regions()]
     lines.append(f"acpi_rsdp {facts.acpi_rsdp:#x}" if facts.acpi_rsdp else "acpi_rsdp unknown")
     lines.append(f"boot_params {'present' if facts.boot_params else 'absent'}; cmdline {facts.cmdline!r}")
+    if facts.crash_notes or facts.vmcoreinfo or facts.kernel_text:
+        kt = facts.kernel_text
+        lines.append(f"kdump: {len(facts.crash_notes)} CPU crash notes, vmcoreinfo {facts.vmcoreinfo or 'unknown'}, "
+                     + (f"kernel text {kt.vaddr:#x} at {kt.paddr:#x} ({kt.size:#x} bytes)" if kt else "kernel text unknown")
+                     + (f", page_offset {facts.page_offset:#x}" if facts.page_offset is not None else ""))
     return "\n".join(lines)
 
 

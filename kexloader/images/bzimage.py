@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from construct import ConstError, ConstructError
 
-from .. import bootparams, cmdline
+from .. import bootparams, cmdline, crash
 from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageError
 from ..formats import bzimage as bz
 from ..handoff import attach_purgatory
@@ -63,7 +63,8 @@ def parse_header(data, name: str):
 def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
     """Lay out a bzImage in `usable` memory (RAM, or the crash region for -p)."""
     hdr = parse_header(req.kernel, req.kernel_name)
-    line = cmdline.encode(req.cmdline, capacity=hdr.cmdline_size, what=f"kernel ({req.kernel_name})")
+    what = f"kernel ({req.kernel_name})"
+    line = cmdline.encode(req.cmdline, capacity=hdr.cmdline_size, what=what)  # -p: again with elfcorehdr= below
     notes = [f"{req.kernel_name}: bzImage, boot protocol {hdr.version >> 8}.{hdr.version & 0xFF:02}"]
     above_4g = bool(hdr.xloadflags & bz.XLF_CAN_BE_LOADED_ABOVE_4G)
     layout = Layout(usable)
@@ -88,15 +89,24 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
         initrd = layout.place("initrd", req.initrd, window=Range.between(MIN_INITRD_ADDR, initrd_top),
                               what=req.initrd_name)
 
-    line_seg = layout.place("cmdline", line, window=SMALL_SEGMENTS, what=f"{len(line) - 1} bytes")
+    kdump = None
+    small = SMALL_SEGMENTS
+    if req.crash:
+        kdump = crash.prepare(layout, facts, cmdline=req.cmdline, capacity=hdr.cmdline_size, what=what,
+                              target_release=crash.bzimage_release(req.kernel))
+        line = cmdline.encode(kdump.cmdline, capacity=hdr.cmdline_size, what=what)
+        notes += kdump.notes
+        if not any(u.overlaps(SMALL_SEGMENTS) for u in usable):  # a crash region above 4 GiB (crashkernel=,high)
+            small = Range.between(MIN_KERNEL_ADDR, ADDRESS_LIMIT)
+    line_seg = layout.place("cmdline", line, window=small, what=f"{len(line) - 1} bytes")
     zero_page = bootparams.build_zero_page(
         bytes(req.kernel[:0x1000]), cmdline=Range(line_seg.mem, len(line) - 1),
-        initrd=Range(initrd.mem, initrd.bufsz) if initrd else None, memmap=facts.memmap,
+        initrd=Range(initrd.mem, initrd.bufsz) if initrd else None, memmap=kdump.memmap if kdump else facts.memmap,
         running=facts.boot_params, acpi_rsdp=facts.acpi_rsdp)
-    params = layout.place("boot-params", zero_page, window=SMALL_SEGMENTS, what="zero page")
+    params = layout.place("boot-params", zero_page, window=small, what="zero page")
 
     handoff = Linux64Handoff(boot_params=params.mem, kernel_entry=kernel.mem + bz.KERNEL_64_ENTRY_OFFSET)
-    entry = attach_purgatory(layout, handoff, req.purgatory, window=SMALL_SEGMENTS)
+    entry = attach_purgatory(layout, handoff, req.purgatory, window=small, backup=kdump.backup if kdump else None)
     flags = KEXEC_ARCH_X86_64 | (KEXEC_ON_CRASH if req.crash else 0)
     segments, checked = tuple(layout.segments), list(usable)
     if facts.xen is not None:
