@@ -222,6 +222,21 @@ def linux_core_sources(facts: SystemFacts, scheme: str, backup: Range | None,
     return CoreSources(tuple(note_ranges), tuple(loads)), notes
 
 
+def xen_core_sources(facts: SystemFacts, backup: Range | None,
+                     source: Range | None) -> tuple[CoreSources, list[str]]:
+    """CoreSources of a Xen host seen from dom0 (interfaces.md §4.7, what kexec-tools builds there): Xen's
+    per-pCPU notes and VMCOREINFO_XEN, no kernel-text PT_LOAD, the machine map's RAM minus the crash area,
+    p_vaddr in Linux's default direct map (meaningless for Xen, kept for tools that expect one)."""
+    xen = facts.xen
+    if not xen.cpu_notes:
+        raise SystemFactsError("Xen reports no CPU crash note buffers (KEXEC_RANGE_MA_CPU)",
+                               hint="boot Xen with crashkernel=256M")
+    notes = [r for _, r in xen.cpu_notes] + ([xen.vmcoreinfo] if xen.vmcoreinfo else [])
+    moved = (source, backup.start) if source is not None and backup is not None else None
+    loads = ram_loads(system_ram(facts), list(facts.crash_regions()), DEFAULT_PAGE_OFFSET, moved)
+    return CoreSources(tuple(notes), loads), ["kdump: Xen host: notes and RAM from the hypervisor (machine map)"]
+
+
 def backup_source(facts: SystemFacts) -> Range | None:
     """The conventional memory the purgatory copies: System RAM below 640 KiB, from its first to last byte."""
     low = [p for r in system_ram(facts) if (p := r.intersect(Range(0, BACKUP_SOURCE_LIMIT)))]
@@ -257,7 +272,10 @@ class CrashSetup:
 def prepare(layout: Layout, facts: SystemFacts, *, cmdline: str, capacity: int, what: str,
             target_release: str | None = None) -> CrashSetup:
     """Place the backup and elfcorehdr segments in `layout` (the crash region) and compose the rest."""
-    scheme, why = low_memory_scheme(facts.os_release, target_release)
+    if facts.xen is not None:  # what Xen keeps in low memory is not known here: always the copy
+        scheme, why = SCHEME_BACKUP, "Xen host: the purgatory copies low memory to a backup segment"
+    else:
+        scheme, why = low_memory_scheme(facts.os_release, target_release)
     notes = [f"kdump: {why}"]
     source = backup_source(facts) if scheme == SCHEME_BACKUP else None
     backup_seg = None
@@ -269,7 +287,10 @@ def prepare(layout: Layout, facts: SystemFacts, *, cmdline: str, capacity: int, 
     else:
         backup = None
         low_ram = [p for r in system_ram(facts) if (p := r.intersect(LOW_MEMORY))]
-    sources, more = linux_core_sources(facts, scheme, backup_seg.range if backup_seg else None, source)
+    if facts.xen is not None:
+        sources, more = xen_core_sources(facts, backup_seg.range if backup_seg else None, source)
+    else:
+        sources, more = linux_core_sources(facts, scheme, backup_seg.range if backup_seg else None, source)
     notes += more
     header = core_header(sources)
     hdr_seg = layout.place("elfcorehdr", header, what=f"ELF core header, {len(sources.notes)} PT_NOTE, "
