@@ -155,3 +155,54 @@ def test_xen_to_xen(vm_harness, xen_inputs, style):
     assert t.rc("load") == 0, t.out("load")
     assert t.text.count("Xen version 4.17") >= 2, "the second Xen did not start"
     assert_reported(t, dom0, payload, "xen")
+
+
+# --- kdump under Xen: the crash kernel goes into Xen's crash area ------------------------------------
+
+XEN_KDUMP = r"""
+run ckr kexloader --print-ckr-size
+run status0 kexloader -S -p
+run load kexloader -d -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run status1 kexloader -S -p
+mark armed yes
+"""
+
+
+@pytest.mark.parametrize("trigger", ["sysrq", "xen-console"])
+def test_xen_kdump(vm_harness, xen_inputs, trigger):
+    from tests.vm.test_kdump import Core, crash_append, dump_leaf  # the Linux kdump scenario's crash initrd
+
+    h = vm_harness
+    append = crash_append(new_token())
+    script = f"APPEND={shlex.quote(append)}\n" + XEN_KDUMP
+    if trigger == "sysrq":
+        script += "echo c > /proc/sysrq-trigger\nmark crash_returned\n"
+    else:
+        script += "sleep 600\n"  # the host presses Ctrl-a x3 then C on Xen's console
+    files = {"/boot/xen.gz": h.inputs.xen_gz, **xen_modules(h)}
+    guest = h.full(stages={"dom0": XEN_SETUP + script}, files=files, leaf=dump_leaf(h))
+    name = f"xen-kdump-{trigger}"
+    image = h.build(guest, name)
+    dom0 = f"{DOM0_BASE} stage=dom0 token={new_token()}"
+    vm = h.start(f"{h.vmlinuz} {dom0},{image}", f"{XEN_ARGS} crashkernel=256M", name=name,
+                 kernel=h.inputs.xen_elf, base_append="", cpu=CPU, timeout=TIMEOUT, idle_timeout=240)
+    try:
+        vm.wait_for_marker("armed", timeout=TIMEOUT)
+        if trigger == "xen-console":
+            vm.send(b"\x01\x01\x01")  # switch the serial input to Xen
+            vm.wait_for(r"\(XEN\) \*\*\* Serial input to Xen", timeout=60)
+            vm.send(b"C")  # debug key 'C': trigger a crash dump
+        vm.wait_for(r"KXM\|end\|stage=dump ", timeout=TIMEOUT)
+    finally:
+        vm.kill()
+    t = vm.transcript()
+    assert t.rc("load") == 0, t.out("load")
+    assert t.rc("status0") == 0 and t.rc("status1") == 1, (t.out("status0"), t.out("status1"))
+    assert int(t.out("ckr").strip()) == 256 << 20
+    assert t.stages()[-1] == "dump", t.summary()
+    cmdline = t.b64("cmdline").decode()
+    assert cmdline.startswith(append + " ") and "elfcorehdr=" in cmdline
+    core = Core(t.b64("vmcore_head"))
+    names = {n.name for n in core.notes}
+    assert b"CORE" in names and b"Xen" in names, names  # Xen's per-CPU PRSTATUS and crash registers
+    assert b"VMCOREINFO_XEN" in names, names
