@@ -149,7 +149,10 @@ def read_vmcoreinfo(root: Path = Path("/")) -> Range | None:
     return Range(addr, size) if size else None
 
 
-def read_kallsyms(root: Path = Path("/"), names=("_text", "_stext", "_end")) -> dict[str, int]:
+KALLSYMS_WANTED = ("_text", "_stext", "_end")
+
+
+def read_kallsyms(root: Path = Path("/"), names=KALLSYMS_WANTED) -> dict[str, int]:
     """Addresses of a few symbols from /proc/kallsyms (zeros when kptr_restrict hides them are left out)."""
     found: dict[str, int] = {}
     try:
@@ -241,11 +244,13 @@ def read_xen_facts() -> tuple[tuple[MemRegion, ...], XenFacts]:
     from .backends import xen  # the hypercall edge; imported only in a dom0
     from .formats import xen as xf
 
-    return xen.machine_memory_map(), XenFacts(
-        crash_area=xen.get_range(xf.KEXEC_RANGE_MA_CRASH),
-        cpu_notes=tuple(xen.cpu_note_ranges()),
-        vmcoreinfo=xen.get_range(xf.KEXEC_RANGE_MA_VMCOREINFO),
-        xen_image=xen.get_range(xf.KEXEC_RANGE_MA_XEN))
+    crash_area = xen.get_range(xf.KEXEC_RANGE_MA_CRASH)
+    notes, vmcoreinfo = (), None
+    if crash_area is not None:  # Xen keeps note buffers and VMCOREINFO only when it has a crash area
+        notes = tuple(xen.cpu_note_ranges())
+        vmcoreinfo = xen.get_range(xf.KEXEC_RANGE_MA_VMCOREINFO)
+    return xen.machine_memory_map(), XenFacts(crash_area=crash_area, cpu_notes=notes, vmcoreinfo=vmcoreinfo,
+                                               xen_image=xen.get_range(xf.KEXEC_RANGE_MA_XEN))
 
 
 def read_facts(root: Path = Path("/")) -> SystemFacts:
@@ -285,7 +290,9 @@ def read_facts(root: Path = Path("/")) -> SystemFacts:
     return SystemFacts(memmap=memmap, boot_params=boot_params, cmdline=cmdline, iomem=iomem,
                        acpi_rsdp=rsdp or read_efi_rsdp(root), source=f"live {root}",
                        crash_notes=read_crash_notes(root), vmcoreinfo=read_vmcoreinfo(root),
-                       kernel_text=kernel_text_from(kcore, read_kallsyms(root), iomem),
+                       # _end (far down /proc/kallsyms) only matters when there is no kcore
+                       kernel_text=kernel_text_from(kcore, read_kallsyms(root, KALLSYMS_WANTED[:2 if kcore else 3]),
+                                                    iomem),
                        page_offset=page_offset_from(kcore), os_release=read_os_release(root))
 
 
