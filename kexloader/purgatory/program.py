@@ -15,7 +15,15 @@ What it does, in order (kexec-tools' purgatory does the same; reference/kexec-to
    protected mode with paging off (eax = magic, ebx = info).
 
 The segment is `code` followed by zero-filled bss (stack, SHA workspace, page tables); the purgatory never
-writes outside its own segment except for the backup copy, and never touches the kernel command line.
+writes outside its own segment except for the backup copy (and the VGA text buffer when asked), and never
+touches the kernel command line.
+
+Limits, by design:
+- `reset_vga` raises NotSupportedYet: reprogramming the VGA registers blind is risky and the new kernel sets
+  its own mode; kexec-tools users rarely pass --reset-vga.
+- `console_vga` writes 0xB8000 directly. Linux's identity map covers the first MiB; Xen's EM_X86_64 map covers
+  only the segments, so under Xen use the serial console (or the 32-bit entry, whose map covers 4 GiB).
+- With `entry_mode="32"` everything the purgatory or the target touches must be below 4 GiB (checked).
 """
 
 from __future__ import annotations
