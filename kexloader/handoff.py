@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from .memory import Layout
 from .model import MAP_ONLY, PurgatoryOptions, Range, Segment
-from .purgatory.program import Backup, Region, build_purgatory
+from .purgatory.program import Backup, Region, build_purgatory, purgatory_size
 
 ZEROS = bytes(1 << 20)
 
@@ -39,9 +39,9 @@ def attach_purgatory(layout: Layout, handoff, options: PurgatoryOptions, *, wind
     else:
         regions, digest = (), None
     kw = dict(regions=regions, digest=digest, options=options, backup=backup, entry_mode=entry_mode)
-    # The code's size does not depend on where it goes: build once to learn it, then for real.
-    trial = build_purgatory(window.start, handoff, **kw)
-    seg = layout.place("purgatory", trial.code, memsz=trial.memsz, window=window, what="generated entry code")
+    # The size does not depend on where the code goes: reserve it, then build for that address.
+    seg = layout.place("purgatory", b"", memsz=purgatory_size(handoff, **kw), window=window,
+                       what="generated entry code")
     image = build_purgatory(seg.mem, handoff, **kw)
     layout.replace(seg, image.code)
     return image.entry
