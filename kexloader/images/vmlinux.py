@@ -158,8 +158,11 @@ def kernel_release(elf: ElfImage) -> str | None:
 
 def _release_for_crash(elf: ElfImage, data) -> str | None:
     """The kernel release ("6.1.0-56-amd64 ...") kdump's low-memory scheme depends on."""
-    banner = linux_banner(data)
-    return kernel_release(elf) or (banner.removeprefix("Linux version ") if banner else None)
+    release = kernel_release(elf)
+    if release:
+        return release
+    banner = linux_banner(data)  # reads the whole image: only when the notes do not say
+    return banner.removeprefix("Linux version ") if banner else None
 
 
 def choose_style(asked: str | None, elf: ElfImage, data, name: str) -> tuple[str, str | None]:
