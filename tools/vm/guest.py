@@ -17,7 +17,8 @@ Helpers available in stage scripts (POSIX sh, busybox):
   mark_blob NAME FILE     a file of any size, as many NAME.part markers plus NAME.sha256
                           (host: Transcript.blob(NAME) joins and checks them)
   run NAME CMD ARGS...    runs CMD with output shown on the console and marks NAME.cmd (the
-                          argv), NAME.out (b64 of stdout+stderr) and NAME.rc (exit status);
+                          argv), NAME.out (b64 of stdout+stderr), NAME.secs (guest seconds)
+                          and NAME.rc (exit status);
                           always returns 0, so a failing command does not end the stage
   sha256 FILE             prints the hex SHA-256 of FILE
   die MESSAGE             marks ERROR and powers off at once
@@ -90,10 +91,13 @@ sha256() {
 run() {
     _run_name=$1; shift
     mark "$_run_name.cmd" "$*"
+    _run_t0=$(cut -d' ' -f1 /proc/uptime)
     "$@" >/tmp/.run.out 2>&1
     _run_rc=$?
+    _run_t1=$(cut -d' ' -f1 /proc/uptime)
     cat /tmp/.run.out
     mark_b64 "$_run_name.out" /tmp/.run.out
+    mark "$_run_name.secs" "$(awk "BEGIN { printf \"%.2f\", $_run_t1 - $_run_t0 }")"
     mark "$_run_name.rc" "$_run_rc"
     return 0
 }

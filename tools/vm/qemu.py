@@ -94,6 +94,10 @@ class Transcript:
         """Exit status recorded by the guest's `run NAME ...` helper."""
         return int(self.get(f"{name}.rc"))
 
+    def secs(self, name: str) -> float:
+        """Guest seconds the `run NAME ...` command took."""
+        return float(self.get(f"{name}.secs"))
+
     def out(self, name: str) -> str:
         """stdout+stderr recorded by the guest's `run NAME ...` helper."""
         return self.b64(f"{name}.out").decode(errors="replace")
@@ -259,11 +263,11 @@ class Qemu:
                 if m:
                     return m
                 if self._eof:
-                    raise AssertionError(f"QEMU ended before {rx.pattern!r} appeared\n{self.transcript().tail()}")
+                    raise AssertionError(f"QEMU ended before {rx.pattern!r} appeared\n{self.transcript().tail(30)}")
                 why = self._deadline_hit() or (f"{rx.pattern!r} not seen in time" if time.monotonic() > end else None)
                 if why:
                     self.timed_out = why
-                    raise AssertionError(f"{why}\n{self.transcript().tail()}")
+                    raise AssertionError(f"{why}\n{self.transcript().tail(30)}")
                 self._cond.wait(0.5)
 
     def wait_for_marker(self, name: str, timeout: float | None = None) -> str:
