@@ -114,7 +114,8 @@ class Harness:
              base_append: str = BASE_APPEND, **kw) -> Transcript:
         """Boot Debian's kernel (or `kernel`) with this initrd; append goes after BASE_APPEND.
 
-        Keyword arguments go to tools.vm.qemu.boot: timeout, idle_timeout, memory, smp, cpu, extra.
+        Keyword arguments go to tools.vm.qemu.boot: until (stop QEMU once this regex shows, e.g.
+        r"KXM\\|end\\|stage=report "), timeout, idle_timeout, memory, smp, cpu, extra.
         """
         built = isinstance(initrd, Guest)
         if built:

@@ -136,9 +136,11 @@ def build_runtime(force: bool = False) -> Staged:
     key = _runtime_key()
     root = work_dir() / f"runtime-{key}"
     if root.is_dir() and (root / ".complete").exists() and not force:
+        os.utime(root)
         return Staged(root, key)
     if root.exists():
         shutil.rmtree(root)
+    _prune_old(work_dir().glob("runtime-*"), keep=2)
     tmp = Path(tempfile.mkdtemp(prefix="runtime-", dir=work_dir()))
     try:
         (tmp / "usr/bin").mkdir(parents=True)

@@ -311,8 +311,13 @@ class Qemu:
         )
 
 
-def boot(kernel: Path, initrd=None, append: str = "", **kw) -> Transcript:
+def boot(kernel: Path, initrd=None, append: str = "", *, until: str | None = None, **kw) -> Transcript:
     """Boot, wait until QEMU exits (or a timeout kills it), return the transcript.
+
+    until: a regex; once it appears on the console QEMU is stopped and the run counts as
+    finished (for guests that cannot power the machine off, e.g. a Xen dom0 whose poweroff
+    halts Xen without ending QEMU). If QEMU exits or times out first, the transcript says so
+    and the caller's marker checks fail with it.
 
     Keyword arguments: timeout (600 s), idle_timeout (180 s without console output),
     log_name, memory (MiB, 2048), smp (2), cpu ("max"; "Haswell-noTSX" under Xen), extra (more
@@ -321,6 +326,14 @@ def boot(kernel: Path, initrd=None, append: str = "", **kw) -> Transcript:
     vm = Qemu(kernel, initrd, append, **kw)
     vm.start()
     try:
-        return vm.wait()
+        if until is None:
+            return vm.wait()
+        try:
+            vm.wait_for(re.compile(f"(?:{until})[^\n]*\n"))  # the whole line, not a partial read
+        except AssertionError:
+            pass  # ended or timed out first: the transcript records how
+        vm.kill()
+        vm._reader.join(timeout=10)
+        return vm.transcript()
     finally:
         vm.kill()
