@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import mmap
+import os
 from pathlib import Path
 
 from . import crash, images
@@ -69,7 +70,16 @@ def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdlin
         kernel=read_image(kernel, "kernel"), kernel_name=str(kernel), cmdline=cmdline,
         initrd=read_file(initrd, "initrd") if initrd is not None else None,
         initrd_name=str(initrd) if initrd is not None else "",
-        image_type=image_type, crash=crash, purgatory=purgatory, args_style=args_style)
+        image_type=image_type, crash=crash, purgatory=purgatory, args_style=args_style, rng_seed=rng_seed())
+
+
+def rng_seed() -> bytes | None:
+    """32 bytes for the new kernel's SETUP_RNG_SEED, or None when the entropy pool is not ready (as kexec-tools,
+    which skips the seed rather than block)."""
+    try:
+        return os.getrandom(32, os.GRND_NONBLOCK)
+    except (BlockingIOError, OSError, AttributeError):
+        return None
 
 
 def make_plan(req: LoadRequest, facts: SystemFacts, *, window: Range = EVERYWHERE) -> Plan:

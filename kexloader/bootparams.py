@@ -20,7 +20,7 @@ HARDWARE_SUBARCH = slice(0x23C, 0x248)  # hardware_subarch + hardware_subarch_da
 
 
 def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memmap: Sequence[MemRegion],
-                    running: bytes | None, acpi_rsdp: int | None) -> bytes:
+                    running: bytes | None, acpi_rsdp: int | None, setup_data: int = 0) -> bytes:
     """4096 bytes of `struct boot_params` for a 64-bit boot protocol entry.
 
     image: the bzImage (only its first sectors are read); cmdline: where the NUL-terminated command
@@ -47,7 +47,7 @@ def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memma
         hdr.ramdisk_size, params.ext_ramdisk_size = _split(initrd.size)
     else:
         hdr.ramdisk_image = hdr.ramdisk_size = params.ext_ramdisk_image = params.ext_ramdisk_size = 0
-    hdr.setup_data = 0
+    hdr.setup_data = setup_data  # physical address of the first struct setup_data, or 0
 
     entries = [r for r in memmap if r.range.size]
     if len(entries) > bp.E820_MAX_ENTRIES_ZEROPAGE:

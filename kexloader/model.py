@@ -200,6 +200,7 @@ class LoadRequest:
     args_style: str | None = None  # --args-linux / --args-elf / --args-none
     crash: bool = False  # -p
     purgatory: PurgatoryOptions = PurgatoryOptions()
+    rng_seed: bytes | None = field(default=None, repr=False)  # 32 random bytes for SETUP_RNG_SEED, or None
 
 
 @dataclass(frozen=True, slots=True)

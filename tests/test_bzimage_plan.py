@@ -112,3 +112,14 @@ def test_forced_type_that_does_not_match():
     with pytest.raises(UnknownFormatError, match="(?i)wrong file type multiboot-x86, file matches type bzImage64") as e:
         plan_for(image_type="multiboot-x86")
     assert e.value.exit_code == 255
+
+
+def test_rng_seed_goes_in_a_setup_data_chain():
+    seed = bytes(range(32))
+    plan = plan_for(rng_seed=seed)
+    segs = by_role(plan)
+    page = bp.BootParams.parse(bytes(segs["boot-params"].data))
+    assert page.hdr.setup_data == segs["setup-data"].mem
+    assert bytes(segs["setup-data"].data) == struct.pack("<QII", 0, 9, 32) + seed  # last in chain, SETUP_RNG_SEED
+    assert "setup-data" not in by_role(plan_for())  # no seed, no segment (golden plans stay deterministic)
+

@@ -60,7 +60,7 @@ def _ivt_trim(a: bytes, b: bytes) -> str | None:
 REASONS = {
     "hdr.cmd_line_ptr": "address: kexec-tools puts the command line inside its setup segment right after the real-mode "
                         "part (kern16_size_needed), top-down in all RAM; kexloader gives it its own page below 4 GiB "
-                        "(bzimage.SMALL_SEGMENTS). The command-line check compares the strings",
+                        "(linuxboot.SMALL_SEGMENTS). The command-line check compares the strings",
     "ext_cmd_line_ptr": "address: high half of cmd_line_ptr (kexec-tools' setup segment is above 4 GiB here, kexloader's "
                         "command line below)",
     "cl_magic": "kexec-tools writes the pre-2.02 cl_magic/cl_offset pair (only real-mode setup code at 0x90000 reads it); "

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 from construct import ConstError, ConstructError
 
-from .. import bootparams, cmdline, crash
+from .. import cmdline, crash
 from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageError
 from ..formats import bzimage as bz
-from ..handoff import attach_purgatory
-from ..memory import ADDRESS_LIMIT, Layout, validate
-from ..model import (MAP_ONLY, GiB, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, LinuxEntry, LoadRequest, MiB, Plan, Range,
-                     Segment, SystemFacts, align_up)
-from ..purgatory.program import Linux64Handoff
+from ..memory import ADDRESS_LIMIT, Layout
+from ..model import GiB, LoadRequest, MiB, Plan, Range, SystemFacts, align_up
+from . import linuxboot
 
 NAME = "bzImage64"
 MIN_KERNEL_ADDR = 1 * MiB
 MIN_INITRD_ADDR = 16 * MiB
-LOW_MEMORY = Range(0, 1 * MiB)
-SMALL_SEGMENTS = Range(1 * MiB, 4 * GiB - 1 * MiB)  # zero page, command line, purgatory: low, but above BIOS data
 
 
 def probe(data) -> bool:
@@ -64,7 +60,7 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
     """Lay out a bzImage in `usable` memory (RAM, or the crash region for -p)."""
     hdr = parse_header(req.kernel, req.kernel_name)
     what = f"kernel ({req.kernel_name})"
-    line = cmdline.encode(req.cmdline, capacity=hdr.cmdline_size, what=what)  # -p: again with elfcorehdr= below
+    cmdline.encode(req.cmdline, capacity=hdr.cmdline_size, what=what)  # refused before anything is placed
     notes = [f"{req.kernel_name}: bzImage, boot protocol {hdr.version >> 8}.{hdr.version & 0xFF:02}"]
     above_4g = bool(hdr.xloadflags & bz.XLF_CAN_BE_LOADED_ABOVE_4G)
     layout = Layout(usable)
@@ -89,34 +85,6 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
         initrd = layout.place("initrd", req.initrd, window=Range.between(MIN_INITRD_ADDR, initrd_top),
                               what=req.initrd_name)
 
-    kdump = None
-    small = SMALL_SEGMENTS
-    if req.crash:
-        kdump = crash.prepare(layout, facts, cmdline=req.cmdline, capacity=hdr.cmdline_size, what=what,
-                              target_release=crash.bzimage_release(req.kernel))
-        line = cmdline.encode(kdump.cmdline, capacity=hdr.cmdline_size, what=what)
-        notes += kdump.notes
-        if not any(u.overlaps(SMALL_SEGMENTS) for u in usable):  # a crash region above 4 GiB (crashkernel=,high)
-            small = Range.between(MIN_KERNEL_ADDR, ADDRESS_LIMIT)
-    line_seg = layout.place("cmdline", line, window=small, what=f"{len(line) - 1} bytes")
-    zero_page = bootparams.build_zero_page(
-        bytes(req.kernel[:0x1000]), cmdline=Range(line_seg.mem, len(line) - 1),
-        initrd=Range(initrd.mem, initrd.bufsz) if initrd else None, memmap=kdump.memmap if kdump else facts.memmap,
-        running=facts.boot_params, acpi_rsdp=facts.acpi_rsdp)
-    params = layout.place("boot-params", zero_page, window=small, what="zero page")
-
-    handoff = Linux64Handoff(boot_params=params.mem, kernel_entry=kernel.mem + bz.KERNEL_64_ENTRY_OFFSET)
-    entry = attach_purgatory(layout, handoff, req.purgatory, window=small, backup=kdump.backup if kdump else None)
-    flags = KEXEC_ARCH_X86_64 | (KEXEC_ON_CRASH if req.crash else 0)
-    segments, checked = tuple(layout.segments), list(usable)
-    if facts.xen is not None:
-        # Xen maps only the segments for the new image, and startup_64 reads the BIOS data area and puts
-        # its 5-level trampoline in low memory before it builds its own page tables: have Xen map the
-        # first MiB as well, without copying or zeroing it.
-        segments += (Segment(MAP_ONLY, 0, LOW_MEMORY.size, b"", "first MiB, mapped for the kernel's early code"),)
-        checked.append(LOW_MEMORY)
-        notes.append("Xen target: the first MiB is mapped (not written) for the kernel's early code")
-    result = Plan(entry=entry, flags=flags, segments=segments,
-                  linux=LinuxEntry(boot_params=params.mem, kernel_entry=handoff.kernel_entry), notes=tuple(notes))
-    validate(result, checked)
-    return result
+    return linuxboot.finish(layout, req, facts, usable, header_page=bytes(req.kernel[:0x1000]),
+                            capacity=hdr.cmdline_size, what=what, target_release=crash.bzimage_release(req.kernel),
+                            initrd=initrd, kernel_entry=kernel.mem + bz.KERNEL_64_ENTRY_OFFSET, notes=notes)

@@ -28,15 +28,13 @@ import re
 import struct
 from dataclasses import dataclass
 
-from .. import bootparams, cmdline
+from .. import cmdline
 from ..errors import MalformedImageError, NotSupportedYet, PlacementError, UnsupportedImageError, UsageError
 from ..formats import bzimage as bz
-from ..handoff import attach_purgatory
 from ..memory import ADDRESS_LIMIT, Layout, allocate, validate
-from ..model import (MAP_ONLY, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, PAGE_SIZE, LinuxEntry, LoadRequest, MiB, Plan,
-                     Range, Segment, SystemFacts, align_down, align_up)
-from ..purgatory.program import Linux64Handoff
-from .bzimage import LOW_MEMORY
+from ..model import (KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, PAGE_SIZE, LoadRequest, MiB, Plan, Range, SystemFacts,
+                     align_down, align_up)
+from . import linuxboot
 from .elfload import EM_386, EM_X86_64, ElfImage, read_elf
 
 NAME = "elf-x86_64"
@@ -47,7 +45,6 @@ EM_486 = 6
 ET_EXEC, ET_DYN, ET_CORE = 2, 3, 4
 PT_INTERP = 3
 KERNEL_ALIGN = 2 * MiB  # x86-64 startup_64 needs a 2 MiB-aligned physical load address (PMD_SIZE)
-SMALL_SEGMENTS = Range(1 * MiB, (4 << 30) - 1 * MiB)  # zero page, command line, purgatory (as bzImage)
 
 # The setup header kexec-tools fakes for an ELF kernel (init_linux_parameters): protocol 2.06, the
 # first one with cmdline_size; initrd_addr_max is 2.03's default (boot.rst: "If this field is not
@@ -302,9 +299,8 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
     flags = KEXEC_ARCH_X86_64 | (KEXEC_ON_CRASH if req.crash else 0)
     movable = style == ARGS_LINUX and linux_evidence(elf, req.kernel) is not None
     layout = Layout(usable)
-    # the command line is checked before anything is placed
-    line = cmdline.encode(req.cmdline, capacity=SYNTHETIC_CMDLINE_SIZE, what=f"kernel ({name})") \
-        if style == ARGS_LINUX else None
+    if style == ARGS_LINUX:  # the command line is refused before anything is placed
+        cmdline.encode(req.cmdline, capacity=SYNTHETIC_CMDLINE_SIZE, what=f"kernel ({name})")
     placed, more = place_loads(layout, elf, name, movable=movable)
     notes += more
 
@@ -326,30 +322,7 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
                                   what=req.initrd_name)
             notes.append(f"initrd above initrd_addr_max {SYNTHETIC_INITRD_ADDR_MAX:#x}, at {initrd.mem:#x}: "
                          "a 64-bit kernel reads ext_ramdisk_image")
-    kdump, small = None, SMALL_SEGMENTS
-    if req.crash:  # kdump (kexloader/crash.py): elfcorehdr and backup segments, command-line additions, e820
-        from .. import crash
-        kdump = crash.prepare(layout, facts, cmdline=req.cmdline, capacity=SYNTHETIC_CMDLINE_SIZE,
-                              what=f"kernel ({name})", target_release=_release_for_crash(elf, req.kernel))
-        line = cmdline.encode(kdump.cmdline, capacity=SYNTHETIC_CMDLINE_SIZE, what=f"kernel ({name})")
-        notes += kdump.notes
-        if not any(u.overlaps(SMALL_SEGMENTS) for u in usable):  # a crash region above 4 GiB
-            small = Range.between(1 * MiB, ADDRESS_LIMIT)
-    line_seg = layout.place("cmdline", line, window=small, what=f"{len(line) - 1} bytes")
-    zero_page = bootparams.build_zero_page(
-        synthetic_setup(), cmdline=Range(line_seg.mem, len(line) - 1),
-        initrd=Range(initrd.mem, initrd.bufsz) if initrd else None,
-        memmap=kdump.memmap if kdump else facts.memmap, running=facts.boot_params, acpi_rsdp=facts.acpi_rsdp)
-    params = layout.place("boot-params", zero_page, window=small, what="zero page (synthetic header 2.06)")
-    handoff = Linux64Handoff(boot_params=params.mem, kernel_entry=placed.entry)
-    entry = attach_purgatory(layout, handoff, req.purgatory, window=small, backup=kdump.backup if kdump else None)
-    segments, checked = tuple(layout.segments), list(usable)
-    if facts.xen is not None:
-        # as for a bzImage (bzimage.plan): under Xen, have the first MiB mapped for startup_64's early code
-        segments += (Segment(MAP_ONLY, 0, LOW_MEMORY.size, b"", "first MiB, mapped for the kernel's early code"),)
-        checked.append(LOW_MEMORY)
-        notes.append("Xen target: the first MiB is mapped (not written) for the kernel's early code")
-    result = Plan(entry=entry, flags=flags, segments=segments,
-                  linux=LinuxEntry(boot_params=params.mem, kernel_entry=placed.entry), notes=tuple(notes))
-    validate(result, checked)
-    return result
+    return linuxboot.finish(layout, req, facts, usable, header_page=synthetic_setup(),
+                            capacity=SYNTHETIC_CMDLINE_SIZE, what=f"kernel ({name})",
+                            target_release=_release_for_crash(elf, req.kernel), initrd=initrd,
+                            kernel_entry=placed.entry, notes=notes, zero_page_what="zero page (synthetic header 2.06)")

@@ -1,0 +1,69 @@
+"""What every Linux planner does once the kernel and initrd are placed: kdump's additions, the command
+line, setup_data, the zero page, the purgatory, and under Xen the map-only first MiB.
+
+bzImage and vmlinux differ only in where their setup header comes from (the image's own, or a
+synthetic one) and where the kernel's 64-bit entry is.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .. import bootparams, cmdline, crash
+from ..handoff import attach_purgatory
+from ..memory import ADDRESS_LIMIT, Layout, validate
+from ..model import (MAP_ONLY, GiB, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, LinuxEntry, LoadRequest, MiB, Plan, Range,
+                     Segment, SystemFacts)
+from ..purgatory.program import Linux64Handoff
+
+LOW_MEMORY = Range(0, 1 * MiB)
+SMALL_SEGMENTS = Range(1 * MiB, 4 * GiB - 1 * MiB)  # zero page, command line, purgatory: low, above BIOS data
+SETUP_RNG_SEED = 9  # struct setup_data type (arch/x86/include/uapi/asm/setup_data.h)
+SETUP_DATA_SINCE = 0x0209  # boot protocol that introduced hdr.setup_data
+
+
+def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Range], *, header_page: bytes,
+           capacity: int, what: str, target_release: str | None, initrd: Segment | None, kernel_entry: int,
+           notes: list[str], zero_page_what: str = "zero page") -> Plan:
+    """Place the rest of a Linux load in `layout` and return the validated plan.
+
+    header_page: the first page of a bzImage (or a synthetic one) whose setup header the zero page copies."""
+    line = cmdline.encode(req.cmdline, capacity=capacity, what=what)
+    kdump, small = None, SMALL_SEGMENTS
+    if req.crash:
+        kdump = crash.prepare(layout, facts, cmdline=req.cmdline, capacity=capacity, what=what,
+                              target_release=target_release)
+        line = cmdline.encode(kdump.cmdline, capacity=capacity, what=what)
+        notes += kdump.notes
+        if not any(u.overlaps(SMALL_SEGMENTS) for u in usable):  # a crash region above 4 GiB (crashkernel=,high)
+            small = Range.between(1 * MiB, ADDRESS_LIMIT)
+    line_seg = layout.place("cmdline", line, window=small, what=f"{len(line) - 1} bytes")
+
+    setup_data = 0
+    version = struct.unpack_from("<H", header_page, 0x206)[0]
+    if req.rng_seed and version >= SETUP_DATA_SINCE:
+        # As kexec-tools: seed the new kernel's RNG early (struct setup_data {next, type, len, data}).
+        blob = struct.pack("<QII", 0, SETUP_RNG_SEED, len(req.rng_seed)) + req.rng_seed
+        setup_data = layout.place("setup-data", blob, window=small, what="SETUP_RNG_SEED").mem
+
+    zero_page = bootparams.build_zero_page(
+        header_page, cmdline=Range(line_seg.mem, len(line) - 1),
+        initrd=Range(initrd.mem, initrd.bufsz) if initrd else None, memmap=kdump.memmap if kdump else facts.memmap,
+        running=facts.boot_params, acpi_rsdp=facts.acpi_rsdp, setup_data=setup_data)
+    params = layout.place("boot-params", zero_page, window=small, what=zero_page_what)
+
+    handoff = Linux64Handoff(boot_params=params.mem, kernel_entry=kernel_entry)
+    entry = attach_purgatory(layout, handoff, req.purgatory, window=small, backup=kdump.backup if kdump else None)
+    segments, checked = tuple(layout.segments), list(usable)
+    if facts.xen is not None:
+        # Xen maps only the segments for the new image, and startup_64 reads the BIOS data area and puts
+        # its 5-level trampoline in low memory before it builds its own page tables: have Xen map the
+        # first MiB as well, without copying or zeroing it.
+        segments += (Segment(MAP_ONLY, 0, LOW_MEMORY.size, b"", "first MiB, mapped for the kernel's early code"),)
+        checked.append(LOW_MEMORY)
+        notes.append("Xen target: the first MiB is mapped (not written) for the kernel's early code")
+    flags = KEXEC_ARCH_X86_64 | (KEXEC_ON_CRASH if req.crash else 0)
+    result = Plan(entry=entry, flags=flags, segments=segments,
+                  linux=LinuxEntry(boot_params=params.mem, kernel_entry=kernel_entry), notes=tuple(notes))
+    validate(result, checked)
+    return result
