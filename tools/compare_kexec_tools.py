@@ -74,8 +74,9 @@ REASONS = {
                  "one KiB short; kexloader's value is the exact size. Read only without an e820 table",
     "hdr.ramdisk_image": "address: the initrd is placed differently (the initrd check compares its bytes)",
     "ext_ramdisk_image": "address: high half of ramdisk_image",
-    "hdr.setup_data": "kexec-tools 2.0.25 chains a SETUP_RNG_SEED (32 bytes from getrandom) at 1 MiB (and SETUP_EFI on "
-                      "EFI hosts); kexloader builds no setup_data yet (bootparams.build_zero_page sets 0)",
+    "hdr.setup_data": "both chain a SETUP_RNG_SEED (32 bytes from getrandom), each at its own address "
+                      "(kexec-tools bottom-up from 1 MiB; kexloader in its own page below 4 GiB); "
+                      "kexec-tools adds SETUP_EFI on EFI hosts, kexloader passes no EFI state",
     "hdr.root_flags": "kexec-tools overwrites it with 0xFFFF (mount_root_rdonly, setup_linux_system_parameters); "
                       "kexloader keeps the image's value (1). Both are non-zero: root is mounted read-only first",
     "hdr.root_dev": "kexec-tools writes 0x0300 (/dev/hda, a legacy default); kexloader keeps the image's 0. Only used "
