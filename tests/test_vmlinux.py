@@ -144,12 +144,19 @@ def test_how_a_linux_vmlinux_is_recognised(data, why):
     assert plan.linux is not None and any(why in n for n in plan.notes)
 
 
-def test_elf_that_is_not_linux_defaults_to_elf_notes_which_are_not_built():
-    with pytest.raises(NotSupportedYet, match="--args-elf") as e:
-        plan_for(kernel=PLAIN)
-    assert "--args-linux" in e.value.hint
-    with pytest.raises(NotSupportedYet, match="--args-elf"):
-        plan_for(kernel=VMLINUX, args_style="elf")  # asked for explicitly
+def test_elf_that_is_not_linux_defaults_to_elf_boot_notes():
+    from kexloader.formats import elfboot
+    plan = plan_for(kernel=PLAIN, cmdline="console=ttyS0 x=1")
+    segs = {s.role: s for s in plan.segments}
+    assert plan.linux is None and set(segs) >= {"boot-notes", "purgatory"}
+    block = bytes(segs["boot-notes"].data)
+    hdr = elfboot.ElfBhdr.parse(block[:12])
+    assert (hdr.b_signature, hdr.b_size, hdr.b_records) == (0x0E1FB007, len(block), 3)
+    assert elfboot.ip_checksum(block) == 0  # a block with its checksum in place sums to zero
+    assert b"console=ttyS0 x=1\0" in block and b"kexloader\0" in block
+    assert any("rdi = ELF boot notes" in n for n in plan.notes)
+    with pytest.raises(UsageError, match="--args-elf has no way to pass an initrd"):
+        plan_for(kernel=PLAIN, initrd=b"x", initrd_name="i")
 
 
 def test_args_linux_on_an_unmarked_elf_translates_a_virtual_entry():
@@ -182,7 +189,7 @@ def test_args_none_jumps_straight_to_the_entry():
 
 
 def test_args_none_refuses_an_initrd():
-    with pytest.raises(UsageError, match="no initrd"):
+    with pytest.raises(UsageError, match="--args-none has no way to pass an initrd"):
         plan_for(args_style="none", initrd=b"I", initrd_name="i")
 
 
@@ -251,10 +258,10 @@ def test_dry_run_prints_the_default_under_d(capsys):
     assert backend.plans[False].linux.kernel_entry == 0x1000000
 
 
-def test_args_elf_is_one_line_and_exit_1(capsys):
+def test_args_elf_plans_through_the_cli(capsys):
     code, out, err, backend = run_cli(["--dry-run", "--facts", SNAP, "-l", str(FIX / "elf/tiny-plain.elf")],
                                       capsys)
-    assert code == 1 and "--args-elf" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 0 and "boot-notes" in out and "Traceback" not in err
 
 
 def test_args_are_ignored_for_a_bzimage(capsys):

@@ -29,11 +29,15 @@ import struct
 from dataclasses import dataclass
 
 from .. import cmdline
-from ..errors import MalformedImageError, NotSupportedYet, PlacementError, UnsupportedImageError, UsageError
+from ..errors import MalformedImageError, PlacementError, UnsupportedImageError, UsageError
 from ..formats import bzimage as bz
 from ..memory import ADDRESS_LIMIT, Layout, allocate, validate
 from ..model import (KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, PAGE_SIZE, LoadRequest, MiB, Plan, Range, SystemFacts,
                      align_down, align_up)
+from .. import __version__
+from ..formats import elfboot
+from ..handoff import attach_purgatory
+from ..purgatory.program import Linux64Handoff
 from . import linuxboot
 from .elfload import EM_386, EM_X86_64, ElfImage, read_elf
 
@@ -290,11 +294,8 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
              f"argument style {style}"]
     if default_note:
         notes.append(default_note)
-    if style == ARGS_ELF:
-        raise NotSupportedYet(f"{name}: ELF boot-note arguments (--args-elf, kexec-tools' default for ELF images) "
-                              "are not supported yet", hint="use --args-linux for a Linux vmlinux, or --args-none")
-    if style == ARGS_NONE and req.initrd is not None:
-        raise UsageError(f"{name}: --args-none passes no arguments, so no initrd",
+    if style in (ARGS_NONE, ARGS_ELF) and req.initrd is not None:
+        raise UsageError(f"{name}: --args-{style} has no way to pass an initrd",
                          hint="use --args-linux to pass an initrd to a Linux vmlinux")
     flags = KEXEC_ARCH_X86_64 | (KEXEC_ON_CRASH if req.crash else 0)
     movable = style == ARGS_LINUX and linux_evidence(elf, req.kernel) is not None
@@ -312,6 +313,9 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
         validate(result, usable)
         return result
 
+    if style == ARGS_ELF:
+        return _plan_boot_notes(layout, req, usable, placed.entry, flags, notes)
+
     initrd = None
     if req.initrd is not None:
         low = Range.between(1 * MiB, SYNTHETIC_INITRD_ADDR_MAX + 1)
@@ -326,3 +330,20 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
                             capacity=SYNTHETIC_CMDLINE_SIZE, what=f"kernel ({name})",
                             target_release=_release_for_crash(elf, req.kernel), initrd=initrd,
                             kernel_entry=placed.entry, notes=notes, zero_page_what="zero page (synthetic header 2.06)")
+
+
+def _plan_boot_notes(layout: Layout, req: LoadRequest, usable: list[Range], entry: int, flags: int,
+                     notes: list[str]) -> Plan:
+    """--args-elf: an ELF boot-notes block (loader name and version, command line), rdi = its address."""
+    block = elfboot.build_boot_notes([
+        (elfboot.EBN_BOOTLOADER_NAME, b"kexloader\0"),
+        (elfboot.EBN_BOOTLOADER_VERSION, __version__.encode() + b"\0"),
+        (elfboot.EBN_COMMAND_LINE, req.cmdline.encode() + b"\0"),
+    ])
+    seg = layout.place("boot-notes", block, window=linuxboot.SMALL_SEGMENTS, what="ELF boot notes (--args-elf)")
+    handoff = Linux64Handoff(boot_params=0, kernel_entry=entry, rdi=seg.mem)
+    start = attach_purgatory(layout, handoff, req.purgatory, window=linuxboot.SMALL_SEGMENTS)
+    notes.append(f"{req.kernel_name}: --args-elf: rdi = ELF boot notes at {seg.mem:#x}")
+    result = Plan(entry=start, flags=flags, segments=tuple(layout.segments), notes=tuple(notes))
+    validate(result, usable)
+    return result

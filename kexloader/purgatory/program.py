@@ -49,6 +49,7 @@ class Linux64Handoff:
 
     boot_params: int
     kernel_entry: int
+    rdi: int = 0  # ELF boot notes (kexec-tools' --args-elf): rdi = their address; 0 for the Linux protocol
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def _generate(base, handoff, regions, digest, options, backup, entry_mode):
         a.mov(RCX, backup.size)
         a.rep_movs(1)  # ERMSB makes rep movsb as fast as anything else here; DF=0 from cld
     if isinstance(handoff, Linux64Handoff):
-        _handoff_linux64(a)
+        _handoff_linux64(a, handoff)
     else:
         _handoff_multiboot32(a, handoff)
 
@@ -255,6 +256,9 @@ def _generate(base, handoff, regions, digest, options, backup, entry_mode):
         a.dq(handoff.kernel_entry)
         a.label("linux_bp_q")
         a.dq(handoff.boot_params)
+        if handoff.rdi:
+            a.label("linux_rdi_q")
+            a.dq(handoff.rdi)
     if checks:
         sha256_code.emit_verify_data(a, regions, digest)
     if console:
@@ -340,10 +344,15 @@ def _entry32(a: Assembler) -> None:
 # ------------------------------------------------------------------------------------------- hand-offs
 
 
-def _handoff_linux64(a: Assembler) -> None:
-    """rsi = boot_params, every other GPR 0, jump to the kernel's 64-bit entry (boot.rst "64-bit BOOT PROTOCOL")."""
+def _handoff_linux64(a: Assembler, h: Linux64Handoff) -> None:
+    """rsi = boot_params (and rdi, for ELF boot notes), every other GPR 0, jump to the kernel's 64-bit entry
+    (boot.rst "64-bit BOOT PROTOCOL")."""
     a.mov(RSI, rip("linux_bp_q"))
+    if h.rdi:
+        a.mov(RDI, rip("linux_rdi_q"))
     for r in (EAX, EBX, ECX, EDX, EDI, EBP, R8D, R9D, R10D, R11D, R12D, R13D, R14D, R15D):
+        if r == EDI and h.rdi:
+            continue
         a.xor(r, r)  # 32-bit xor zero-extends to 64 bits
     a.jmp(rip("linux_entry"))  # FF /4 through memory: no register has to carry the address
 

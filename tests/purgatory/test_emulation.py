@@ -82,6 +82,14 @@ def test_linux_with_checks_reaches_the_kernel():
     assert out.mode_at_target == 64
 
 
+def test_elf_boot_notes_handoff_sets_rdi():
+    segs, h = linux_segments()
+    h = Linux64Handoff(boot_params=0, kernel_entry=h.kernel_entry, rdi=0x91000)  # kexec-tools' --args-elf
+    out, m, img = run(segs, h)
+    assert out.reached, out.error
+    assert out.regs["rdi"] == 0x91000 and out.regs["rsi"] == 0 and out.regs["rbx"] == 0
+
+
 def _flip_positions():
     segs, _ = linux_segments()
     for i, s in enumerate(segs):
