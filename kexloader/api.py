@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import mmap
 import os
@@ -44,6 +45,35 @@ def read_image(path: str | Path, what: str):
     except compression.CompressionError as e:
         raise DecompressionError(f"{what} {path}: {e}") from e
     return out
+
+
+@contextlib.contextmanager
+def open_for_file_load(kernel: str | Path, initrd: str | Path | None):
+    """File descriptors for kexec_file_load: the kernel as is, or, when compressed, decompressed into a memfd
+    (the kernel parses only a plain bzImage); the initrd as is, or -1."""
+    fds = []
+    try:
+        raw = read_file(kernel, "kernel")
+        if compression.sniff(raw):
+            fd = os.memfd_create("kernel", os.MFD_CLOEXEC)
+            fds.append(fd)
+            os.write(fd, read_image(kernel, "kernel"))
+            os.lseek(fd, 0, os.SEEK_SET)
+        else:
+            fds.append(_open(kernel, "kernel"))
+        fds.append(_open(initrd, "initrd") if initrd is not None else -1)
+        yield fds[0], fds[1]
+    finally:
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+
+
+def _open(path, what: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise KexloaderError(f"cannot read {what} {path}: {e.strerror}") from e
 
 
 def read_module(spec: str) -> Module:

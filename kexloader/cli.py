@@ -7,6 +7,7 @@ This module is the only place an exception becomes an exit code.
 
 from __future__ import annotations
 
+import errno
 import getopt
 import logging
 import os
@@ -18,9 +19,9 @@ from pathlib import Path
 
 from . import __version__, api, cmdline, crash, memory, plan as plans, system
 from .backends.base import Backend
-from .backends.linux import LinuxKexecBackend
+from .backends.linux import FILE_FALLBACK_ERRNOS, LinuxKexecBackend
 from .backends.recording import RecordingBackend
-from .errors import EXIT_DIE, KexloaderError, NotSupportedYet, UsageError
+from .errors import EXIT_DIE, EXIT_FALLBACK, BackendError, KexloaderError, NotSupportedYet, UsageError
 from .model import PurgatoryOptions, Range
 
 log = logging.getLogger("kexloader")
@@ -50,7 +51,6 @@ SHORT_TO_LONG = {"h": "help", "?": "?", "v": "version", "d": "debug", "f": "forc
                  "p": "load-panic", "s": "kexec-file-syscall", "c": "kexec-syscall", "a": "kexec-syscall-auto",
                  "S": "status"}
 NOT_YET = {
-    "kexec-file-syscall": "-s (kexec_file_load)",
     "load-preserve-context": "--load-preserve-context",
     "load-jump-back-helper": "--load-jump-back-helper", "load-live-update": "--load-live-update",
     "exec-live-update": "--exec-live-update", "hotplug": "--hotplug", "real-mode": "--real-mode",
@@ -74,8 +74,11 @@ Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
  -i, --no-checks          Skip the purgatory's SHA-256 verification.
  -x, --no-ifdown          Accepted (kexloader does not take interfaces down).
  -y, --no-sync            Do not sync before -e/-f.
- -c, --kexec-syscall      Use kexec_load (the only syscall kexloader uses today).
- -a, --kexec-syscall-auto Accepted; kexloader uses kexec_load.
+ -c, --kexec-syscall      Use kexec_load with kexloader's own layout and purgatory (the default, as
+                          Debian 12's kexec-tools).
+ -s, --kexec-file-syscall Use kexec_file_load: the kernel lays out and checks a bzImage itself
+                          (the only way under lockdown / Secure Boot).
+ -a, --kexec-syscall-auto kexec_file_load, falling back to kexec_load when the kernel cannot.
  -d, --debug              Print the segment table and error details.
      --command-line=STR, --append=STR   The new kernel's command line (the last one wins).
      --reuse-cmdline      Start from the running kernel's command line (without BOOT_IMAGE=).
@@ -117,6 +120,7 @@ class Options:
     mem_min: int = 0
     mem_max: int = memory.ADDRESS_LIMIT - 1
     dry_run: bool = False
+    syscall: str = "classic"  # -c classic kexec_load, -s file (kexec_file_load), -a auto (file, then classic)
     plan_out: str | None = None
     plan_in: str | None = None
     facts: str | None = None
@@ -169,7 +173,9 @@ def _apply(o: Options, name: str, value: str) -> None:
         o.crash = True  # kexec-tools: -p loads (into the crash region); with -u it unloads, with -S asks
         if o.action in (None, "exec", "force"):
             o.action = "load"
-    elif name in ("no-ifdown", "kexec-syscall", "kexec-syscall-auto", "noefi", "no-cma", "force-dtb",
+    elif name in ("kexec-syscall", "kexec-file-syscall", "kexec-syscall-auto"):
+        o.syscall = {"kexec-syscall": "classic", "kexec-file-syscall": "file", "kexec-syscall-auto": "auto"}[name]
+    elif name in ("no-ifdown", "noefi", "no-cma", "force-dtb",
                   "elf32-core-headers", "elf64-core-headers"):
         pass  # accepted; see USAGE for what each means here (core headers: always ELF64, as x86-64 kexec-tools)
     elif name == "no-checks":
@@ -266,6 +272,15 @@ def run(o: Options, backend: Backend, out=None) -> int:
         kind = o.crash or o.status_kind != "load"
         return 1 if backend.loaded(kind) else 0
     if o.action == "unload":
+        if _file_syscall(o, backend):
+            try:
+                backend.unload_file(o.crash)
+                return 0
+            except BackendError as e:
+                if e.errno != errno.ENOSYS:
+                    raise
+                if o.syscall == "file":
+                    raise BackendError("syscall kexec_file_load not available", exit_code=EXIT_FALLBACK) from None
         backend.unload(o.crash)
         return 0
     if o.action == "exec":
@@ -274,6 +289,8 @@ def run(o: Options, backend: Backend, out=None) -> int:
         backend.execute()
         return 0
     # load (-l), force (-f), or no action: load then shut down, as kexec-tools
+    if _file_syscall(o, backend) and _load_with_file_syscall(o, backend, out):
+        return _after_load(o, backend)
     the_plan = _build_plan(o)
     if o.debug or o.dry_run:
         print(plans.describe(the_plan), file=out if o.dry_run else sys.stderr)
@@ -282,11 +299,51 @@ def run(o: Options, backend: Backend, out=None) -> int:
     if o.dry_run:
         return 0
     backend.load(the_plan)
+    return _after_load(o, backend)
+
+
+def _after_load(o: Options, backend: Backend) -> int:
+    if o.dry_run:
+        return 0
     if o.action == "force":
         backend.execute()
     elif o.action is None:
         _shutdown_reboot()
     return 0
+
+
+def _file_syscall(o: Options, backend: Backend) -> bool:
+    """-s/-a, where there is a kexec_file_load (never under Xen: kexec-tools does not use it there either)."""
+    return o.syscall != "classic" and hasattr(backend, "load_file") and not o.plan_in
+
+
+def _load_with_file_syscall(o: Options, backend: Backend, out) -> bool:
+    """kexec_file_load of the kernel and initrd; False when -a should fall back to kexec_load."""
+    if not o.kernel:
+        raise UsageError("no kernel image given", hint="kexloader -s -l KERNEL [--initrd=FILE] [--append=STRING]")
+    if o.vmm or o.modules:
+        if o.syscall == "auto":
+            return False
+        raise BackendError("kexec_file_load cannot load multiboot images", hint="use -c (kexec_load)",
+                           exit_code=EXIT_FALLBACK)
+    if o.crash:  # as kexec-tools, even in file mode: no region, one line and no load
+        crash.crash_region(system.load_snapshot(Path(o.facts)) if o.facts else system.read_facts())
+    facts_cmdline = system.read_cmdline() if o.reuse_cmdline else ""
+    line = cmdline.compose(cmdline.reused(facts_cmdline, crash=o.crash) if o.reuse_cmdline else None, o.append)
+    with api.open_for_file_load(o.kernel, o.initrd) as (kernel_fd, initrd_fd):
+        if o.dry_run or o.debug:
+            print(f"kexec_file_load(kernel={o.kernel}, initrd={o.initrd or 'none'}, cmdline={line!r}, "
+                  f"{'crash' if o.crash else 'normal'})", file=out if o.dry_run else sys.stderr)
+        try:
+            backend.load_file(kernel_fd, initrd_fd, line, o.crash)
+        except BackendError as e:
+            if e.errno not in FILE_FALLBACK_ERRNOS:
+                raise
+            if o.syscall == "auto":
+                log.debug("kexec_file_load refused (%s): falling back to kexec_load", e)
+                return False
+            raise BackendError(f"{e}; syscall kexec_file_load not available", exit_code=EXIT_FALLBACK) from None
+    return True
 
 
 def _build_plan(o: Options):

@@ -253,6 +253,13 @@ def read_xen_facts() -> tuple[tuple[MemRegion, ...], XenFacts]:
                                                xen_image=xen.get_range(xf.KEXEC_RANGE_MA_XEN))
 
 
+def read_cmdline(root: Path = Path("/")) -> str:
+    try:
+        return (root / "proc/cmdline").read_text().strip()
+    except OSError:
+        return ""
+
+
 def read_facts(root: Path = Path("/")) -> SystemFacts:
     """Everything a plan needs, from the running system under `root`."""
     role = xen_role(root)

@@ -130,3 +130,70 @@ def test_help_and_version(capsys):
     code, out, _, _ = run(["-v"], capsys)
     assert code == 0 and out.startswith("kexloader ")
     assert run(["-?"], capsys)[0] == 1
+
+
+class FileLoadBackend(RecordingBackend):
+    """A recorder whose kexec_file_load answers like a kernel that refuses (errno) or accepts (None)."""
+
+    def __init__(self, refuse=None):
+        super().__init__()
+        self.refuse = refuse
+
+    def load_file(self, kernel_fd, initrd_fd, cmdline, crash):
+        import os
+        from kexloader.errors import BackendError
+        if self.refuse:
+            raise BackendError("kexec_file_load: refused", errno=self.refuse)
+        self.file_loads.append((os.fstat(kernel_fd).st_size, initrd_fd, cmdline, crash))
+
+    def unload_file(self, crash):
+        from kexloader.errors import BackendError
+        if self.refuse:
+            raise BackendError("kexec_file_load (unload): refused", errno=self.refuse)
+        self.file_loads.append(("unload", crash))
+
+
+def test_s_uses_kexec_file_load_with_the_files(capsys):
+    backend = FileLoadBackend()
+    code, out, err, _ = run(["-s", "-l", TINY, "--initrd", TINY, "--append=a b"], capsys, backend)
+    assert code == 0, err
+    (size, initrd_fd, line, crash), = backend.file_loads
+    assert size == Path(TINY).stat().st_size and initrd_fd >= 0 and line == "a b" and not crash
+    assert not backend.plans  # the kernel lays it out: no plan of ours
+
+
+def test_s_inflates_a_compressed_kernel_into_a_memfd(tmp_path, capsys):
+    import gzip
+    packed = tmp_path / "vmlinuz.gz"
+    packed.write_bytes(gzip.compress(Path(TINY).read_bytes()))
+    backend = FileLoadBackend()
+    assert run(["-s", "-l", str(packed)], capsys, backend)[0] == 0
+    assert backend.file_loads[0][0] == Path(TINY).stat().st_size and backend.file_loads[0][1] == -1
+
+
+@pytest.mark.parametrize("errno_name", ["ENOEXEC", "ENOSYS", "EINVAL", "EOPNOTSUPP"])
+def test_s_gives_up_with_253_and_a_falls_back(errno_name, capsys):
+    import errno
+    code, out, err, backend = run(["-s", "-l", TINY], capsys, FileLoadBackend(getattr(errno, errno_name)))
+    assert code == 253 and "kexec_file_load not available" in err and err.count("\n") == 1
+    code, out, err, backend = run(["-a", "-l", TINY], capsys, FileLoadBackend(getattr(errno, errno_name)))
+    assert code == 0 and backend.plans[False].linux is not None  # fell back to our own layout
+
+
+def test_s_hard_failures_are_not_fallbacks(capsys):
+    import errno
+    code, out, err, backend = run(["-a", "-l", TINY], capsys, FileLoadBackend(errno.EKEYREJECTED))
+    assert code == 255 and not backend.plans
+
+
+def test_s_unload_and_fallback(capsys):
+    import errno
+    backend = FileLoadBackend()
+    assert run(["-s", "-u", "-p"], capsys, backend)[0] == 0 and backend.file_loads == [("unload", True)]
+    assert run(["-s", "-u"], capsys, FileLoadBackend(errno.ENOSYS))[0] == 253
+    assert run(["-a", "-u"], capsys, FileLoadBackend(errno.ENOSYS))[0] == 0
+
+
+def test_s_refuses_multiboot(capsys):
+    code, out, err, _ = run(["-s", "-l", TINY, "--module=x"], capsys, FileLoadBackend())
+    assert code == 253 and "multiboot" in err

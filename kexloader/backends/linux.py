@@ -15,6 +15,12 @@ from ..model import MAP_ONLY, Plan
 
 SYS_REBOOT = 169  # arch/x86/entry/syscalls/syscall_64.tbl
 SYS_KEXEC_LOAD = 246
+SYS_KEXEC_FILE_LOAD = 320
+KEXEC_FILE_UNLOAD = 0x1
+KEXEC_FILE_ON_CRASH = 0x2
+KEXEC_FILE_NO_INITRAMFS = 0x4
+# kexec_file_load errors after which kexec-tools falls back to kexec_load (-a) or gives up with 253 (-s)
+FILE_FALLBACK_ERRNOS = frozenset({E.ENOSYS, E.EINVAL, E.ENOEXEC, E.EOPNOTSUPP})
 LINUX_REBOOT_MAGIC1 = 0xFEE1DEAD
 LINUX_REBOOT_MAGIC2 = 672274793
 LINUX_REBOOT_CMD_KEXEC = 0x45584543
@@ -111,6 +117,31 @@ class LinuxKexecBackend:
         rc = raw_syscall(SYS_KEXEC_LOAD, plan.entry, len(plan.segments), segs, plan.flags)
         if rc < 0:
             self._fail("kexec_load", -rc)
+
+    def load_file(self, kernel_fd: int, initrd_fd: int, cmdline: str, crash: bool) -> None:
+        """kexec_file_load(2): the kernel reads, checks (signatures, lockdown) and lays out the bzImage itself."""
+        line = cmdline.encode() + b"\0"
+        flags = (KEXEC_FILE_ON_CRASH if crash else 0) | (KEXEC_FILE_NO_INITRAMFS if initrd_fd < 0 else 0)
+        rc = raw_syscall(SYS_KEXEC_FILE_LOAD, kernel_fd, initrd_fd, len(line), ctypes.c_char_p(line), flags)
+        if rc < 0:
+            self._fail_file("kexec_file_load", -rc)
+
+    def unload_file(self, crash: bool) -> None:
+        flags = KEXEC_FILE_UNLOAD | (KEXEC_FILE_ON_CRASH if crash else 0)
+        rc = raw_syscall(SYS_KEXEC_FILE_LOAD, -1, -1, 0, 0, flags)
+        if rc < 0:
+            self._fail_file("kexec_file_load (unload)", -rc)
+
+    @staticmethod
+    def _fail_file(call: str, err: int) -> None:
+        messages = {
+            E.ENOEXEC: "this kernel cannot load that image itself (only a 64-bit relocatable bzImage)",
+            E.EKEYREJECTED: "the image's signature was rejected", E.ENOKEY: "the image is not signed with a "
+            "trusted key", E.EBADMSG: "the image's signature is malformed",
+            E.EPERM: "the kernel refused (EPERM): run as root with CAP_SYS_BOOT",
+            E.ENOSYS: "this kernel has no kexec_file_load (CONFIG_KEXEC_FILE)",
+        }
+        raise BackendError(f"{call}: {messages.get(err, os.strerror(err))}", errno=err)
 
     def unload(self, crash: bool) -> None:
         flags = KEXEC_ARCH_X86_64 | (KEXEC_ON_CRASH if crash else 0)
