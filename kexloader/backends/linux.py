@@ -80,8 +80,8 @@ def _buffer_address(data, keep: list) -> int:
 LOAD_ERRORS = {
     E.EPERM: ("the kernel refused to load an image (EPERM)",
               "run as root with CAP_SYS_BOOT; if the kernel is locked down (Secure Boot) or "
-              "/proc/sys/kernel/kexec_load_disabled is 1, kexec_load cannot be used; kexec_file_load (-s), "
-              "the only door there, is not supported by kexloader yet"),
+              "/proc/sys/kernel/kexec_load_disabled is 1, kexec_load cannot be used: try -s (kexec_file_load, "
+              "with a signed bzImage under Secure Boot)"),
     E.ENOSYS: ("this kernel has no kexec_load (ENOSYS)", "the running kernel was built without CONFIG_KEXEC"),
     E.EBUSY: ("another kexec load or exec is in progress (EBUSY)", "try again when it has finished"),
     E.EINVAL: ("the kernel rejected the segment list (EINVAL)",
