@@ -104,3 +104,36 @@ def test_committed_snapshots_load(path):
     facts = system.load_snapshot(path)
     assert any(r.type == E820_RAM for r in facts.memmap)
     assert facts.boot_params is None or len(facts.boot_params) == 4096
+
+
+@pytest.mark.parametrize("files, role", [
+    ({}, None),
+    ({"sys/hypervisor/type": "xen\n", "sys/hypervisor/guest_type": "HVM\n"}, None),  # Linux's own kexec works
+    ({"sys/hypervisor/type": "xen\n", "sys/hypervisor/guest_type": "PV\n",
+      "proc/xen/capabilities": "control_d\n"}, "dom0"),
+    ({"sys/hypervisor/type": "xen\n", "sys/hypervisor/guest_type": "PV\n", "proc/xen/capabilities": ""}, "domU"),
+    ({"sys/hypervisor/type": "kvm\n"}, None),
+])
+def test_xen_role(tmp_path, files, role):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert system.xen_role(tmp_path) == role
+
+
+def test_xen_without_xenfs_says_how_to_mount_it(tmp_path):
+    (tmp_path / "sys/hypervisor").mkdir(parents=True)
+    (tmp_path / "sys/hypervisor/type").write_text("xen\n")
+    (tmp_path / "sys/hypervisor/guest_type").write_text("PV\n")
+    with pytest.raises(SystemFactsError) as e:
+        system.xen_role(tmp_path)
+    assert "mount -t xenfs" in e.value.hint
+
+
+def test_a_domu_is_refused(tmp_path):
+    for name, text in {"sys/hypervisor/type": "xen\n", "sys/hypervisor/guest_type": "PV\n",
+                       "proc/xen/capabilities": ""}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    with pytest.raises(SystemFactsError, match="domU"):
+        system.read_facts(tmp_path)
