@@ -191,6 +191,7 @@ class Qemu:
         self._eof = False
         self.proc: subprocess.Popen | None = None
         self.start_time = 0.0
+        self._end_time = 0.0  # when QEMU's console closed (it exited or was killed)
         self.timed_out: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -219,6 +220,7 @@ class Qemu:
             data = os.read(fd, 65536)
             with self._cond:
                 if not data:
+                    self._end_time = self._end_time or time.monotonic()
                     self._eof = True
                     self._cond.notify_all()
                     return
@@ -298,6 +300,7 @@ class Qemu:
             except ProcessLookupError:
                 pass
             self.proc.wait()
+            self._end_time = self._end_time or time.monotonic()
         if getattr(self, "_log", None) and not self._log.closed:
             self._reader.join(timeout=5)
             self._log.close()
@@ -306,7 +309,7 @@ class Qemu:
         return Transcript(
             text=self.text, cmd=self.cmd, log_path=self.log_path,
             returncode=self.proc.returncode if self.proc else None,
-            elapsed=time.monotonic() - self.start_time, timed_out=self.timed_out,
+            elapsed=(self._end_time or time.monotonic()) - self.start_time, timed_out=self.timed_out,
             stderr=getattr(self, "_stderr", ""),
         )
 
