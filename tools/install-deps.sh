@@ -14,6 +14,16 @@ set -euo pipefail
 
 say() { printf 'install-deps: %s\n' "$*"; }
 
+retry() {  # retry CMD...: three tries, for transient mirror errors
+    local n
+    for n in 1 2 3; do
+        "$@" && return 0
+        say "attempt $n of '$*' failed"
+        sleep $((n * 5))
+    done
+    return 1
+}
+
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -38,14 +48,14 @@ apt_packages=(
 )
 export DEBIAN_FRONTEND=noninteractive
 say "apt-get update"
-apt-get update -qq
+retry apt-get update -qq
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
 done
 if ((${#missing[@]})); then
     say "apt-get install ${missing[*]}"
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    retry apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
     say "Debian packages already installed"
 fi
@@ -61,7 +71,7 @@ else
     python=$(command -v python3)
 fi
 say "pip install -e '.[test]' with $python ($("$python" --version 2>&1))"
-run_as_user "$python" -m pip install -q --disable-pip-version-check -e "$repo[test]"
+retry run_as_user "$python" -m pip install -q --disable-pip-version-check -e "$repo[test]"
 
 # --- Debian's kernel and Xen, downloaded and unpacked into the cache ---------------------------
 run_as_user mkdir -p "$cache/debs"
@@ -73,14 +83,18 @@ fi
 xen_pkg=xen-hypervisor-4.17-amd64
 
 fetch_and_unpack() {  # $1 package, $2 destination directory under the cache
-    local pkg=$1 dest=$2 version deb
+    local pkg=$1 dest=$2 version deb old
     version=$(apt-cache policy "$pkg" | sed -n 's/^ *Candidate: //p')
     deb=$(ls "$cache/debs/${pkg}_"*.deb 2>/dev/null | grep -F "_${version//:/%3a}_" | head -n1 || true)
     if [[ -z $deb ]]; then
         say "apt-get download $pkg=$version"
-        (cd "$cache/debs" && run_as_user apt-get download -q "$pkg=$version")
+        (cd "$cache/debs" && retry run_as_user apt-get download -q "$pkg=$version")
         deb=$(ls "$cache/debs/${pkg}_"*.deb | grep -F "_${version//:/%3a}_" | head -n1)
     fi
+    # Older versions of the same package are not needed any more.
+    for old in "$cache/debs/${pkg}_"*.deb; do
+        [[ $old == "$deb" ]] || rm -f "$old"
+    done
     if [[ ! -f $dest/.unpacked-$(basename "$deb") ]]; then
         say "dpkg -x $(basename "$deb") $dest"
         rm -rf "$dest"
