@@ -120,3 +120,9 @@ def test_both_xen_syntaxes(argv, kernel, line, modules, monkeypatch):
                                                "--dry-run"]))
     assert seen["kernel"] == kernel and seen["cmdline"] == line and seen["modules"] == modules
     assert seen["initrd"] is None
+
+
+def test_an_initrd_for_a_multiboot_image_is_refused_not_lost():
+    from kexloader.errors import UsageError
+    with pytest.raises(UsageError, match="takes modules, not an initrd"):
+        plan_for(initrd=b"x" * 10, initrd_name="initrd.img")

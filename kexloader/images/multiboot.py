@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 
 from .. import __version__
-from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageError
+from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageError, UsageError
 from ..formats import multiboot as mb
 from ..handoff import attach_purgatory
 from ..memory import Layout, validate
@@ -142,6 +142,9 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
                                     "that no loader understands")
     if mb2 is not None:
         _check_mb2_requests(mb2, name)
+    if req.initrd is not None:  # kexec-tools ignores it here with a getopt warning; silently losing it is worse
+        raise UsageError(f"{name}: a multiboot image takes modules, not an initrd",
+                         hint="use --module=FILE (Xen: --module=\"vmlinuz ARGS\" --module=initrd.img), or --vmm")
     layout = Layout(usable)
     entry, loads = _image_loads(req, mb1)
     delta = _relocation(mb2, loads, layout)

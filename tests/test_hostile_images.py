@@ -1,0 +1,41 @@
+"""Hostile or damaged images: byte flips and cuts of every fixture kind may raise only KexloaderError."""
+
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kexloader import api, system
+from kexloader.errors import KexloaderError
+from kexloader.model import LoadRequest, Module
+
+ROOT = Path(__file__).resolve().parent.parent
+FACTS = system.load_snapshot(ROOT / "fixtures/snapshots/qemu-2g.json")
+IMAGES = {name: (ROOT / "fixtures" / name).read_bytes() for name in (
+    "bzimage/tiny.bzImage", "multiboot/tiny-mb12.elf", "multiboot/tiny-mb1.elf", "probes/bzprobe.bzImage",
+    "probes/mbprobe.elf")}
+
+
+def plan(data: bytes):
+    req = LoadRequest(kernel=data, kernel_name="mutant", cmdline="console=ttyS0",
+                      modules=(Module("m", b"m" * 100, "m arg"),))
+    try:
+        api.make_plan(req, FACTS)
+    except KexloaderError:
+        pass
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(IMAGES)), flips=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)),
+                                                           min_size=1, max_size=8))
+def test_byte_flips_raise_only_kexloader_errors(name, flips):
+    data = bytearray(IMAGES[name])
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    plan(bytes(data))
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.sampled_from(sorted(IMAGES)), cut=st.integers(0, 1 << 16))
+def test_truncations_raise_only_kexloader_errors(name, cut):
+    plan(IMAGES[name][:cut % (len(IMAGES[name]) + 1)])
