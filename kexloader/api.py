@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from . import crash, images
-from .errors import DecompressionError, KexloaderError, PlacementError, UnsupportedImageError
+from .errors import UsageError, DecompressionError, KexloaderError, PlacementError, UnsupportedImageError
 from .formats import compression
 from .memory import EVERYWHERE
 from .model import LoadRequest, Module, Plan, PurgatoryOptions, Range, SystemFacts
@@ -115,6 +115,8 @@ def rng_seed() -> bytes | None:
 def make_plan(req: LoadRequest, facts: SystemFacts, *, window: Range = EVERYWHERE) -> Plan:
     """Pure: the plan that loads `req` on the machine `facts` describe, inside `window` (--mem-min/--mem-max)."""
     kind = images.detect(req.kernel, req.kernel_name, req.image_type)
+    if req.modules and not kind.name.startswith("multiboot"):
+        raise UsageError(f"{req.kernel_name}: --module is for multiboot images; a {kind.name} takes --initrd")
     if req.crash:
         plan = _crash_plan(kind, req, facts, window)
     else:

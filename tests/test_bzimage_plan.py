@@ -123,3 +123,9 @@ def test_rng_seed_goes_in_a_setup_data_chain():
     assert bytes(segs["setup-data"].data) == struct.pack("<QII", 0, 9, 32) + seed  # last in chain, SETUP_RNG_SEED
     assert "setup-data" not in by_role(plan_for())  # no seed, no segment (golden plans stay deterministic)
 
+
+
+def test_modules_for_a_bzimage_are_refused():
+    from kexloader.model import Module
+    with pytest.raises(UsageError, match="--module is for multiboot images"):
+        plan_for(modules=(Module("m", b"x", "m"),))
