@@ -31,8 +31,9 @@ def to_json(plan: Plan, *, files: bool = True) -> dict:
     return doc
 
 
-def write_dir(plan: Plan, out: Path) -> None:
+def write_dir(plan: Plan, out: Path | str) -> None:
     """plan.json plus the bytes of every segment (its buffer; the zero fill is implied by memsz)."""
+    out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         doc = to_json(plan)
@@ -43,8 +44,9 @@ def write_dir(plan: Plan, out: Path) -> None:
         raise KexloaderError(f"cannot write the plan to {out}: {e.strerror}") from e
 
 
-def read_dir(src: Path) -> Plan:
+def read_dir(src: Path | str) -> Plan:
     """A plan saved by write_dir, ready for a backend (the embedded-team flow: plan on a host, load on the target)."""
+    src = Path(src)
     try:
         doc = json.loads((src / "plan.json").read_text())
         segs = []
