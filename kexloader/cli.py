@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, api, cmdline, crash, memory, plan as plans, system
+from . import __version__, cmdline, memory, system
 from .backends.base import Backend
 from .backends.linux import FILE_FALLBACK_ERRNOS, LinuxKexecBackend
 from .backends.recording import RecordingBackend
@@ -250,6 +250,13 @@ def _serial_port(value: str) -> int:
     return port
 
 
+def _planning():
+    """The planner modules, imported only when a command plans something: -S, -u and -e start faster
+    (it shows under QEMU's emulation, and on small boards)."""
+    from . import api, crash, plan as plans
+    return api, crash, plans
+
+
 def run(o: Options, backend: Backend, out=None) -> int:
     out = out or sys.stdout
     if o.show == "help":
@@ -292,6 +299,7 @@ def run(o: Options, backend: Backend, out=None) -> int:
     if _file_syscall(o, backend) and _load_with_file_syscall(o, backend, out):
         return _after_load(o, backend)
     the_plan = _build_plan(o)
+    _, _, plans = _planning()
     if o.debug or o.dry_run:
         print(plans.describe(the_plan), file=out if o.dry_run else sys.stderr)
     if o.plan_out:
@@ -326,6 +334,7 @@ def _load_with_file_syscall(o: Options, backend: Backend, out) -> bool:
             return False
         raise BackendError("kexec_file_load cannot load multiboot images", hint="use -c (kexec_load)",
                            exit_code=EXIT_FALLBACK)
+    api, crash, _ = _planning()
     if o.crash:  # as kexec-tools, even in file mode: no region, one line and no load
         crash.crash_region(system.load_snapshot(Path(o.facts)) if o.facts else system.read_facts())
     facts_cmdline = system.read_cmdline() if o.reuse_cmdline else ""
@@ -347,6 +356,7 @@ def _load_with_file_syscall(o: Options, backend: Backend, out) -> bool:
 
 
 def _build_plan(o: Options):
+    api, crash, plans = _planning()
     if o.plan_in:
         return plans.read_dir(Path(o.plan_in))
     if not o.kernel:
