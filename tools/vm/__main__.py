@@ -28,7 +28,8 @@ mark_file cmdline /proc/cmdline
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m tools.vm", description=__doc__)
     ap.add_argument("command", choices=["smoke", "shell", "build", "sizes"])
-    ap.add_argument("--out", type=Path, default=None, help="where images go (default: a temp dir)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="where images go (default: a temp dir, removed afterwards except for 'build')")
     ap.add_argument("--memory", type=int, default=2048)
     ap.add_argument("--append", default="", help="more kernel command-line words")
     a = ap.parse_args(argv)
@@ -37,7 +38,13 @@ def main(argv=None) -> int:
     if inputs.missing():
         print("missing: " + "; ".join(inputs.missing()), file=sys.stderr)
         return 2
-    out = a.out or Path(tempfile.mkdtemp(prefix="kexloader-vm-"))
+    if a.out is None and a.command != "build":
+        with tempfile.TemporaryDirectory(prefix="kexloader-vm-") as d:
+            return run(a, inputs, Path(d))
+    return run(a, inputs, a.out or Path(tempfile.mkdtemp(prefix="kexloader-vm-")))
+
+
+def run(a, inputs, out: Path) -> int:
     h = Harness(out, inputs)
     t0 = time.monotonic()
     leaf = h.leaf(files={"/payload.bin": b"kexloader\n"})
