@@ -39,7 +39,11 @@ def read_file(path: str | Path, what: str):
 
 def read_image(path: str | Path, what: str):
     """An image file, decompressed when its content says it is compressed (never by its name)."""
-    data = read_file(path, what)
+    return inflate(read_file(path, what), what, path)
+
+
+def inflate(data, what: str, path):
+    """`data` decompressed when its content is compressed, else `data` itself."""
     try:
         out, _ = compression.maybe_decompress(data, limit=DECOMPRESSED_LIMIT)
     except compression.CompressionError as e:
@@ -57,7 +61,7 @@ def open_for_file_load(kernel: str | Path, initrd: str | Path | None):
         if compression.sniff(raw):
             fd = os.memfd_create("kernel", os.MFD_CLOEXEC)
             fds.append(fd)
-            os.write(fd, read_image(kernel, "kernel"))
+            os.write(fd, inflate(raw, "kernel", kernel))
             os.lseek(fd, 0, os.SEEK_SET)
         else:
             fds.append(_open(kernel, "kernel"))
@@ -83,7 +87,7 @@ def read_module(spec: str) -> Module:
     raw = read_file(path, "module")
     data = raw
     if compression.sniff(raw):
-        inflated = read_image(path, "module")
+        inflated = inflate(raw, "module", path)
         if images.looks_like_kernel(inflated):
             data = inflated
     return Module(path, data, spec.strip())

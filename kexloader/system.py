@@ -335,10 +335,14 @@ def _xen_to_json(x: XenFacts | None):
 def _xen_from_json(doc) -> XenFacts | None:
     if doc is None:
         return None
-    r = lambda v: Range(*v) if v else None  # noqa: E731
-    return XenFacts(crash_area=r(doc.get("crash_area")), cpu_notes=tuple((c, Range(s, n)) for c, s, n in
-                                                                          doc.get("cpu_notes", [])),
-                    vmcoreinfo=r(doc.get("vmcoreinfo")), xen_image=r(doc.get("xen_image")))
+    return XenFacts(crash_area=_range_from_json(doc.get("crash_area")),
+                    cpu_notes=tuple((c, Range(s, n)) for c, s, n in doc.get("cpu_notes", [])),
+                    vmcoreinfo=_range_from_json(doc.get("vmcoreinfo")),
+                    xen_image=_range_from_json(doc.get("xen_image")))
+
+
+def _range_from_json(v) -> Range | None:
+    return Range(*v) if v else None
 
 
 def facts_from_json(doc: dict, source: str = "snapshot") -> SystemFacts:
