@@ -172,7 +172,7 @@ def build_wheel(out_dir: Path, repo: Path = REPO) -> Path:
     """`pip wheel --no-deps` of a clean copy of the working tree; returns the .whl path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kexloader-src-") as src:
-        ignore = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+        ignore = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
                                         ".hypothesis", ".cache", "*.pyc")
         shutil.copytree(repo, src, dirs_exist_ok=True, ignore=ignore, symlinks=True)
         _run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
