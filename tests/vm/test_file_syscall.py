@@ -23,9 +23,9 @@ run exec kexloader -e
 """
 
 
-def test_kexec_file_load(vm_harness):
+def test_kexec_file_load(platform_harness):
     append = f"console=ttyS0 panic=-1 stage=report token={new_token()}"
-    run = run_kexec(vm_harness, "file-syscall", FILE_STYLE, append)
+    run = run_kexec(platform_harness, "file-syscall", FILE_STYLE, append)
     t = run.transcript
     assert t.rc("load1") == 0, t.out("load1")
     assert t.get("loaded1") == "1"

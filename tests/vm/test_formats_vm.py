@@ -123,8 +123,8 @@ def _inputs(h) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def chain(vm_harness) -> Chain:
-    h = vm_harness
+def chain(platform_harness) -> Chain:
+    h = platform_harness
     files = _inputs(h)
     stages = {s: stage_script(s, k, o, n, d) for s, k, o, n, d in CHAIN}
     stages["f"] = LAST
@@ -182,18 +182,18 @@ def test_d_xz_and_zstd_compressed_bzimages(chain, stage):
     assert chain.transcript.stages() == list("abcdef")
 
 
-def test_report_times(chain, vm_harness):
+def test_report_times(chain, platform_harness):
     """Not a check: puts the per-step wall times into the session's VM summary."""
     t = chain.transcript
     prev = 0.0
     for stage in "abcdef":
         if stage in chain.seen_at:
-            vm_harness.timings[f"chain: {stage} up (/init)"] = chain.seen_at[stage] - prev
+            platform_harness.timings[f"chain: {stage} up (/init)"] = chain.seen_at[stage] - prev
             prev = chain.seen_at[stage]
     for stage in "bcdef":
         if t.has(f"repack:{stage}"):
             size, t0, t1 = t.get(f"repack:{stage}").split()
-            vm_harness.timings[f"chain: initrd for {stage} {int(size) >> 20} MiB, cpio"] = float(t1) - float(t0)
+            platform_harness.timings[f"chain: initrd for {stage} {int(size) >> 20} MiB, cpio"] = float(t1) - float(t0)
             if t.has(f"loaded:{stage}"):
-                vm_harness.timings[f"chain: kexloader -l for {stage}"] = float(t.get(f"loaded:{stage}")) - float(t1)
-    vm_harness.timings["chain: whole run"] = t.elapsed
+                platform_harness.timings[f"chain: kexloader -l for {stage}"] = float(t.get(f"loaded:{stage}")) - float(t1)
+    platform_harness.timings["chain: whole run"] = t.elapsed

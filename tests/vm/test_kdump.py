@@ -173,9 +173,9 @@ def assert_dump_is_good(t, append: str) -> Core:
 # ----------------------------------------------------------------------------------------- scenarios
 
 @pytest.fixture(scope="module")
-def kdump(vm_harness):
+def kdump(platform_harness):
     append = crash_append(new_token())
-    t = boot_first(vm_harness, "kdump", FIRST, append)
+    t = boot_first(platform_harness, "kdump", FIRST, append)
     t.append = append
     return t
 
@@ -221,9 +221,9 @@ def test_the_guest_snapshot_has_the_kdump_facts(kdump):
         Path(out).write_bytes(kdump.b64("facts"))
 
 
-def test_backup_scheme_dumps_low_memory_from_the_copy(vm_harness):
+def test_backup_scheme_dumps_low_memory_from_the_copy(platform_harness):
     append = crash_append(new_token())
-    t = boot_first(vm_harness, "kdump-backup", FIRST_BACKUP, append)
+    t = boot_first(platform_harness, "kdump-backup", FIRST_BACKUP, append)
     assert t.rc("load") == 0, t.out("load")
     assert "backup" in t.out("load") and t.get("crash_loaded") == "1"
     core = assert_dump_is_good(t, append)
@@ -235,8 +235,8 @@ def test_backup_scheme_dumps_low_memory_from_the_copy(vm_harness):
     assert int(got["paddr"]) == low.p_paddr and int(got["nonzero"]) > 0, got
 
 
-def test_p_without_a_crash_region_is_one_line_and_exit_1(vm_harness):
-    t = boot_first(vm_harness, "kdump-no-region", NO_REGION, crash_append(new_token()), crashkernel=None)
+def test_p_without_a_crash_region_is_one_line_and_exit_1(platform_harness):
+    t = boot_first(platform_harness, "kdump-no-region", NO_REGION, crash_append(new_token()), crashkernel=None)
     assert t.timed_out is None, t.summary()
     assert t.rc("load") == 1, t.out("load")
     out = t.out("load").strip().splitlines()
@@ -245,7 +245,7 @@ def test_p_without_a_crash_region_is_one_line_and_exit_1(vm_harness):
     assert t.rc("ckr") == 0 and t.out("ckr").strip() == "0"
 
 
-def test_vmlinux_with_args_linux_as_the_crash_kernel(vm_harness, tmp_path):
+def test_vmlinux_with_args_linux_as_the_crash_kernel(platform_harness, tmp_path):
     from kexloader import api, system
     from kexloader.errors import UnsupportedImageError
     from kexloader.model import LoadRequest
@@ -256,7 +256,7 @@ def test_vmlinux_with_args_linux_as_the_crash_kernel(vm_harness, tmp_path):
         sys.path.insert(0, sys_path)
     from tools.extract_vmlinux import extract
 
-    vmlinux = extract(vm_harness.vmlinuz.read_bytes()).vmlinux
+    vmlinux = extract(platform_harness.vmlinuz.read_bytes()).vmlinux
     facts = system.load_snapshot(REPO / "fixtures" / "snapshots" / "qemu-debian12-kdump-384m.json")
     try:
         api.make_plan(LoadRequest(kernel=vmlinux, kernel_name="vmlinux", crash=True, args_style="linux"), facts)
@@ -266,6 +266,6 @@ def test_vmlinux_with_args_linux_as_the_crash_kernel(vm_harness, tmp_path):
     stage = FIRST.replace("/boot/vmlinuz", "/boot/vmlinux --args-linux")
     vm_path = tmp_path / "vmlinux"
     vm_path.write_bytes(vmlinux)
-    t = boot_first(vm_harness, "kdump-vmlinux", stage, append, files={"/boot/vmlinux": vm_path})
+    t = boot_first(platform_harness, "kdump-vmlinux", stage, append, files={"/boot/vmlinux": vm_path})
     assert t.rc("load2") == 0, t.out("load2")
     assert_dump_is_good(t, append)

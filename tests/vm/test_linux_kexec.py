@@ -80,9 +80,9 @@ run exec kexloader -e
 
 
 @pytest.fixture(scope="module")
-def kexec_tools_style(vm_harness):
+def kexec_tools_style(platform_harness):
     append = f"console=ttyS0 panic=-1 stage=report token={new_token()}"
-    return run_kexec(vm_harness, "kexec-tools-style", KEXEC_TOOLS_STYLE, append)
+    return run_kexec(platform_harness, "kexec-tools-style", KEXEC_TOOLS_STYLE, append)
 
 
 def test_status_before_load_says_nothing_loaded(kexec_tools_style):
@@ -124,9 +124,9 @@ run exec kexloader -e
 """
 
 
-def test_systemd_argument_style(vm_harness):
+def test_systemd_argument_style(platform_harness):
     append = f"console=ttyS0 panic=-1 stage=report token={new_token()} quiet"
-    run = run_kexec(vm_harness, "systemd-style", SYSTEMD_STYLE, append)
+    run = run_kexec(platform_harness, "systemd-style", SYSTEMD_STYLE, append)
     t = run.transcript
     assert t.rc("load") == 0, t.out("load")
     assert t.get("loaded") == "1"
@@ -142,13 +142,13 @@ run exec kexloader -e
 """
 
 
-def test_reuse_cmdline_with_append(vm_harness):
+def test_reuse_cmdline_with_append(platform_harness):
     # BOOT_IMAGE= (as GRUB passes it) must be dropped, the rest kept, --append added after it;
     # /init takes the last stage= word, so the second kernel runs "report".
     token, token2 = new_token(), new_token()
     first = f"BOOT_IMAGE=/boot/vmlinuz-test console=ttyS0 panic=-1 stage=first token={token}"
     append = f"stage=report token2={token2}"
-    run = run_kexec(vm_harness, "reuse-cmdline", REUSE, append, first_cmdline=first)
+    run = run_kexec(platform_harness, "reuse-cmdline", REUSE, append, first_cmdline=first)
     t = run.transcript
     assert t.rc("load") == 0, t.out("load")
     assert t.b64("first_cmdline").decode() == first + "\n"

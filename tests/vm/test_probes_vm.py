@@ -85,8 +85,8 @@ def _decoded(run: Run) -> dict:
 
 
 @pytest.fixture(scope="module")
-def probe_runs(vm_harness, tmp_path_factory) -> ProbeRuns:
-    h = vm_harness
+def probe_runs(platform_harness, tmp_path_factory) -> ProbeRuns:
+    h = platform_harness
     d = tmp_path_factory.mktemp("probes")
     runs = ProbeRuns(initrd=os.urandom(48 * 1024 + 123), mods=(os.urandom(20000), os.urandom(36001)),
                      bz_append=f"console=ttyS0 probe=bz \"quoted words\" token={new_token()}",

@@ -3,7 +3,7 @@
 pyproject maps formats/ to kexloader.formats (package-dir) and lists the packages one by one, so a
 new subpackage that is not listed works from the editable install and is missing from the wheel.
 These tests install the wheel with `pip install --target` into a throwaway directory (the same
-way the guests get it) and import every module from there with Debian's python3.11, which has
+way the guests get it) and import every module from there with Debian's python3 (GUEST_PYTHON, the guests' interpreter), which has
 no editable install of kexloader to fall back on. No QEMU needed.
 """
 
@@ -53,7 +53,7 @@ def test_wheel_holds_every_source_module(kexloader_wheel):
 @pytest.fixture(scope="module")
 def installed(kexloader_wheel) -> Path:
     if not GUEST_PYTHON.is_file():
-        _unavailable(f"{GUEST_PYTHON} is missing (apt-get install python3.11)")
+        _unavailable(f"{GUEST_PYTHON} is missing (apt-get install python3)")
     staged = pyruntime.build_packages(kexloader_wheel)
     return staged.root / pyruntime.SITE_DIR
 

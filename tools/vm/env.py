@@ -167,3 +167,23 @@ def find_inputs(platform: str = DEFAULT_PLATFORM) -> Inputs:
         kernel_package=" ".join(info["kernel"]) if "kernel" in info else None,
         xen_package=" ".join(info["xen"]) if "xen" in info else None,
     )
+
+
+def read_module(path: Path) -> bytes:
+    """A kernel module's bytes, inflated when shipped compressed (.ko.xz on Debian 13 and later:
+    busybox insmod takes only plain ELF)."""
+    data = Path(path).read_bytes()
+    name = Path(path).name
+    if name.endswith(".xz"):
+        import lzma
+
+        return lzma.decompress(data)
+    if name.endswith(".zst"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    if name.endswith(".gz"):
+        import gzip
+
+        return gzip.decompress(data)
+    return data

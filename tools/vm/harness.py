@@ -1,6 +1,7 @@
 """The VM-test harness: one object that knows the inputs, stages Python once, builds and boots guests.
 
-    h = Harness(out_dir)                      # finds Debian's kernel, QEMU, busybox, python3.11
+    h = Harness(out_dir)                      # finds Debian's kernel, QEMU, busybox, the host's python3
+    h13 = Harness(out_dir13, platform="deb13")  # Debian 13's kernel and Xen instead (env.PLATFORMS)
     leaf = h.leaf(stages={"report": REPORT}, files={"/payload.bin": payload})
     full = h.full(stages={"first": script}, leaf=leaf)   # Python + kexloader wheel + /boot/vmlinuz + /leaf.img
     t = h.boot(full, "stage=first token=...", name="kexec")
@@ -10,7 +11,7 @@ Guest layout (full image):
     /boot/vmlinuz           Debian's kernel (the same one QEMU boots)
     /leaf.img               the leaf initrd (busybox + /init + stages + files), gzip
     /usr/bin/kexloader      console script generated from the wheel's entry point
-    /usr/bin/python3.11     Debian's interpreter; stdlib in /usr/lib/python311.zip
+    /usr/bin/python3.X      the host release's interpreter; stdlib in /usr/lib/python3X.zip
     /usr/lib/python3/dist-packages   kexloader + pyelftools, construct, lz4, zstandard (from wheels)
     /stages/NAME            stage scripts; /lib/kxm.sh marker helpers (see tools/vm/guest.py)
 """
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 from . import pyruntime
-from .env import Inputs, find_inputs
+from .env import DEFAULT_PLATFORM, INSTALL_HINT, Inputs, find_inputs, read_module
 from .guest import Guest
 from .qemu import Qemu, Transcript, boot
 
@@ -47,10 +48,12 @@ def new_token() -> str:
 
 
 class Harness:
-    def __init__(self, out_dir: Path, inputs: Inputs | None = None, wheel: Path | None = None):
+    def __init__(self, out_dir: Path, inputs: Inputs | None = None, wheel: Path | None = None,
+                 platform: str | None = None):
+        """platform: one of env.PLATFORMS (default "deb12"); ignored when `inputs` is given (they name theirs)."""
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.inputs = inputs or find_inputs()
+        self.inputs = inputs or find_inputs(platform or DEFAULT_PLATFORM)
         self._wheel = wheel
         self._trees: list[Path] | None = None
         self.timings: dict[str, float] = {}
@@ -60,9 +63,24 @@ class Harness:
 
     # -- inputs ----------------------------------------------------------------------------------
     @property
+    def platform(self) -> str:
+        return self.inputs.platform
+
+    @property
     def vmlinuz(self) -> Path:
-        assert self.inputs.vmlinuz, "Debian's kernel is missing: run tools/install-deps.sh"
+        assert self.inputs.vmlinuz, f"Debian's kernel for {self.platform} is missing: run {INSTALL_HINT}"
         return self.inputs.vmlinuz
+
+    def module(self, rel: str) -> bytes:
+        """A module of the platform's kernel, e.g. "kernel/drivers/xen/xen-privcmd.ko", as bytes busybox
+        insmod can load (.ko.xz / .ko.zst / .ko.gz inflated)."""
+        path = self.inputs.module(rel)
+        assert path, f"no module {rel} under {self.inputs.modules} ({self.platform}; run {INSTALL_HINT})"
+        return read_module(path)
+
+    def modules(self, rels: dict[str, str]) -> dict[str, bytes]:
+        """{guest path: module path under lib/modules/VER} -> files for full()/leaf(), inflated."""
+        return {guest: self.module(rel) for guest, rel in rels.items()}
 
     @property
     def wheel(self) -> Path:
@@ -112,18 +130,24 @@ class Harness:
         return guest.build(self.out_dir / f"{name}.img", compress)
 
     # -- booting ---------------------------------------------------------------------------------
+    def _log_name(self, name: str) -> str:
+        """Console logs of platforms other than the default say which one they ran on."""
+        return name if self.platform == DEFAULT_PLATFORM else f"{name}-{self.platform}"
+
     def boot(self, initrd: Guest | Path, append: str, *, name: str = "boot", kernel: Path | None = None,
              base_append: str = BASE_APPEND, **kw) -> Transcript:
         """Boot Debian's kernel (or `kernel`) with this initrd; append goes after BASE_APPEND.
 
         Keyword arguments go to tools.vm.qemu.boot: until (stop QEMU once this regex shows, e.g.
-        r"KXM\\|end\\|stage=report "), timeout, idle_timeout, memory, smp, cpu, extra.
+        r"KXM\\|end\\|stage=report "), timeout, idle_timeout, memory, smp, cpu, extra / extra_args
+        (more QEMU arguments), monitor.
         """
         built = isinstance(initrd, Guest)
         if built:
             initrd = self.build(initrd, name)
         full_append = f"{base_append} {append}".strip()
         kw.setdefault("timeout", 600)
+        name = self._log_name(name)
         try:
             t = boot(kernel or self.vmlinuz, initrd, full_append, log_name=name, **kw)
             if t.timed_out and FIRST_MARKER not in t.text:
@@ -139,9 +163,11 @@ class Harness:
 
     def start(self, initrd: Guest | Path, append: str, *, name: str = "boot", kernel: Path | None = None,
               base_append: str = BASE_APPEND, **kw) -> Qemu:
-        """Like boot() but returns the running Qemu for interaction (wait_for_marker, send, wait)."""
+        """Like boot() but returns the running Qemu for interaction (wait_for_marker, send, wait; with
+        monitor=True also monitor("HMP command")). Takes extra_args=[...] like boot()."""
         if isinstance(initrd, Guest):
             initrd = self.build(initrd, name)
+        name = self._log_name(name)
         for attempt in ("", "-retry"):
             vm = Qemu(kernel or self.vmlinuz, initrd, f"{base_append} {append}".strip(), log_name=name + attempt,
                       **kw)

@@ -2,13 +2,15 @@
 
 Two trees are staged on the host and merged into an initramfs:
 
-* the *runtime* (`build_runtime`): /usr/bin/python3.11, the shared libraries `ldd` names for it
-  and for the extension modules kept, the stdlib compiled to .pyc in /usr/lib/python311.zip
+* the *runtime* (`build_runtime`): the host release's interpreter (/usr/bin/python3 resolved, e.g.
+  /usr/bin/python3.11 on Debian 12, python3.13 on Debian 13), the shared libraries `ldd` names for it
+  and for the extension modules kept, the stdlib compiled to .pyc in /usr/lib/python3XY.zip
   (pruned of tests, idlelib, tkinter, ensurepip, lib2to3, ...), and lib-dynload. Cached under
   $KEXLOADER_CACHE/vm/runtime-<key>, keyed by the interpreter and this file.
 * the *packages* (`build_packages`): the kexloader wheel built from the working tree
   (`pip wheel --no-deps` on a clean copy, so stale build/ files never leak in) and its
-  dependencies' cp311 manylinux wheels, installed with `pip install --target` into
+  dependencies' cp3XY manylinux wheels (the guest interpreter's tags, whatever
+  Python runs pip), installed with `pip install --target` into
   /usr/lib/python3/dist-packages, plus /usr/bin/kexloader generated from the wheel's own
   console_scripts entry point. So the guest runs the code under test as the wheel installs it,
   never the source tree.
@@ -30,9 +32,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .env import GUEST_PYTHON, REPO, work_dir
+from .env import GUEST_PYTHON, GUEST_PYVER, REPO, work_dir
 
-PYVER = "3.11"
+PYVER = GUEST_PYVER  # "3.11" on Debian 12, "3.13" on Debian 13
+CPTAG = "cp" + PYVER.replace(".", "")
 STDLIB = Path(f"/usr/lib/python{PYVER}")
 SITE_DIR = "usr/lib/python3/dist-packages"  # Debian's site.py puts this on sys.path
 
@@ -53,7 +56,7 @@ DYNLOAD_PRUNE = re.compile(
 
 # Pip options that select wheels for the guest's interpreter, whatever the host's python is.
 GUEST_WHEEL_TAGS = [
-    "--only-binary=:all:", "--implementation", "cp", "--python-version", PYVER, "--abi", "cp311",
+    "--only-binary=:all:", "--implementation", "cp", "--python-version", PYVER, "--abi", CPTAG,
     "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
     "--platform", "manylinux2014_x86_64", "--platform", "manylinux2010_x86_64",
     "--platform", "manylinux1_x86_64",
@@ -132,7 +135,7 @@ def _runtime_key() -> str:
 
 
 def build_runtime(force: bool = False) -> Staged:
-    """Stage Debian's python3.11 with its pruned, zipped stdlib; cached across runs."""
+    """Stage Debian's interpreter (GUEST_PYTHON) with its pruned, zipped stdlib; cached across runs."""
     key = _runtime_key()
     root = work_dir() / f"runtime-{key}"
     if root.is_dir() and (root / ".complete").exists() and not force:
@@ -208,8 +211,8 @@ def wheel_metadata(wheel: Path) -> tuple[list[str], dict[str, str]]:
 
 
 def dependency_wheels(requires: list[str]) -> Path:
-    """cp311 manylinux wheels of the runtime dependencies, downloaded once per requirement set."""
-    key = hashlib.sha256(json.dumps(sorted(requires)).encode()).hexdigest()[:16]
+    """The guest interpreter's (CPTAG) manylinux wheels of the runtime dependencies, downloaded once per requirement set."""
+    key = hashlib.sha256(json.dumps([CPTAG, *sorted(requires)]).encode()).hexdigest()[:16]
     d = work_dir() / "wheels" / f"deps-{key}"
     if (d / ".complete").exists():
         return d
@@ -221,7 +224,7 @@ def dependency_wheels(requires: list[str]) -> Path:
     return d
 
 
-_WRAPPER = """#!/usr/bin/python3.11
+_WRAPPER = """#!/usr/bin/{python}
 # Generated from the wheel's console_scripts entry: {name} = {target}
 import sys
 from {module} import {func}
@@ -262,7 +265,7 @@ def build_packages(wheel: Path) -> Staged:
             module, func = target.split(":")
             w = tmp / "usr/bin" / name
             w.parent.mkdir(parents=True, exist_ok=True)
-            w.write_text(_WRAPPER.format(name=name, target=target, module=module, func=func.split(".")[0]))
+            w.write_text(_WRAPPER.format(python=GUEST_PYTHON.name, name=name, target=target, module=module, func=func.split(".")[0]))
             w.chmod(0o755)
         (tmp / ".complete").write_text(wheel.name + "\n")
         _publish(tmp, root)

@@ -13,7 +13,9 @@ For interaction (e.g. sending Ctrl-a three times to Xen's console):
         t = vm.wait()
 
 The serial port is QEMU's stdio (`-nographic -monitor none`: no multiplexer, so every byte sent,
-Ctrl-a included, reaches the guest). Each run is logged to a file in $KEXLOADER_CACHE/vm/logs.
+Ctrl-a included, reaches the guest). `Qemu(..., monitor=True)` puts QEMU's human monitor on a unix
+socket instead; `vm.monitor("info cpus")` runs one command there and returns its output.
+Each run is logged to a file in $KEXLOADER_CACHE/vm/logs.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ import base64
 import os
 import re
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -144,22 +149,28 @@ def qemu_command(
     smp: int = 2,
     cpu: str = "max",
     extra: list[str] | tuple[str, ...] = (),
+    extra_args: list[str] | tuple[str, ...] = (),
+    monitor: str | Path | None = None,
     qemu: str = "qemu-system-x86_64",
 ) -> list[str]:
     """The QEMU command line of VM-RECIPE.md: TCG, no display, serial on stdio, no reboot.
 
     `initrd` may be a comma-separated module list for multiboot kernels (QEMU's own loader).
+    `memory` and `smp` go in as given: e.g. memory="2048,slots=4,maxmem=8G", smp="2,maxcpus=4" for
+    hot-plug. `extra` and `extra_args` (the same thing) are appended (e.g. ["-device", "..."]).
+    `monitor`: a unix socket path for QEMU's human monitor (HMP) instead of none.
     """
+    mon = f"unix:{monitor},server=on,wait=off" if monitor else "none"
     cmd = [
         qemu, "-accel", "tcg", "-cpu", cpu, "-m", str(memory), "-smp", str(smp),
-        "-nographic", "-monitor", "none", "-no-reboot", "-nodefaults", "-serial", "stdio",
+        "-nographic", "-monitor", mon, "-no-reboot", "-nodefaults", "-serial", "stdio",
         "-kernel", str(kernel),
     ]
     if initrd:
         cmd += ["-initrd", str(initrd)]
     if append:
         cmd += ["-append", append]
-    return cmd + list(extra)
+    return cmd + list(extra) + list(extra_args)
 
 
 def _prune_logs(logs: Path, keep_days: float = 7) -> None:
@@ -176,8 +187,13 @@ class Qemu:
     """One QEMU process; its console is read by a thread into `self.text` and the log file."""
 
     def __init__(self, kernel: Path, initrd=None, append: str = "", *, timeout: float = 600,
-                 idle_timeout: float | None = 180, log_name: str | None = None, **cmd_kw):
-        self.cmd = qemu_command(kernel, initrd, append, **cmd_kw)
+                 idle_timeout: float | None = 180, log_name: str | None = None, monitor: bool = False, **cmd_kw):
+        # monitor=True: QEMU's human monitor on a unix socket (self.monitor_path); talk with monitor(cmd).
+        self.monitor_path: Path | None = None
+        if monitor:
+            self._monitor_dir = tempfile.mkdtemp(prefix="kxm-qemu-")  # short: sun_path holds 108 bytes
+            self.monitor_path = Path(self._monitor_dir) / "monitor.sock"
+        self.cmd = qemu_command(kernel, initrd, append, monitor=self.monitor_path, **cmd_kw)
         self.timeout = timeout
         self.idle_timeout = idle_timeout
         logs = work_dir() / "logs"
@@ -247,6 +263,39 @@ class Qemu:
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
+    def monitor(self, command: str, timeout: float = 30) -> str:
+        """Run one HMP command (e.g. "info cpus", "device_add ...") on the monitor socket (start with
+        monitor=True); returns its output without the echo and the prompt."""
+        if not self.monitor_path:
+            raise RuntimeError("this Qemu was started without monitor=True")
+        end = time.monotonic() + timeout
+        while not self.monitor_path.exists():  # QEMU creates it while starting
+            if time.monotonic() > end or (self.proc and self.proc.poll() is not None):
+                raise AssertionError(f"QEMU's monitor socket {self.monitor_path} did not appear")
+            time.sleep(0.1)
+        prompt = b"(qemu) "
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(self.monitor_path))
+
+            def until_prompt() -> bytes:
+                buf = b""
+                while not buf.endswith(prompt):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+                return buf
+
+            until_prompt()  # the banner
+            s.sendall(command.encode() + b"\n")
+            raw = until_prompt().removesuffix(prompt).decode(errors="replace")
+        text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\x1b[A-Za-z]", "", raw).replace("\r", "")
+        lines = text.split("\n")
+        if lines and lines[0].strip().endswith(command.strip()):
+            lines = lines[1:]  # the monitor's echo of the command
+        return "\n".join(lines).strip("\n")
+
     def _deadline_hit(self) -> str | None:
         now = time.monotonic()
         if now - self.start_time > self.timeout:
@@ -304,6 +353,8 @@ class Qemu:
         if getattr(self, "_log", None) and not self._log.closed:
             self._reader.join(timeout=5)
             self._log.close()
+        if self.monitor_path and self.proc and self.proc.poll() is not None:
+            shutil.rmtree(self._monitor_dir, ignore_errors=True)
 
     def transcript(self) -> Transcript:
         return Transcript(
@@ -323,8 +374,8 @@ def boot(kernel: Path, initrd=None, append: str = "", *, until: str | None = Non
     and the caller's marker checks fail with it.
 
     Keyword arguments: timeout (600 s), idle_timeout (180 s without console output),
-    log_name, memory (MiB, 2048), smp (2), cpu ("max"; "Haswell-noTSX" under Xen), extra (more
-    QEMU arguments).
+    log_name, memory (MiB, 2048), smp (2), cpu ("max"; "Haswell-noTSX" under Xen), extra or extra_args
+    (more QEMU arguments), monitor (True: HMP on a unix socket, see Qemu.monitor).
     """
     vm = Qemu(kernel, initrd, append, **kw)
     vm.start()
