@@ -360,21 +360,43 @@ def test_find_payloads_in_bzimage_fixtures():
 
 
 _CACHE = Path(os.environ.get("KEXLOADER_CACHE", Path.home() / ".cache" / "kexloader"))   # tools/install-deps.sh
-DEBIAN = sorted(_CACHE.glob("linux/boot/vmlinuz-*-amd64"))
-XEN = sorted(_CACHE.glob("xen/boot/xen-*-amd64.gz"))
 
 
-@pytest.mark.skipif(not XEN, reason=f"no Debian Xen in {_CACHE}/xen/boot (tools/install-deps.sh)")
-def test_debian_xen_gz():
+def _cached(pattern: str) -> list[Path]:
+    """One file per VM platform ($cache/platforms/NAME/..., tools/apt-platforms.sh), else the legacy $cache/..."""
+    found = [sorted(p.glob(pattern))[-1] for p in sorted(_CACHE.glob("platforms/*")) if sorted(p.glob(pattern))]
+    return found or sorted(_CACHE.glob(pattern))[-1:]
+
+
+def _kernel_compression(vmlinuz: Path) -> str | None:
+    """CONFIG_KERNEL_<X>=y from the package's config (boot/config-VER or lib/modules/VER/config)."""
+    version = vmlinuz.name.removeprefix("vmlinuz-")
+    for cfg in (vmlinuz.parent / f"config-{version}", vmlinuz.parent.parent / "lib/modules" / version / "config"):
+        if cfg.is_file():
+            for algo in ("gzip", "bzip2", "lzma", "xz", "lzo", "lz4", "zstd"):
+                if f"CONFIG_KERNEL_{algo.upper()}=y" in cfg.read_text(errors="replace"):
+                    return algo
+    return None
+
+
+DEBIAN = _cached("linux/boot/vmlinuz-*-amd64")
+XEN = _cached("xen/boot/xen-*-amd64.gz")
+
+
+@pytest.mark.skipif(not XEN, reason=f"no Debian Xen in {_CACHE}/platforms/*/xen/boot (tools/install-deps.sh)")
+@pytest.mark.parametrize("xen", XEN, ids=[p.name for p in XEN])
+def test_debian_xen_gz(xen):
     """kexec-tools built by Debian cannot read this at all; it is what the seed's Xen paths load."""
-    packed = XEN[-1].read_bytes()
+    packed = xen.read_bytes()
     assert c.sniff(packed) == "gzip"
     assert c.decompress(packed, limit=64 * MiB)[:4] == b"\x7fELF"
 
 
-@pytest.mark.skipif(not DEBIAN, reason=f"no Debian kernel in {_CACHE}/linux/boot (tools/install-deps.sh)")
-def test_debian_kernel_payload_is_found():
-    image = DEBIAN[-1].read_bytes()
+@pytest.mark.skipif(not DEBIAN, reason=f"no Debian kernel in {_CACHE}/platforms/*/linux/boot (tools/install-deps.sh)")
+@pytest.mark.parametrize("vmlinuz", DEBIAN, ids=[p.name for p in DEBIAN])
+def test_debian_kernel_payload_is_found(vmlinuz):
+    image = vmlinuz.read_bytes()
     code = ((image[0x1F1] or 4) + 1) * 512
     assert c.sniff(image) is None
-    assert c.find_payloads(image) == [(code + int.from_bytes(image[0x248:0x24C], "little"), "xz")]
+    algo = _kernel_compression(vmlinuz) or "xz"  # Debian 12's is xz, Debian 13's zstd
+    assert c.find_payloads(image) == [(code + int.from_bytes(image[0x248:0x24C], "little"), algo)]

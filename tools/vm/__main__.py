@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from . import pyruntime
-from .env import find_inputs, work_dir
+from .env import DEFAULT_PLATFORM, PLATFORMS, find_inputs, work_dir
 from .harness import REPORT, Harness
 
 SHELL = r"""
@@ -30,11 +30,13 @@ def main(argv=None) -> int:
     ap.add_argument("command", choices=["smoke", "shell", "build", "sizes"])
     ap.add_argument("--out", type=Path, default=None,
                     help="where images go (default: a temp dir, removed afterwards except for 'build')")
+    ap.add_argument("--platform", choices=PLATFORMS, default=DEFAULT_PLATFORM,
+                    help="whose kernel boots: deb12 (6.1, default), deb13 (6.12), deb13-bpo (7.x)")
     ap.add_argument("--memory", type=int, default=2048)
     ap.add_argument("--append", default="", help="more kernel command-line words")
     a = ap.parse_args(argv)
 
-    inputs = find_inputs()
+    inputs = find_inputs(a.platform)
     if inputs.missing():
         print("missing: " + "; ".join(inputs.missing()), file=sys.stderr)
         return 2

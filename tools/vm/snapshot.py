@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .env import find_inputs
+from .env import DEFAULT_PLATFORM, PLATFORMS, find_inputs
 from .harness import Harness
 
 STAGE = r"""
@@ -36,17 +36,17 @@ mount -t xenfs xenfs /proc/xen
 XEN_ARGS = "console=com1 com1=115200,8n1 dom0_mem=512M no-real-mode"
 
 
-def take(memory: int, out_dir: Path, append: str = "", xen: bool = False) -> tuple[dict, str]:
-    h = Harness(out_dir, find_inputs())
+def take(memory: int, out_dir: Path, append: str = "", xen: bool = False,
+         platform: str = DEFAULT_PLATFORM) -> tuple[dict, str]:
+    h = Harness(out_dir, find_inputs(platform))
     if not xen:
         guest = h.full(stages={"snapshot": STAGE}, kernel=False)
         t = h.boot(guest, f"stage=snapshot {append}".strip(), name=f"snapshot-{memory}m", memory=memory,
                    timeout=300)
     else:
-        mods = h.vmlinuz.parent.parent / "lib/modules" / h.inputs.kernel_version / "kernel/drivers/xen"
         guest = h.full(stages={"snapshot": XEN_STAGE}, kernel=False,
-                       files={"/lib/xen/xen-privcmd.ko": mods / "xen-privcmd.ko",
-                              "/lib/xen/xenfs.ko": mods / "xenfs/xenfs.ko"})
+                       files=h.modules({"/lib/xen/xen-privcmd.ko": "kernel/drivers/xen/xen-privcmd.ko",
+                                        "/lib/xen/xenfs.ko": "kernel/drivers/xen/xenfs/xenfs.ko"}))
         image = h.build(guest, f"snapshot-xen-{memory}m")
         vm = h.start(f"{h.vmlinuz} console=hvc0 panic=-1 stage=snapshot,{image}", f"{XEN_ARGS} {append}".strip(),
                      kernel=h.inputs.xen_elf, base_append="", name=f"snapshot-xen-{memory}m", memory=memory,
@@ -68,13 +68,15 @@ def main(argv=None) -> int:
     ap.add_argument("--memory", type=int, default=2048, help="guest RAM in MiB (default 2048)")
     ap.add_argument("--append", default="", help="more kernel (or Xen) command-line words (e.g. crashkernel=256M)")
     ap.add_argument("--xen", action="store_true", help="snapshot a Xen dom0 (QEMU starts Xen with Debian's kernel)")
+    ap.add_argument("--platform", choices=PLATFORMS, default=DEFAULT_PLATFORM,
+                    help="whose kernel and Xen: deb12 (default), deb13, deb13-bpo")
     a = ap.parse_args(argv)
-    inputs = find_inputs()
+    inputs = find_inputs(a.platform)
     if inputs.missing():
         print("missing: " + "; ".join(inputs.missing()), file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="kexloader-snap-") as d:
-        doc, shown = take(a.memory, Path(d), a.append, xen=a.xen)
+        doc, shown = take(a.memory, Path(d), a.append, xen=a.xen, platform=a.platform)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(shown)
