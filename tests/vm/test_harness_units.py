@@ -153,3 +153,36 @@ def test_qemu_command_follows_the_recipe():
     assert "-accel tcg" in s and "-cpu Haswell-noTSX" in s and "-m 6144" in s and "-smp 2" in s
     assert "-no-reboot" in cmd and "-nographic" in cmd and cmd[-2:] == ["-device", "x"]
     assert cmd[cmd.index("-append") + 1] == "console=ttyS0"
+
+
+def test_qemu_command_extra_args_and_monitor():
+    cmd = qemu_command("/k", "/i", "", smp="2,maxcpus=4", extra_args=["-device", "y"], monitor="/tmp/m.sock")
+    assert cmd[cmd.index("-smp") + 1] == "2,maxcpus=4" and cmd[-2:] == ["-device", "y"]
+    assert cmd[cmd.index("-monitor") + 1] == "unix:/tmp/m.sock,server=on,wait=off"
+    assert qemu_command("/k")[qemu_command("/k").index("-monitor") + 1] == "none"
+
+
+def test_platform_inputs_and_modules(tmp_path, monkeypatch):
+    import lzma
+
+    from tools.vm import env
+
+    monkeypatch.setenv("KEXLOADER_CACHE", str(tmp_path))
+    p = tmp_path / "platforms/deb13"
+    mods = p / "linux/usr/lib/modules/6.12.1+deb13-amd64/kernel/drivers/xen"
+    mods.mkdir(parents=True)
+    (p / "linux/lib").symlink_to("usr/lib")
+    (p / "linux/boot").mkdir()
+    (p / "linux/boot/vmlinuz-6.12.1+deb13-amd64").write_bytes(b"k")
+    (mods / "xen-privcmd.ko.xz").write_bytes(lzma.compress(b"\x7fELF module", check=lzma.CHECK_CRC32))
+    (p / "xen/boot").mkdir(parents=True)
+    (p / "xen/boot/xen-4.20-amd64.gz").write_bytes(b"x")
+    (p / "info").write_text("kernel linux-image-6.12.1+deb13-amd64 6.12.1-1 trixie\n"
+                            "xen xen-hypervisor-4.20-amd64 4.20.4-1\n")
+    i = env.find_inputs("deb13")
+    assert (i.platform, i.kernel_version, i.kernel_release, i.xen_version) == ("deb13", "6.12.1+deb13-amd64", (6, 12), "4.20")
+    assert env.read_module(i.module("kernel/drivers/xen/xen-privcmd.ko")) == b"\x7fELF module"
+    assert any("xen" in m and "install-deps" in m for m in i.missing(xen=True))  # no xen.elf
+    assert "deb12" in " ".join(env.find_inputs("deb12").missing())
+    with pytest.raises(ValueError):
+        env.find_inputs("deb11")
