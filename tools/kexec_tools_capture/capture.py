@@ -45,6 +45,7 @@ KEXEC_ARCH_X86_64 = 62 << 16
 # packages that ship them. Only fetched when `ldd` says this machine lacks them.
 DEBIAN_LIBRARY_PACKAGES = {
     "libxenctrl.so.4.17": "libxenmisc4.17",
+    "libxenctrl.so.4.20": "libxenmisc4.20",  # Debian 13's kexec-tools 2.0.29
     "libxentoollog.so.1": "libxentoollog1",
     "libxencall.so.1": "libxencall1",
     "libxenevtchn.so.1": "libxenevtchn1",
@@ -157,11 +158,19 @@ def _apt_download_unpack(packages: list[str], dest: Path, work: Path) -> None:
         subprocess.run(["dpkg", "-x", str(debs[-1]), str(dest)], check=True)
 
 
+def kexec_binary(root: Path) -> Path:
+    """/sbin/kexec in Debian 12's package, /usr/sbin/kexec in Debian 13's (merged /usr)."""
+    for rel in ("sbin/kexec", "usr/sbin/kexec"):
+        if (root / rel).exists():
+            return root / rel
+    return root / "sbin" / "kexec"
+
+
 def kexec_tools_root(cache: Path | None = None, fetch: bool = True) -> Path:
     """The directory Debian's kexec-tools package is unpacked into (fetched on first use)."""
     cache = cache or cache_dir()
     root = cache / "kexec-tools"
-    if not (root / "sbin" / "kexec").exists():
+    if not kexec_binary(root).exists():
         if not fetch:
             raise Unavailable(f"kexec-tools is not unpacked in {root}")
         # Deliberately `apt-get download` + `dpkg -x`, never `apt-get install`.
@@ -229,7 +238,7 @@ def capture(kernel: str | os.PathLike, initrd: str | os.PathLike | None = None, 
     cache = cache_dir()
     shim = build_shim(cache)
     root = kexec_tools_root(cache, fetch=fetch)
-    kexec = root / "sbin" / "kexec"
+    kexec = kexec_binary(root)
     ld_path = _library_path(kexec, cache, fetch)
 
     if out_dir is None:
