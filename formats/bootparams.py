@@ -70,3 +70,61 @@ OFFSETS = {
     "hdr": 0x1F1,
     "e820_table": 0x2D0,
 }
+
+# struct setup_data {u64 next; u32 type; u32 len; u8 data[len]} (bootparam.h, boot.rst "setup_data"): a chain of
+# typed blobs from hdr.setup_data, each `next` the physical address of the following one, 0 at the end.
+SETUP_NONE = 0
+SETUP_E820_EXT = 1  # more boot_e820_entry records after the zero page's 128
+SETUP_DTB = 2
+SETUP_PCI = 3
+SETUP_EFI = 4  # struct efi_setup_data (formats/efi.py)
+SETUP_RNG_SEED = 9
+SETUP_TYPES = {SETUP_NONE: "NONE", SETUP_E820_EXT: "E820_EXT", SETUP_DTB: "DTB", SETUP_PCI: "PCI", SETUP_EFI: "EFI",
+               SETUP_RNG_SEED: "RNG_SEED"}
+SETUP_DATA_HEADER_SIZE = 16
+SETUP_DATA_ALIGN = 8  # each record starts 8-byte aligned inside a chain built by build_setup_chain
+
+SetupDataHeader = Struct(
+    "next" / Int64ul,
+    "type" / Int32ul,
+    "len" / Int32ul,
+)
+assert SetupDataHeader.sizeof() == SETUP_DATA_HEADER_SIZE
+
+
+def build_setup_chain(records, base: int) -> bytes:
+    """One buffer holding the chain of `records` ((type, payload) pairs, in chain order) when it is loaded at
+    physical `base`: records 8-byte aligned, each `next` pointing at the following one, the last 0."""
+    offsets, at = [], 0
+    for _, payload in records:
+        offsets.append(at)
+        at += -(-(SETUP_DATA_HEADER_SIZE + len(payload)) // SETUP_DATA_ALIGN) * SETUP_DATA_ALIGN
+    out = bytearray()
+    for i, (kind, payload) in enumerate(records):
+        out += bytes(offsets[i] - len(out))
+        nxt = base + offsets[i + 1] if i + 1 < len(records) else 0
+        out += SetupDataHeader.build(dict(next=nxt, type=kind, len=len(payload))) + payload
+    return bytes(out)
+
+
+def parse_setup_chain(read, first: int, limit: int = 64) -> list[tuple[int, int, bytes]]:
+    """(address, type, payload) along a chain starting at `first`; `read(addr, size)` returns bytes or None
+    when nothing is loaded there. Stops at next = 0, an unreadable record, a loop, or `limit` records."""
+    out, addr, seen = [], first, set()
+    while addr and addr not in seen and len(out) < limit:
+        seen.add(addr)
+        head = read(addr, SETUP_DATA_HEADER_SIZE)
+        if head is None or len(head) < SETUP_DATA_HEADER_SIZE:
+            break
+        h = SetupDataHeader.parse(head)
+        payload = read(addr + SETUP_DATA_HEADER_SIZE, h.len)
+        if payload is None or len(payload) < h.len:
+            break
+        out.append((addr, h.type, bytes(payload)))
+        addr = h.next
+    return out
+
+
+def e820_records(entries) -> bytes:
+    """boot_e820_entry records (addr, size, type) packed back to back, as SETUP_E820_EXT carries them."""
+    return b"".join(E820Entry.build(dict(addr=a, size=s, type=t)) for a, s, t in entries)

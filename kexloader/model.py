@@ -201,6 +201,7 @@ class LoadRequest:
     crash: bool = False  # -p
     purgatory: PurgatoryOptions = PurgatoryOptions()
     rng_seed: bytes | None = field(default=None, repr=False)  # 32 random bytes for SETUP_RNG_SEED, or None
+    noefi: bool = False  # --noefi: hand the next kernel no EFI state (efi_info, SETUP_EFI), as kexec-tools
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +233,42 @@ class KernelText:
 
 
 @dataclass(frozen=True, slots=True)
+class EfiRuntimeRegion:
+    """One /sys/firmware/efi/runtime-map/N: an EFI memory descriptor the running kernel keeps for runtime
+    services, with the virtual address it mapped the region at (SetVirtualAddressMap)."""
+
+    type: int  # EFI_MEMORY_TYPE (5 runtime code, 6 runtime data, 11 MMIO, ...)
+    phys_addr: int
+    virt_addr: int
+    num_pages: int  # 4 KiB EFI pages
+    attribute: int  # EFI_MEMORY_* bits; bit 63 EFI_MEMORY_RUNTIME
+
+    @property
+    def range(self) -> Range:
+        return Range(self.phys_addr, self.num_pages * PAGE_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class EfiFacts:
+    """A UEFI boot as the running kernel sees it (issue 11): its zero page's efi_info and /sys/firmware/efi.
+    Absent (SystemFacts.efi None) on a BIOS boot, in a Xen dom0, and in snapshots saved before EFI facts."""
+
+    loader_signature: str = ""  # efi_info: "EL64" (64-bit firmware), "EL32"; "" when boot_params had none
+    systab: int = 0  # efi_info.efi_systab | efi_systab_hi << 32: the system table's physical address
+    memdesc_size: int = 0  # efi_info: the firmware's descriptor stride
+    memdesc_version: int = 0
+    memmap: int = 0  # efi_info: where the running kernel's loader put its EFI memory map
+    memmap_size: int = 0
+    fw_vendor: int | None = None  # /sys/firmware/efi/fw_vendor (physical)
+    runtime: int | None = None  # /sys/firmware/efi/runtime (physical on a firmware boot, virtual after kexec)
+    config_table: int | None = None  # /sys/firmware/efi/config_table (physical)
+    platform_size: int | None = None  # /sys/firmware/efi/fw_platform_size: 64, or 32 (mixed mode)
+    smbios: int | None = None  # SMBIOS= of /sys/firmware/efi/systab (the 32-bit entry point)
+    smbios3: int | None = None  # SMBIOS3= (the 64-bit entry point)
+    runtime_map: tuple[EfiRuntimeRegion, ...] | None = None  # None: no /sys/firmware/efi/runtime-map
+
+
+@dataclass(frozen=True, slots=True)
 class SystemFacts:
     """What a plan needs to know about the machine it will run on. Read live or loaded from a snapshot."""
 
@@ -248,6 +285,7 @@ class SystemFacts:
     page_offset: int | None = None  # direct-map base (randomized by KASLR), from /proc/kcore
     os_release: str = ""  # /proc/sys/kernel/osrelease of the running kernel
     xen: XenFacts | None = None  # set in a Xen dom0: memmap is then the machine map and images go to Xen
+    efi: EfiFacts | None = None  # a UEFI boot's EFI state (kexloader/efi.py); None: BIOS, or not known
 
     def ram(self) -> tuple[Range, ...]:
         return tuple(r.range for r in self.memmap if r.is_ram)
