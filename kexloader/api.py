@@ -95,16 +95,19 @@ def read_module(spec: str) -> Module:
 
 def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdline: str = "",
                  image_type: str | None = None, crash: bool = False, modules: list[str] = (),
-                 purgatory: PurgatoryOptions = PurgatoryOptions(), args_style: str | None = None) -> LoadRequest:
+                 purgatory: PurgatoryOptions = PurgatoryOptions(), args_style: str | None = None,
+                 hotplug: bool = False) -> LoadRequest:
     """Read the kernel (decompressed), the initrd (as is: the new kernel unpacks it itself) and modules.
 
-    args_style: "linux", "elf" or "none" (--args-linux/--args-elf/--args-none; ELF kernels only)."""
+    args_style: "linux", "elf" or "none" (--args-linux/--args-elf/--args-none; ELF kernels only).
+    hotplug: with crash, let the kernel rewrite the elfcorehdr on CPU/memory hotplug (--hotplug)."""
     return LoadRequest(
         modules=tuple(read_module(m) for m in modules),
         kernel=read_image(kernel, "kernel"), kernel_name=str(kernel), cmdline=cmdline,
         initrd=read_file(initrd, "initrd") if initrd is not None else None,
         initrd_name=str(initrd) if initrd is not None else "",
-        image_type=image_type, crash=crash, purgatory=purgatory, args_style=args_style, rng_seed=rng_seed())
+        image_type=image_type, crash=crash, purgatory=purgatory, args_style=args_style, rng_seed=rng_seed(),
+        hotplug=hotplug)
 
 
 def rng_seed() -> bytes | None:

@@ -7,6 +7,7 @@ This module is the only place an exception becomes an exit code.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import getopt
 import logging
@@ -53,7 +54,7 @@ SHORT_TO_LONG = {"h": "help", "?": "?", "v": "version", "d": "debug", "f": "forc
 NOT_YET = {
     "load-preserve-context": "--load-preserve-context",
     "load-jump-back-helper": "--load-jump-back-helper", "load-live-update": "--load-live-update",
-    "exec-live-update": "--exec-live-update", "hotplug": "--hotplug", "real-mode": "--real-mode",
+    "exec-live-update": "--exec-live-update", "real-mode": "--real-mode",
     "entry-32bit": "--entry-32bit", "dtb": "--dtb", "pass-memmap-cmdline": "--pass-memmap-cmdline",
     "reuse-video-type": "--reuse-video-type",
 }
@@ -79,7 +80,11 @@ Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
  -s, --kexec-file-syscall Use kexec_file_load: the kernel lays out and checks a bzImage itself
                           (the only way under lockdown / Secure Boot).
  -a, --kexec-syscall-auto kexec_file_load, falling back to kexec_load when the kernel cannot.
- -d, --debug              Print the segment table and error details.
+ -d, --debug              Print the segment table and error details; ask the kernel for its debug messages
+                          (KEXEC_FILE_DEBUG with -s, Linux 6.7+) and print what it logged during the call.
+     --hotplug            With -p: let the kernel update the crash kernel's core header when CPUs or memory
+                          come and go (Linux 6.5+, CONFIG_CRASH_HOTPLUG), instead of reloading it.
+     --no-cma             With -s: do not let the kernel place the image in CMA (KEXEC_FILE_NO_CMA, 6.17+).
      --command-line=STR, --append=STR   The new kernel's command line (the last one wins).
      --reuse-cmdline      Start from the running kernel's command line (without BOOT_IMAGE=).
      --initrd=FILE, --ramdisk=FILE      The initial ramdisk.
@@ -90,6 +95,8 @@ Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
                           Purgatory console output.
      --print-ckr-size     Print the size of the crash kernel region and exit.
      --elf32-core-headers, --elf64-core-headers   Accepted; the kdump core header is always ELF64.
+     --noefi              Hand the new kernel no EFI state (efi_info, SETUP_EFI): it runs without EFI
+                          runtime services and finds ACPI through acpi_rsdp_addr.
  ELF kernels (elf-x86_64):
      --args-linux         Pass a Linux zero page (the default for a Linux vmlinux).
      --args-elf           Pass ELF boot notes (kexec-tools' default; not supported yet).
@@ -126,6 +133,9 @@ class Options:
     facts: str | None = None
     purgatory: dict = field(default_factory=dict)
     print_ckr_size: bool = False
+    noefi: bool = False  # --noefi
+    hotplug: bool = False  # --hotplug
+    no_cma: bool = False  # --no-cma
     show: str | None = None  # help, usage-error, version
     args_style: str | None = None  # --args-linux/--args-elf/--args-none: linux, elf, none (the last one wins)
     inspect: str | None = None  # --inspect FILE
@@ -173,9 +183,15 @@ def _apply(o: Options, name: str, value: str) -> None:
         o.crash = True  # kexec-tools: -p loads (into the crash region); with -u it unloads, with -S asks
         if o.action in (None, "exec", "force"):
             o.action = "load"
+    elif name == "noefi":
+        o.noefi = True
     elif name in ("kexec-syscall", "kexec-file-syscall", "kexec-syscall-auto"):
         o.syscall = {"kexec-syscall": "classic", "kexec-file-syscall": "file", "kexec-syscall-auto": "auto"}[name]
-    elif name in ("no-ifdown", "noefi", "no-cma", "force-dtb",
+    elif name == "hotplug":
+        o.hotplug = True
+    elif name == "no-cma":
+        o.no_cma = True  # kexec_file_load only, as kexec-tools: kexec_load never puts segments in CMA
+    elif name in ("no-ifdown", "noefi", "force-dtb",
                   "elf32-core-headers", "elf64-core-headers"):
         pass  # accepted; see USAGE for what each means here (core headers: always ELF64, as x86-64 kexec-tools)
     elif name == "no-checks":
@@ -272,8 +288,7 @@ def run(o: Options, backend: Backend, out=None) -> int:
         from . import inspect
         return inspect.run(o.inspect, as_json=o.json, out=out)
     if o.print_ckr_size:
-        regions = system.read_facts().crash_regions()
-        out.write(f"{regions[-1].size if regions else 0}\n")
+        out.write(f"{system.read_facts().crash_size()}\n")
         return 0
     if o.action == "status":
         kind = o.crash or o.status_kind != "load"
@@ -310,9 +325,20 @@ def run(o: Options, backend: Backend, out=None) -> int:
     return _after_load(o, backend)
 
 
+def _check_hotplug(o: Options, facts) -> None:
+    """--hotplug needs a kernel that updates crash images (kexec-tools dies the same way, exit 1)."""
+    if o.hotplug:
+        _, crash, _ = _planning()
+        crash.hotplug_header_size(facts)
+
+
 def _after_load(o: Options, backend: Backend) -> int:
     if o.dry_run:
         return 0
+    if o.hotplug and o.crash and hasattr(backend, "hotplug_active") and backend.hotplug_active() is False:
+        raise KexloaderError("the crash kernel is loaded, but the kernel says it will not update it on CPU or "
+                             "memory hotplug (/sys/devices/system/{cpu,memory}/crash_hotplug read 0)",
+                             hint="reload the crash kernel after CPUs or memory change")
     if o.action == "force":
         backend.execute()
     elif o.action is None:
@@ -335,8 +361,18 @@ def _load_with_file_syscall(o: Options, backend: Backend, out) -> bool:
         raise BackendError("kexec_file_load cannot load multiboot images", hint="use -c (kexec_load)",
                            exit_code=EXIT_FALLBACK)
     api, crash, _ = _planning()
-    if o.crash:  # as kexec-tools, even in file mode: no region, one line and no load
-        crash.crash_region(system.load_snapshot(Path(o.facts)) if o.facts else system.read_facts())
+    if o.crash or o.hotplug:  # as kexec-tools, even in file mode: no region, one line and no load
+        facts = system.load_snapshot(Path(o.facts)) if o.facts else system.read_facts()
+        if o.crash:
+            crash.crash_region(facts)
+        _check_hotplug(o, facts)  # the kernel updates file-loaded crash images by itself (no flag), if it can
+    if o.no_cma and hasattr(backend, "supports") and backend.supports("file-no-cma") is False:
+        if o.syscall == "auto":
+            log.debug("the kernel has no KEXEC_FILE_NO_CMA: falling back to kexec_load, which never uses CMA")
+            return False
+        raise BackendError("--no-cma: this kernel has no KEXEC_FILE_NO_CMA (Linux 6.17+); syscall kexec_file_load "
+                           "not available", hint="leave out --no-cma (older kernels never place kexec images in "
+                           "CMA), or use -c", exit_code=EXIT_FALLBACK)
     facts_cmdline = system.read_cmdline() if o.reuse_cmdline else ""
     line = cmdline.compose(cmdline.reused(facts_cmdline, crash=o.crash) if o.reuse_cmdline else None, o.append)
     with api.open_for_file_load(o.kernel, o.initrd) as (kernel_fd, initrd_fd):
@@ -344,7 +380,7 @@ def _load_with_file_syscall(o: Options, backend: Backend, out) -> bool:
             print(f"kexec_file_load(kernel={o.kernel}, initrd={o.initrd or 'none'}, cmdline={line!r}, "
                   f"{'crash' if o.crash else 'normal'})", file=out if o.dry_run else sys.stderr)
         try:
-            backend.load_file(kernel_fd, initrd_fd, line, o.crash)
+            backend.load_file(kernel_fd, initrd_fd, line, o.crash, **({"no_cma": True} if o.no_cma else {}))
         except BackendError as e:
             if e.errno not in FILE_FALLBACK_ERRNOS:
                 raise
@@ -366,6 +402,7 @@ def _build_plan(o: Options):
     facts = system.load_snapshot(Path(o.facts)) if o.facts else system.read_facts()
     if o.crash:
         crash.crash_region(facts)  # no region: say so before reading any image, as kexec-tools
+    _check_hotplug(o, facts)
     line = cmdline.compose(cmdline.reused(facts.cmdline, crash=o.crash) if o.reuse_cmdline else None, o.append)
     kernel, initrd, modules = o.kernel, o.initrd, list(o.modules)
     if o.vmm:
@@ -374,7 +411,10 @@ def _build_plan(o: Options):
         modules = [cmdline.compose(kernel, dom0_args.strip())] + ([initrd] if initrd else []) + modules
         kernel, initrd, line = o.vmm, None, xen_args.strip()
     req = api.read_request(kernel, initrd=initrd, cmdline=line, image_type=o.image_type, crash=o.crash,
-                           modules=modules, purgatory=PurgatoryOptions(**o.purgatory), args_style=o.args_style)
+                           modules=modules, purgatory=PurgatoryOptions(**o.purgatory), args_style=o.args_style,
+                           hotplug=o.hotplug)
+    if o.noefi:
+        req = dataclasses.replace(req, noefi=True)
     window = Range.between(o.mem_min, o.mem_max + 1)
     return api.make_plan(req, facts, window=window)
 
@@ -406,6 +446,8 @@ def main(argv: Sequence[str] | None = None, backend_factory: Callable[[], Backen
     try:
         o = parse_args(argv)
         backend = RecordingBackend() if o.dry_run else backend_factory()
+        if o.debug:
+            backend.debug = True  # the backends' -d: kernel debug flags where they exist, the kernel's log
         return run(o, backend)
     except KexloaderError as e:
         if debug:

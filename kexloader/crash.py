@@ -12,6 +12,16 @@
   memory (see `low_memory_scheme`), and the ACPI/NVS/reserved/persistent ranges kept with their types.
 * Command-line additions, appended as kexec-tools does: `acpi_rsdp=0x...` (kexloader never passes EFI
   information, which is kexec-tools' condition for adding it) and `elfcorehdr=<KiB>K`.
+* crashkernel=SIZE,cma (Linux 6.17+): the CMA ranges (/sys/kernel/kexec/crash_cma_ranges; they are not in
+  /proc/iomem) are treated as the kernel's kexec_file_load treats them (arch/x86/kernel/crash.c): left out of
+  the dump's PT_LOADs (elf_header_exclude_ranges) and given to the crash kernel as RAM
+  (crash_setup_memmap_entries). The running kernel lends them to movable pages only, so the dump loses user
+  pages, never kernel data; the kernel waits for DMA into them to stop before it starts the crash kernel.
+* --hotplug (`KEXEC_UPDATE_ELFCOREHDR`, Linux 6.5+ with CONFIG_CRASH_HOTPLUG): when CPUs or memory come or
+  go the kernel writes its own core header over ours, so the elfcorehdr segment is sized for the most the
+  kernel may write (`crash_elfcorehdr_size` program headers + the ELF header, the size its own kexec_file
+  path reserves) and is left out of the purgatory's digest. The kernel finds the segment by the ELF magic at
+  its start (crash_handle_hotplug_event), which ours has.
 
 Pure functions over SystemFacts and Layout; nothing here reads the host.
 """
@@ -212,7 +222,7 @@ def linux_core_sources(facts: SystemFacts, scheme: str, backup: Range | None,
         loads.append(CoreLoad(kt.paddr, kt.size, kt.vaddr, kt.paddr))
     else:
         notes.append("kdump: kernel text mapping unknown (no /proc/kcore or /proc/kallsyms): no PT_LOAD for it")
-    exclude = list(facts.crash_regions())
+    exclude = list(facts.crash_regions()) + list(facts.crash_cma_ranges())
     moved = None
     if scheme == SCHEME_REUSE:
         exclude.append(LOW_MEMORY)
@@ -244,10 +254,12 @@ def backup_source(facts: SystemFacts) -> Range | None:
 
 
 def crash_memmap(facts: SystemFacts, low_ram: Sequence[Range], taken: Sequence[Range]) -> tuple[MemRegion, ...]:
-    """The crash kernel's e820: low_ram and every crash region as RAM minus `taken` (elfcorehdr, backup),
-    plus the firmware map's ACPI, NVS, reserved and persistent-memory ranges with their types."""
+    """The crash kernel's e820: low_ram and every crash region as RAM minus `taken` (elfcorehdr, backup), the
+    crash CMA ranges as RAM, plus the firmware map's ACPI, NVS, reserved and persistent-memory ranges with
+    their types."""
     ram = subtract(list(low_ram) + list(facts.crash_regions()), taken)
     ram = [r for r in ram if r.size >= PAGE_SIZE or r.start < LOW_MEMORY.end]
+    ram = merge(ram + list(facts.crash_cma_ranges()))
     regions = [MemRegion(r, E820_RAM) for r in ram]
     ram_ranges = merge(ram)
     for m in facts.memmap:
@@ -269,9 +281,24 @@ class CrashSetup:
     notes: tuple[str, ...]
 
 
+def hotplug_header_size(facts: SystemFacts) -> int:
+    """Bytes the elfcorehdr segment needs when the kernel may rewrite it (--hotplug): the ELF header plus the
+    kernel's crash_elfcorehdr_size, which counts program headers for every possible CPU (NR_CPUS), VMCOREINFO,
+    the kernel text and CONFIG_CRASH_MAX_MEMORY_RANGES memory ranges (arch_crash_get_elfcorehdr_size)."""
+    k = facts.kexec
+    if facts.xen is not None or k is None or not k.hotplug_capable:
+        raise UsageError("--hotplug: this kernel cannot update a loaded crash kernel on CPU or memory hotplug "
+                         "(no /sys/kernel/kexec/crash_elfcorehdr_size or /sys/devices/system/{cpu,memory}/"
+                         "crash_hotplug; Linux 6.5+ with CONFIG_CRASH_HOTPLUG)",
+                         hint="leave out --hotplug and load the crash kernel again after CPUs or memory change")
+    return elfcore.EHDR_SIZE + k.crash_elfcorehdr_size
+
+
 def prepare(layout: Layout, facts: SystemFacts, *, cmdline: str, capacity: int, what: str,
-            target_release: str | None = None) -> CrashSetup:
-    """Place the backup and elfcorehdr segments in `layout` (the crash region) and compose the rest."""
+            target_release: str | None = None, hotplug: bool = False) -> CrashSetup:
+    """Place the backup and elfcorehdr segments in `layout` (the crash region) and compose the rest.
+
+    hotplug: size the elfcorehdr segment for the header the kernel writes on CPU/memory hotplug."""
     if facts.xen is not None:  # what Xen keeps in low memory is not known here: always the copy
         scheme, why = SCHEME_BACKUP, "Xen host: the purgatory copies low memory to a backup segment"
     else:
@@ -293,8 +320,17 @@ def prepare(layout: Layout, facts: SystemFacts, *, cmdline: str, capacity: int, 
         sources, more = linux_core_sources(facts, scheme, backup_seg.range if backup_seg else None, source)
     notes += more
     header = core_header(sources)
-    hdr_seg = layout.place("elfcorehdr", header, what=f"ELF core header, {len(sources.notes)} PT_NOTE, "
-                                                      f"{len(sources.loads)} PT_LOAD")
+    room = None
+    if hotplug:
+        room = max(len(header), hotplug_header_size(facts))
+        notes.append(f"kdump: --hotplug: the elfcorehdr segment has room for {room} bytes (crash_elfcorehdr_size "
+                     "+ ELF header), the kernel rewrites it on CPU/memory hotplug; the purgatory does not verify it")
+    if facts.crash_cma_ranges():
+        notes.append("kdump: crash CMA " + ", ".join(str(r) for r in facts.crash_cma_ranges())
+                     + ": left out of the dump, RAM for the crash kernel")
+    hdr_seg = layout.place("elfcorehdr", header, memsz=room,
+                           what=f"ELF core header, {len(sources.notes)} PT_NOTE, {len(sources.loads)} PT_LOAD"
+                                + (", room for hotplug" if hotplug else ""))
     added = []
     if facts.acpi_rsdp:
         added.append(f"acpi_rsdp={facts.acpi_rsdp:#x}")

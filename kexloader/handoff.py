@@ -31,9 +31,12 @@ def segments_digest(segments: Sequence[Segment]) -> tuple[tuple[Region, ...], by
 
 
 def attach_purgatory(layout: Layout, handoff, options: PurgatoryOptions, *, window: Range,
-                     backup: Backup | None = None, entry_mode: str = "64") -> int:
-    """Place the purgatory in `window`, built for its final address; returns the plan's entry point."""
-    hashed = tuple(s for s in layout.segments if s.role != MAP_ONLY)  # not ours to check
+                     backup: Backup | None = None, entry_mode: str = "64", unhashed: tuple[str, ...] = ()) -> int:
+    """Place the purgatory in `window`, built for its final address; returns the plan's entry point.
+
+    unhashed: roles the purgatory must not verify because the kernel may rewrite them after the load (the
+    elfcorehdr with --hotplug, as kexec-tools' arch_do_exclude_segment)."""
+    hashed = tuple(s for s in layout.segments if s.role != MAP_ONLY and s.role not in unhashed)
     if options.checks:
         regions, digest = segments_digest(hashed)
     else:

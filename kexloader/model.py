@@ -34,6 +34,7 @@ E820_NAMES = {
 
 # kexec_load flags (include/uapi/linux/kexec.h)
 KEXEC_ON_CRASH = 0x1
+KEXEC_UPDATE_ELFCOREHDR = 0x4  # Linux 6.5+: the kernel may rewrite the elfcorehdr segment on CPU/memory hotplug
 KEXEC_ARCH_X86_64 = 62 << 16
 KEXEC_ARCH_386 = 3 << 16
 KEXEC_ARCH_MASK = 0xFFFF0000
@@ -202,6 +203,7 @@ class LoadRequest:
     purgatory: PurgatoryOptions = PurgatoryOptions()
     rng_seed: bytes | None = field(default=None, repr=False)  # 32 random bytes for SETUP_RNG_SEED, or None
     noefi: bool = False  # --noefi: hand the next kernel no EFI state (efi_info, SETUP_EFI), as kexec-tools
+    hotplug: bool = False  # --hotplug (-p): the kernel rewrites the elfcorehdr when CPUs or memory come and go
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +232,30 @@ class KernelText:
     vaddr: int
     paddr: int
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class KexecSysfs:
+    """The kernel's kexec files (Documentation/ABI/testing/sysfs-kernel-kexec-kdump). Linux 6.19+ has them in
+    /sys/kernel/kexec/ (loaded, crash_loaded, crash_size, crash_elfcorehdr_size, crash_cma_ranges) and keeps
+    the old names in /sys/kernel as symlinks; older kernels have only /sys/kernel/kexec_loaded,
+    kexec_crash_loaded, kexec_crash_size and (6.5+, CONFIG_CRASH_HOTPLUG) crash_elfcorehdr_size.
+    None: the file is not there."""
+
+    directory: str = ""  # "/sys/kernel/kexec" (6.19+) or "/sys/kernel" (the old names): where `loaded` was read
+    loaded: bool | None = None
+    crash_loaded: bool | None = None
+    crash_size: int | None = None  # bytes reserved for the crash kernel (crashk_res + crashk_low_res)
+    crash_elfcorehdr_size: int | None = None  # program-header bytes the kernel needs for an updatable elfcorehdr
+    crash_cma_ranges: tuple[Range, ...] = ()  # crashkernel=...,cma reservations (not in /proc/iomem)
+    cpu_crash_hotplug: int | None = None  # /sys/devices/system/cpu/crash_hotplug (1: the loaded image is updated)
+    memory_crash_hotplug: int | None = None  # /sys/devices/system/memory/crash_hotplug
+
+    @property
+    def hotplug_capable(self) -> bool:
+        """The kernel can update a crash image's elfcorehdr (CONFIG_CRASH_HOTPLUG): the files are there."""
+        return self.crash_elfcorehdr_size is not None and (self.cpu_crash_hotplug is not None
+                                                           or self.memory_crash_hotplug is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +312,7 @@ class SystemFacts:
     os_release: str = ""  # /proc/sys/kernel/osrelease of the running kernel
     xen: XenFacts | None = None  # set in a Xen dom0: memmap is then the machine map and images go to Xen
     efi: EfiFacts | None = None  # a UEFI boot's EFI state (kexloader/efi.py); None: BIOS, or not known
+    kexec: KexecSysfs | None = None  # the kexec sysfs files (status, crash size, hotplug, CMA crash ranges)
 
     def ram(self) -> tuple[Range, ...]:
         return tuple(r.range for r in self.memmap if r.is_ram)
@@ -294,3 +321,20 @@ class SystemFacts:
         if self.xen is not None:
             return (self.xen.crash_area,) if self.xen.crash_area else ()
         return tuple(e.range for e in self.iomem if e.name == "Crash kernel")
+
+    def crash_size(self) -> int:
+        """--print-ckr-size: the crash kernel region's size. kexec-tools prints the last "Crash kernel" range
+        of /proc/iomem (with crashkernel=X,high + Y,low, the high one), which is what the facts say first;
+        without a readable /proc/iomem, the kernel's own crash_size (/sys/kernel/kexec/crash_size, else
+        /sys/kernel/kexec_crash_size)."""
+        regions = self.crash_regions()
+        if regions:
+            return regions[-1].size
+        if self.xen is None and self.kexec is not None and self.kexec.crash_size is not None:
+            return self.kexec.crash_size
+        return 0
+
+    def crash_cma_ranges(self) -> tuple[Range, ...]:
+        """crashkernel=SIZE,cma reservations (Linux 6.17+): RAM the running kernel lends to movable pages only;
+        the crash kernel gets it as RAM and the dump leaves it out, as the kernel's own kexec_file_load does."""
+        return self.kexec.crash_cma_ranges if self.kexec is not None and self.xen is None else ()

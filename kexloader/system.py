@@ -16,10 +16,11 @@ import struct
 import sys
 from pathlib import Path
 
+from . import efi
 from .errors import SystemFactsError
 from .formats import elfcore
 from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, E820_UNUSABLE, IomemEntry,
-                    KernelText, MemRegion, Range, SystemFacts, XenFacts)
+                    KernelText, KexecSysfs, MemRegion, Range, SystemFacts, XenFacts)
 
 SNAPSHOT_VERSION = 1
 
@@ -211,6 +212,89 @@ def page_offset_from(kcore: tuple[elfcore.Phdr, ...]) -> int | None:
     return low.p_vaddr - low.p_paddr
 
 
+# ---- the kexec sysfs files (Documentation/ABI/testing/sysfs-kernel-kexec-kdump). Linux 6.19+ moved them into
+# /sys/kernel/kexec/ and left the old names in /sys/kernel as symlinks (marked obsolete): read the new name, then
+# the old one. Measured on Debian's 7.3.4: /sys/kernel/kexec/{loaded, crash_loaded, crash_size,
+# crash_elfcorehdr_size, crash_cma_ranges}; Debian 12's 6.1 has only the old kexec_loaded, kexec_crash_loaded and
+# kexec_crash_size.
+
+KEXEC_DIR = "sys/kernel/kexec"
+KEXEC_FILES = {  # attribute -> (name in /sys/kernel/kexec, old name in /sys/kernel)
+    "loaded": ("loaded", "kexec_loaded"),
+    "crash_loaded": ("crash_loaded", "kexec_crash_loaded"),
+    "crash_size": ("crash_size", "kexec_crash_size"),
+    "crash_elfcorehdr_size": ("crash_elfcorehdr_size", "crash_elfcorehdr_size"),  # 6.5+, CONFIG_CRASH_HOTPLUG
+    "crash_cma_ranges": ("crash_cma_ranges", "kexec_crash_cma_ranges"),  # crashkernel=...,cma (old name: 6.19 rc)
+}
+
+
+def kexec_file(root: Path, attribute: str) -> Path | None:
+    """The file that holds `attribute`: /sys/kernel/kexec/NAME, else the old /sys/kernel/OLDNAME; None if neither."""
+    new, old = KEXEC_FILES[attribute]
+    for path in (root / KEXEC_DIR / new, root / "sys/kernel" / old):
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_int(path: Path | None, base: int = 10) -> int | None:
+    if path is None:
+        return None
+    try:
+        return int(path.read_text().strip(), base)
+    except (OSError, ValueError):
+        return None
+
+
+def parse_cma_ranges(text: str) -> tuple[Range, ...]:
+    """crash_cma_ranges: one "start-end" per line, bare hex, end inclusive (as /proc/iomem)."""
+    out = []
+    for line in text.split():
+        start, sep, last = line.partition("-")
+        try:
+            a, b = int(start, 16), int(last, 16)
+        except ValueError:
+            continue
+        if sep and b >= a:
+            out.append(Range(a, b - a + 1))
+    return tuple(sorted(out))
+
+
+def read_kexec_loaded(root: Path = Path("/"), crash: bool = False) -> bool:
+    """Is a normal (or crash) image loaded? /sys/kernel/kexec/[crash_]loaded, else the old kexec_[crash_]loaded."""
+    attribute = "crash_loaded" if crash else "loaded"
+    path = kexec_file(root, attribute)
+    if path is None:
+        raise SystemFactsError(f"neither {root / KEXEC_DIR / KEXEC_FILES[attribute][0]} nor "
+                               f"{root / 'sys/kernel' / KEXEC_FILES[attribute][1]} exists",
+                               hint="is this kernel built with CONFIG_KEXEC?")
+    try:
+        return path.read_text().strip() == "1"
+    except OSError as e:
+        raise SystemFactsError(f"cannot read {path}: {e.strerror}") from e
+
+
+def read_kexec_sysfs(root: Path = Path("/")) -> KexecSysfs:
+    """Every kexec sysfs fact, each from the new directory when it has it, else from the old name."""
+    loaded = kexec_file(root, "loaded")
+    cma = kexec_file(root, "crash_cma_ranges")
+    try:
+        ranges = parse_cma_ranges(cma.read_text()) if cma else ()
+    except OSError:
+        ranges = ()
+    crash_loaded = _read_int(kexec_file(root, "crash_loaded"))
+    loaded_value = _read_int(loaded)
+    return KexecSysfs(
+        directory="/" + str(loaded.parent.relative_to(root)) if loaded else "",
+        loaded=None if loaded_value is None else loaded_value == 1,
+        crash_loaded=None if crash_loaded is None else crash_loaded == 1,
+        crash_size=_read_int(kexec_file(root, "crash_size")),
+        crash_elfcorehdr_size=_read_int(kexec_file(root, "crash_elfcorehdr_size")),
+        crash_cma_ranges=ranges,
+        cpu_crash_hotplug=_read_int(root / "sys/devices/system/cpu/crash_hotplug"),
+        memory_crash_hotplug=_read_int(root / "sys/devices/system/memory/crash_hotplug"))
+
+
 def read_os_release(root: Path = Path("/")) -> str:
     try:
         return (root / "proc/sys/kernel/osrelease").read_text().strip()
@@ -295,12 +379,13 @@ def read_facts(root: Path = Path("/")) -> SystemFacts:
         cmdline = ""
     kcore = read_kcore_loads(root)
     return SystemFacts(memmap=memmap, boot_params=boot_params, cmdline=cmdline, iomem=iomem,
-                       acpi_rsdp=rsdp or read_efi_rsdp(root), source=f"live {root}",
+                       acpi_rsdp=rsdp or read_efi_rsdp(root), source=f"live {root}", efi=efi.read_efi(root, boot_params),
                        crash_notes=read_crash_notes(root), vmcoreinfo=read_vmcoreinfo(root),
                        # _end (far down /proc/kallsyms) only matters when there is no kcore
                        kernel_text=kernel_text_from(kcore, read_kallsyms(root, KALLSYMS_WANTED[:2 if kcore else 3]),
                                                     iomem),
-                       page_offset=page_offset_from(kcore), os_release=read_os_release(root))
+                       page_offset=page_offset_from(kcore), os_release=read_os_release(root),
+                       kexec=read_kexec_sysfs(root))
 
 
 def facts_to_json(facts: SystemFacts) -> dict:
@@ -311,6 +396,7 @@ def facts_to_json(facts: SystemFacts) -> dict:
         "boot_params": base64.b64encode(facts.boot_params).decode() if facts.boot_params else None,
         "cmdline": facts.cmdline,
         "acpi_rsdp": facts.acpi_rsdp,
+        "efi": efi.to_json(facts.efi),
         "xen": _xen_to_json(facts.xen),
         "crash_notes": [[cpu, r.start, r.size] for cpu, r in facts.crash_notes],
         "vmcoreinfo": _range_json(facts.vmcoreinfo),
@@ -318,7 +404,28 @@ def facts_to_json(facts: SystemFacts) -> dict:
                         if facts.kernel_text else None),
         "page_offset": facts.page_offset,
         "os_release": facts.os_release,
+        "kexec": _kexec_to_json(facts.kexec),
     }
+
+
+def _kexec_to_json(k: KexecSysfs | None):
+    if k is None:
+        return None
+    return {"directory": k.directory, "loaded": k.loaded, "crash_loaded": k.crash_loaded, "crash_size": k.crash_size,
+            "crash_elfcorehdr_size": k.crash_elfcorehdr_size,
+            "crash_cma_ranges": [[r.start, r.size] for r in k.crash_cma_ranges],
+            "cpu_crash_hotplug": k.cpu_crash_hotplug, "memory_crash_hotplug": k.memory_crash_hotplug}
+
+
+def _kexec_from_json(doc) -> KexecSysfs | None:
+    if doc is None:
+        return None
+    return KexecSysfs(directory=doc.get("directory", ""), loaded=doc.get("loaded"),
+                      crash_loaded=doc.get("crash_loaded"), crash_size=doc.get("crash_size"),
+                      crash_elfcorehdr_size=doc.get("crash_elfcorehdr_size"),
+                      crash_cma_ranges=tuple(Range(s, n) for s, n in doc.get("crash_cma_ranges", [])),
+                      cpu_crash_hotplug=doc.get("cpu_crash_hotplug"),
+                      memory_crash_hotplug=doc.get("memory_crash_hotplug"))
 
 
 def _range_json(r: Range | None):
@@ -356,6 +463,7 @@ def facts_from_json(doc: dict, source: str = "snapshot") -> SystemFacts:
             boot_params=bp,
             cmdline=doc.get("cmdline", ""),
             acpi_rsdp=doc.get("acpi_rsdp"),
+            efi=efi.from_json(doc.get("efi")),  # absent in older snapshots: no EFI
             source=source,
             xen=_xen_from_json(doc.get("xen")),
             crash_notes=tuple((int(cpu), Range(a, n)) for cpu, a, n in doc.get("crash_notes", [])),
@@ -363,6 +471,7 @@ def facts_from_json(doc: dict, source: str = "snapshot") -> SystemFacts:
             kernel_text=KernelText(*doc["kernel_text"]) if doc.get("kernel_text") else None,
             page_offset=doc.get("page_offset"),
             os_release=doc.get("os_release", ""),
+            kexec=_kexec_from_json(doc.get("kexec")),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise SystemFactsError(f"{source}: not a kexloader snapshot: {e}") from e
@@ -386,7 +495,14 @@ def describe(facts: SystemFacts) -> str:
     lines = [f"# {facts.source}"]
     lines += [f"{r.range.start:#018x}-{r.range.last:#018x} {r.type_name}" for r in facts.memmap]
     lines += [f"crash kernel region {r}" for r in facts.crash_regions()]
+    lines += [f"crash CMA range {r}" for r in facts.crash_cma_ranges()]
+    if facts.kexec is not None and facts.kexec.directory:
+        k = facts.kexec
+        lines.append(f"kexec sysfs {k.directory}: loaded {k.loaded}, crash_loaded {k.crash_loaded}, crash_size "
+                     f"{k.crash_size}, crash_elfcorehdr_size {k.crash_elfcorehdr_size}, crash_hotplug cpu "
+                     f"{k.cpu_crash_hotplug} memory {k.memory_crash_hotplug}")
     lines.append(f"acpi_rsdp {facts.acpi_rsdp:#x}" if facts.acpi_rsdp else "acpi_rsdp unknown")
+    lines += efi.describe(facts.efi)
     lines.append(f"boot_params {'present' if facts.boot_params else 'absent'}; cmdline {facts.cmdline!r}")
     if facts.crash_notes or facts.vmcoreinfo or facts.kernel_text:
         kt = facts.kernel_text

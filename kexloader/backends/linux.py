@@ -1,16 +1,28 @@
 """kexec_load(2), reboot(2) and the sysfs status files, through ctypes.
 
 Thin on purpose: build `struct kexec_segment[]`, call, turn errno into a sentence.
+
+Newer flags are found at run time, by asking the kernel with an argument it must reject (flag_supported):
+both syscalls check their flags before anything else, so an unknown flag gives EINVAL while a known one gets
+as far as the next check (a NULL segment list: EFAULT; kernel fd -1: EBADF), and nothing is loaded, unloaded
+or freed (neither probe is a crash load). Measured on Debian's 7.3.4: kexec_load accepts 0x4 and 0x8 and
+rejects 0x10: that kernel has no kexec_load debug flag (kexec-tools' master sends KEXEC_DEBUG = 0x10 with -d,
+for a kernel patch that 7.3 does not have, so its -c -d fails there); kexec_file_load accepts DEBUG (0x8), NO_CMA (0x10) and FORCE_DTB (0x20).
+Debian 12's 6.1 knows none of them. On kernels with kexec_load_limit_* (6.6+) each probe counts as one
+load; they are only made for -d and --no-cma.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno as E
 import os
+import sys
 from pathlib import Path
 
-from ..errors import BackendError
+from .. import system
+from ..errors import BackendError, SystemFactsError
 from ..model import MAP_ONLY, Plan
 
 SYS_REBOOT = 169  # arch/x86/entry/syscalls/syscall_64.tbl
@@ -19,13 +31,21 @@ SYS_KEXEC_FILE_LOAD = 320
 KEXEC_FILE_UNLOAD = 0x1
 KEXEC_FILE_ON_CRASH = 0x2
 KEXEC_FILE_NO_INITRAMFS = 0x4
+KEXEC_FILE_DEBUG = 0x8  # Linux 6.7+: the kernel logs how it laid the image out (kexec_dprintk)
+KEXEC_FILE_NO_CMA = 0x10  # Linux 6.17+: do not place the segments in CMA (default: kexec_file may, to avoid a copy)
 # kexec_file_load errors after which kexec-tools falls back to kexec_load (-a) or gives up with 253 (-s)
 FILE_FALLBACK_ERRNOS = frozenset({E.ENOSYS, E.EINVAL, E.ENOEXEC, E.EOPNOTSUPP})
 LINUX_REBOOT_MAGIC1 = 0xFEE1DEAD
 LINUX_REBOOT_MAGIC2 = 672274793
 LINUX_REBOOT_CMD_KEXEC = 0x45584543
 KEXEC_ON_CRASH = 0x1
+KEXEC_DEBUG = 0x10  # kexec-tools' name for a kexec_load debug flag; not in mainline as of 7.3 (measured: EINVAL)
 KEXEC_ARCH_X86_64 = 62 << 16
+FEATURES = {  # name -> (syscall, flag): see flag_supported
+    "load-debug": (SYS_KEXEC_LOAD, KEXEC_DEBUG),
+    "file-debug": (SYS_KEXEC_FILE_LOAD, KEXEC_FILE_DEBUG),
+    "file-no-cma": (SYS_KEXEC_FILE_LOAD, KEXEC_FILE_NO_CMA),
+}
 
 
 class KexecSegment(ctypes.Structure):
@@ -94,13 +114,86 @@ LOAD_ERRORS = {
 }
 
 
+def flag_supported(nr: int, flag: int) -> bool | None:
+    """Does the running kernel know this kexec_load / kexec_file_load flag? None when it cannot tell (EPERM:
+    not root, or kexec disabled; EBUSY). The probe is refused before it can load anything (module docstring)."""
+    if nr == SYS_KEXEC_LOAD:
+        rc = raw_syscall(SYS_KEXEC_LOAD, 0, 1, 0, KEXEC_ARCH_X86_64 | flag)  # NULL segments: EFAULT if known
+        known = -E.EFAULT
+    else:
+        rc = raw_syscall(SYS_KEXEC_FILE_LOAD, (1 << 64) - 1, (1 << 64) - 1, 0, 0, KEXEC_FILE_NO_INITRAMFS | flag)
+        known = -E.EBADF  # kernel fd -1 (the fds are C ints: all ones is -1)
+    if rc == -E.EINVAL:
+        return False
+    if rc == known:
+        return True
+    return None
+
+
+# ---- the kernel's log during a call (-d): /dev/kmsg records after the position it had before the call
+
+def parse_kmsg(data: bytes) -> list[str]:
+    """The message text of /dev/kmsg records ("PRIO,SEQ,USEC,FLAGS;text" plus " KEY=value" lines)."""
+    out = []
+    for line in data.decode(errors="replace").splitlines():
+        if not line or line.startswith(" "):
+            continue  # the dictionary lines of a record
+        head, sep, text = line.partition(";")
+        out.append(text if sep and "," in head else line)
+    return out
+
+
+@contextlib.contextmanager
+def kernel_log(path: Path = Path("/dev/kmsg"), out=None):
+    """Print to `out` (stderr) what the kernel logged while the block ran, one line per record, "kernel: ...".
+    Nothing when the log cannot be read (no /dev/kmsg, dmesg_restrict without CAP_SYSLOG)."""
+    out = out or sys.stderr
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        yield
+        return
+    try:
+        os.lseek(fd, 0, os.SEEK_END)
+        yield
+    finally:
+        chunks = []
+        while True:
+            try:
+                data = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == E.EPIPE:  # records were overwritten while we read: carry on with the next
+                    continue
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(fd)
+        for text in parse_kmsg(b"".join(chunks)):
+            out.write(f"kernel: {text}\n")
+
+
 class LinuxKexecBackend:
     """Loads through kexec_load(2) and starts through reboot(LINUX_REBOOT_CMD_KEXEC)."""
 
     name = "kexec_load"
 
-    def __init__(self, sysfs: Path = Path("/sys/kernel")):
-        self.sysfs = sysfs
+    def __init__(self, root: Path = Path("/"), kmsg: Path = Path("/dev/kmsg")):
+        self.root = root
+        self.kmsg = kmsg
+        self.debug = False  # -d: the kernel's debug flag where it has one, and its log printed to stderr
+        self._supported: dict[str, bool | None] = {}
+
+    def supports(self, feature: str) -> bool | None:
+        """"load-debug", "file-debug", "file-no-cma": does the running kernel have it (None: cannot tell)."""
+        if feature not in self._supported:
+            self._supported[feature] = flag_supported(*FEATURES[feature])
+        return self._supported[feature]
+
+    def _log(self):
+        return kernel_log(self.kmsg) if self.debug else contextlib.nullcontext()
 
     def load(self, plan: Plan) -> None:
         if any(s.role == MAP_ONLY for s in plan.segments):
@@ -114,15 +207,29 @@ class LinuxKexecBackend:
             s.bufsz = seg.bufsz
             s.mem = seg.mem
             s.memsz = seg.memsz
-        rc = raw_syscall(SYS_KEXEC_LOAD, plan.entry, len(plan.segments), segs, plan.flags)
+        flags = plan.flags
+        if self.debug and self.supports("load-debug"):
+            flags |= KEXEC_DEBUG
+        with self._log():
+            rc = raw_syscall(SYS_KEXEC_LOAD, plan.entry, len(plan.segments), segs, flags)
         if rc < 0:
             self._fail("kexec_load", -rc)
 
-    def load_file(self, kernel_fd: int, initrd_fd: int, cmdline: str, crash: bool) -> None:
-        """kexec_file_load(2): the kernel reads, checks (signatures, lockdown) and lays out the bzImage itself."""
+    def load_file(self, kernel_fd: int, initrd_fd: int, cmdline: str, crash: bool, *, no_cma: bool = False) -> None:
+        """kexec_file_load(2): the kernel reads, checks (signatures, lockdown) and lays out the bzImage itself.
+
+        no_cma: KEXEC_FILE_NO_CMA (the caller checks supports("file-no-cma") first). With self.debug,
+        KEXEC_FILE_DEBUG where the kernel has it."""
         line = cmdline.encode() + b"\0"
         flags = (KEXEC_FILE_ON_CRASH if crash else 0) | (KEXEC_FILE_NO_INITRAMFS if initrd_fd < 0 else 0)
-        rc = raw_syscall(SYS_KEXEC_FILE_LOAD, kernel_fd, initrd_fd, len(line), ctypes.c_char_p(line), flags)
+        if no_cma:
+            flags |= KEXEC_FILE_NO_CMA
+        if self.debug and self.supports("file-debug"):
+            flags |= KEXEC_FILE_DEBUG
+        if self.debug:
+            print(f"kexloader: kexec_file_load flags {flags:#x}", file=sys.stderr)
+        with self._log():
+            rc = raw_syscall(SYS_KEXEC_FILE_LOAD, kernel_fd, initrd_fd, len(line), ctypes.c_char_p(line), flags)
         if rc < 0:
             self._fail_file("kexec_file_load", -rc)
 
@@ -150,11 +257,18 @@ class LinuxKexecBackend:
             self._fail("kexec_load (unload)", -rc)
 
     def loaded(self, crash: bool) -> bool:
-        path = self.sysfs / ("kexec_crash_loaded" if crash else "kexec_loaded")
+        """/sys/kernel/kexec/[crash_]loaded (6.19+), else /sys/kernel/kexec_[crash_]loaded."""
         try:
-            return path.read_text().strip() == "1"
-        except OSError as e:
-            raise BackendError(f"cannot read {path}: {e.strerror}", hint="is this kernel built with CONFIG_KEXEC?")
+            return system.read_kexec_loaded(self.root, crash)
+        except SystemFactsError as e:
+            raise BackendError(str(e), hint=e.hint) from None
+
+    def hotplug_active(self) -> bool | None:
+        """After a crash load with --hotplug: will the kernel update it? /sys/devices/system/{cpu,memory}/
+        crash_hotplug (1: yes; they report on the loaded crash image). None when neither file exists."""
+        k = system.read_kexec_sysfs(self.root)
+        values = [v for v in (k.cpu_crash_hotplug, k.memory_crash_hotplug) if v is not None]
+        return any(values) if values else None
 
     def execute(self) -> None:
         os.sync()

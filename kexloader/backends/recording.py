@@ -9,17 +9,24 @@ from ..model import Plan
 class RecordingBackend:
     name = "recorder"
 
-    def __init__(self) -> None:
+    def __init__(self, supported: dict[str, bool | None] | None = None) -> None:
         self.plans: dict[bool, Plan] = {}
         self.file_loads: list[tuple[int, int, str, bool]] = []
+        self.file_options: list[dict] = []  # per kexec_file_load: no_cma, debug
         self.executed = False
+        self.debug = False
+        self.supported = dict(supported or {})  # a pretend kernel's features (LinuxKexecBackend.supports)
+
+    def supports(self, feature: str) -> bool | None:
+        return self.supported.get(feature, True)
 
     def load(self, plan: Plan) -> None:
         self.plans[plan.crash] = plan
 
-    def load_file(self, kernel_fd: int, initrd_fd: int, cmdline: str, crash: bool) -> None:
+    def load_file(self, kernel_fd: int, initrd_fd: int, cmdline: str, crash: bool, *, no_cma: bool = False) -> None:
         """kexec_file_load's arguments, kept as a plan-less record (the kernel would do the layout)."""
         self.file_loads.append((kernel_fd, initrd_fd, cmdline, crash))
+        self.file_options.append({"no_cma": no_cma, "debug": self.debug})
 
     def unload_file(self, crash: bool) -> None:
         self.file_loads.clear()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import struct
 
-from .. import bootparams, cmdline, crash
+from .. import bootparams, cmdline, crash, efiboot
+from ..formats.bootparams import SETUP_E820_EXT, SETUP_EFI
 from ..handoff import attach_purgatory
 from ..memory import ADDRESS_LIMIT, Layout, validate
-from ..model import (MAP_ONLY, GiB, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, LinuxEntry, LoadRequest, MiB, Plan, Range,
-                     Segment, SystemFacts)
+from ..model import (MAP_ONLY, GiB, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_UPDATE_ELFCOREHDR, LinuxEntry,
+                     LoadRequest, MiB, Plan, Range, Segment, SystemFacts)
 from ..purgatory.program import Linux64Handoff
 
 LOW_MEMORY = Range(0, 1 * MiB)
@@ -32,28 +33,45 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
     kdump, small = None, SMALL_SEGMENTS
     if req.crash:
         kdump = crash.prepare(layout, facts, cmdline=req.cmdline, capacity=capacity, what=what,
-                              target_release=target_release)
+                              target_release=target_release, hotplug=req.hotplug)
         line = cmdline.encode(kdump.cmdline, capacity=capacity, what=what)
         notes += kdump.notes
         if not any(u.overlaps(SMALL_SEGMENTS) for u in usable):  # a crash region above 4 GiB (crashkernel=,high)
             small = Range.between(1 * MiB, ADDRESS_LIMIT)
     line_seg = layout.place("cmdline", line, window=small, what=f"{len(line) - 1} bytes")
 
-    setup_data = 0
+    # setup_data, chained in kexec-tools' order: RNG seed, then the e820 entries past 128, then EFI.
+    memmap = kdump.memmap if kdump else facts.memmap
+    records = []
     version = struct.unpack_from("<H", header_page, 0x206)[0]
     if req.rng_seed and version >= SETUP_DATA_SINCE:
-        # As kexec-tools: seed the new kernel's RNG early (struct setup_data {next, type, len, data}).
-        blob = struct.pack("<QII", 0, SETUP_RNG_SEED, len(req.rng_seed)) + req.rng_seed
-        setup_data = layout.place("setup-data", blob, window=small, what="SETUP_RNG_SEED").mem
+        records.append((SETUP_RNG_SEED, req.rng_seed))  # as kexec-tools: seed the new kernel's RNG early
+    e820_ext = bootparams.e820_extension(memmap)
+    if e820_ext is not None:
+        records.append((SETUP_E820_EXT, e820_ext))
+        extra = len(e820_ext) // 20
+        notes.append(f"e820: {bootparams.bp.E820_MAX_ENTRIES_ZEROPAGE + extra} entries, 128 in the zero page and "
+                     f"{extra} in SETUP_E820_EXT")
+    handover, efi_note = efiboot.decide(facts, kernel_flags=efiboot.xloadflags(header_page), noefi=req.noefi,
+                                        what=what, memmap=memmap)
+    if efi_note:
+        notes.append(efi_note)
+    efi_info = None
+    if handover is not None:
+        efi_info = efiboot.place(layout, handover, window=small)
+        records.append((SETUP_EFI, handover.setup_data))
+    setup_data = bootparams.place_setup_data(layout, records, small)
 
     zero_page = bootparams.build_zero_page(
         header_page, cmdline=Range(line_seg.mem, len(line) - 1),
-        initrd=Range(initrd.mem, initrd.bufsz) if initrd else None, memmap=kdump.memmap if kdump else facts.memmap,
-        running=facts.boot_params, acpi_rsdp=facts.acpi_rsdp, setup_data=setup_data)
+        initrd=Range(initrd.mem, initrd.bufsz) if initrd else None, memmap=memmap,
+        running=facts.boot_params, acpi_rsdp=facts.acpi_rsdp, setup_data=setup_data, efi_info=efi_info)
     params = layout.place("boot-params", zero_page, window=small, what=zero_page_what)
 
     handoff = Linux64Handoff(boot_params=params.mem, kernel_entry=kernel_entry)
-    entry = attach_purgatory(layout, handoff, req.purgatory, window=small, backup=kdump.backup if kdump else None)
+    hotplug = req.crash and req.hotplug
+    entry = attach_purgatory(layout, handoff, req.purgatory, window=small, backup=kdump.backup if kdump else None,
+                             unhashed=("elfcorehdr",) if hotplug else ())
     segments, checked = tuple(layout.segments), list(usable)
     if facts.xen is not None:
         # Xen maps only the segments for the new image, and startup_64 reads the BIOS data area and puts
@@ -62,7 +80,9 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
         segments += (Segment(MAP_ONLY, 0, LOW_MEMORY.size, b"", "first MiB, mapped for the kernel's early code"),)
         checked.append(LOW_MEMORY)
         notes.append("Xen target: the first MiB is mapped (not written) for the kernel's early code")
-    flags = KEXEC_ARCH_X86_64 | (KEXEC_ON_CRASH if req.crash else 0)
+    # --hotplug: KEXEC_UPDATE_ELFCOREHDR, as kexec-tools on x86 (the newer KEXEC_CRASH_HOTPLUG_SUPPORT = 0x8 means
+    # the same to x86 but 6.5-6.9 reject it)
+    flags = KEXEC_ARCH_X86_64 | (KEXEC_ON_CRASH if req.crash else 0) | (KEXEC_UPDATE_ELFCOREHDR if hotplug else 0)
     result = Plan(entry=entry, flags=flags, segments=segments,
                   linux=LinuxEntry(boot_params=params.mem, kernel_entry=kernel_entry), notes=tuple(notes))
     validate(result, checked)
