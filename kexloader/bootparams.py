@@ -9,9 +9,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from .errors import NotSupportedYet
 from .formats import bootparams as bp
 from .formats import bzimage as bz
+from .memory import Layout
 from .model import MemRegion, MiB, Range
 
 TYPE_OF_LOADER_KEXEC = 0xD0  # boot.rst loader ID 0xD ("kexec-tools"), version 0: we stand in for it
@@ -20,11 +20,14 @@ HARDWARE_SUBARCH = slice(0x23C, 0x248)  # hardware_subarch + hardware_subarch_da
 
 
 def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memmap: Sequence[MemRegion],
-                    running: bytes | None, acpi_rsdp: int | None, setup_data: int = 0) -> bytes:
+                    running: bytes | None, acpi_rsdp: int | None, setup_data: int = 0,
+                    efi_info: bytes | None = None) -> bytes:
     """4096 bytes of `struct boot_params` for a 64-bit boot protocol entry.
 
     image: the bzImage (only its first sectors are read); cmdline: where the NUL-terminated command
-    line sits (size without NUL); running: the current kernel's boot_params, if known."""
+    line sits (size without NUL); running: the current kernel's boot_params, if known; efi_info: the
+    32 bytes of the EFI hand-off (kexloader/efiboot.py), or None for none. Memory maps of more than 128
+    entries: the first 128 go here, the rest in SETUP_E820_EXT (`e820_extension`)."""
     page = bytearray(bp.BOOT_PARAMS_SIZE)
     # The header as the image declares it, and no further: bytes past it are not header (boot.rst).
     jump = struct.unpack_from("<H", image, 0x200)[0]
@@ -38,6 +41,8 @@ def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memma
         page_subarch = running[HARDWARE_SUBARCH]
         hdr.hardware_subarch, hdr.hardware_subarch_data = struct.unpack("<IQ", page_subarch)
     params.acpi_rsdp_addr = acpi_rsdp or 0
+    if efi_info is not None:
+        params.efi_info = efi_info
 
     hdr.type_of_loader = TYPE_OF_LOADER_KEXEC
     hdr.loadflags = 0  # as kexec-tools and the kernel's kexec_file loader: no heap, no KEEP_SEGMENTS
@@ -50,14 +55,31 @@ def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memma
     hdr.setup_data = setup_data  # physical address of the first struct setup_data, or 0
 
     entries = [r for r in memmap if r.range.size]
-    if len(entries) > bp.E820_MAX_ENTRIES_ZEROPAGE:
-        raise NotSupportedYet(f"the memory map has {len(entries)} entries; more than "
-                              f"{bp.E820_MAX_ENTRIES_ZEROPAGE} needs SETUP_E820_EXT, which kexloader does not build yet")
-    table = [dict(addr=r.range.start, size=r.range.size, type=r.type) for r in entries]
+    table = [dict(addr=r.range.start, size=r.range.size, type=r.type) for r in entries[:bp.E820_MAX_ENTRIES_ZEROPAGE]]
     params.e820_table = table + [dict(addr=0, size=0, type=0)] * (bp.E820_MAX_ENTRIES_ZEROPAGE - len(table))
     params.e820_entries = len(table)
     params.alt_mem_k = _kib_above_1m(entries)
     return bp.BootParams.build(params)
+
+
+def e820_extension(memmap: Sequence[MemRegion]) -> bytes | None:
+    """The SETUP_E820_EXT payload for the entries past the zero page's 128 (boot.rst: the kernel appends them
+    to its e820 table, e820__memory_setup_extended), or None when all fit."""
+    entries = [r for r in memmap if r.range.size]
+    rest = entries[bp.E820_MAX_ENTRIES_ZEROPAGE:]
+    return bp.e820_records((r.range.start, r.range.size, r.type) for r in rest) if rest else None
+
+
+def place_setup_data(layout: Layout, records: Sequence[tuple[int, bytes]], window: Range) -> int:
+    """Put the setup_data chain of `records` ((type, payload), in chain order) in one segment; its address for
+    hdr.setup_data, or 0 when there is nothing to chain."""
+    if not records:
+        return 0
+    size = len(bp.build_setup_chain(records, 0))
+    names = ", ".join("SETUP_" + bp.SETUP_TYPES.get(kind, str(kind)) for kind, _ in records)
+    seg = layout.place("setup-data", bytes(size), window=window, what=names)
+    layout.replace(seg, bp.build_setup_chain(records, seg.mem))
+    return seg.mem
 
 
 def _split(value: int) -> tuple[int, int]:

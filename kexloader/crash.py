@@ -10,8 +10,8 @@
   VMCOREINFO_XEN and the machine memory map (interfaces.md §4.7) through `ram_loads` and `CoreSources`.
 * The crash kernel's memory map: the crash regions as RAM minus the elfcorehdr and backup segments, low
   memory (see `low_memory_scheme`), and the ACPI/NVS/reserved/persistent ranges kept with their types.
-* Command-line additions, appended as kexec-tools does: `acpi_rsdp=0x...` (kexloader never passes EFI
-  information, which is kexec-tools' condition for adding it) and `elfcorehdr=<KiB>K`.
+* Command-line additions, appended as kexec-tools does: `acpi_rsdp=0x...` (always: kexec-tools adds it only
+  when it hands over no EFI state, see docs/kexec-tools-differences.md) and `elfcorehdr=<KiB>K`.
 * crashkernel=SIZE,cma (Linux 6.17+): the CMA ranges (/sys/kernel/kexec/crash_cma_ranges; they are not in
   /proc/iomem) are treated as the kernel's kexec_file_load treats them (arch/x86/kernel/crash.c): left out of
   the dump's PT_LOADs (elf_header_exclude_ranges) and given to the crash kernel as RAM
