@@ -320,8 +320,8 @@ def test_hotplug_digest_leaves_the_elfcorehdr_out():
 
 @pytest.mark.parametrize("facts", [FACTS_61, QEMU], ids=["6.1", "no-kexec-facts"])
 def test_hotplug_refused_in_one_line_without_crash_hotplug(tmp_path, capsys, facts):
-    code, out, err, backend = run(["-p", str(TINY_PATH), "--hotplug", "--dry-run", f"--facts={snapshot(tmp_path, facts)}"],
-                                  capsys)
+    argv = ["-p", str(TINY_PATH), "--hotplug", "--dry-run", f"--facts={snapshot(tmp_path, facts)}"]
+    code, out, err, backend = run(argv, capsys)
     assert code == 1 and err.count("\n") == 1 and "CONFIG_CRASH_HOTPLUG" in err and "Traceback" not in err
     assert not backend.plans
 
@@ -337,8 +337,8 @@ def test_s_hotplug_is_the_kernels_job_but_checked(tmp_path, capsys, monkeypatch)
 
 
 def test_p_hotplug_dry_run_on_73(tmp_path, capsys):
-    code, out, err, _ = run(["-p", str(TINY_PATH), "--hotplug", "--dry-run", f"--facts={snapshot(tmp_path, FACTS_73)}"],
-                            capsys)
+    argv = ["-p", str(TINY_PATH), "--hotplug", "--dry-run", f"--facts={snapshot(tmp_path, FACTS_73)}"]
+    code, out, err, _ = run(argv, capsys)
     assert code == 0, err
     assert "flags 0x3e0005" in out and "room for hotplug" in out
 

@@ -7,9 +7,9 @@ both syscalls check their flags before anything else, so an unknown flag gives E
 as far as the next check (a NULL segment list: EFAULT; kernel fd -1: EBADF), and nothing is loaded, unloaded
 or freed (neither probe is a crash load). Measured on Debian's 7.3.4: kexec_load accepts 0x4 and 0x8 and
 rejects 0x10: that kernel has no kexec_load debug flag (kexec-tools' master sends KEXEC_DEBUG = 0x10 with -d,
-for a kernel patch that 7.3 does not have, so its -c -d fails there); kexec_file_load accepts DEBUG (0x8), NO_CMA (0x10) and FORCE_DTB (0x20).
-Debian 12's 6.1 knows none of them. On kernels with kexec_load_limit_* (6.6+) each probe counts as one
-load; they are only made for -d and --no-cma.
+for a kernel patch that 7.3 does not have, so its -c -d fails there); kexec_file_load accepts DEBUG (0x8),
+NO_CMA (0x10) and FORCE_DTB (0x20). Debian 12's 6.1 knows none of them. On kernels with kexec_load_limit_*
+(6.6+) each probe counts as one load; they are only made for -d and --no-cma.
 """
 
 from __future__ import annotations

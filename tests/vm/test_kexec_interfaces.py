@@ -43,7 +43,8 @@ mark_file iomem /proc/iomem
 
 KEXEC_FILES = r"""
 mark kexec_dir "$(ls /sys/kernel/kexec 2>&1 | tr '\n' ' ')"
-mark kexec_links "$(cd /sys/kernel && for f in kexec_* crash_elfcorehdr_size; do [ -e $f ] && printf '%s->%s ' $f "$(readlink $f)"; done)"
+mark kexec_links "$(cd /sys/kernel && for f in kexec_* crash_elfcorehdr_size; do
+    [ -e $f ] && printf '%s->%s ' $f "$(readlink $f)"; done)"
 for f in loaded crash_loaded crash_size crash_elfcorehdr_size crash_cma_ranges; do
     mark "kexec:$f" "$(cat /sys/kernel/kexec/$f 2>/dev/null | tr '\n' ' ')"
 done
@@ -72,7 +73,8 @@ FIRST_HOTPLUG = r"""
 dmesg -n 1  # the memory hot-add logs while markers are printed: keep kernel messages off the console
 run load kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" --hotplug -d
 mark crash_loaded "$(cat /sys/kernel/kexec/crash_loaded)"
-mark crash_hotplug "cpu=$(cat /sys/devices/system/cpu/crash_hotplug) memory=$(cat /sys/devices/system/memory/crash_hotplug)"
+hp=/sys/devices/system
+mark crash_hotplug "cpu=$(cat $hp/cpu/crash_hotplug) memory=$(cat $hp/memory/crash_hotplug)"
 mark ready 1
 i=0
 while ! grep -q '^100000000-' /proc/iomem && [ $i -lt 300 ]; do sleep 1; i=$((i + 1)); done
