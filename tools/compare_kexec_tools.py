@@ -76,7 +76,8 @@ REASONS = {
     "ext_ramdisk_image": "address: high half of ramdisk_image",
     "hdr.setup_data": "both chain a SETUP_RNG_SEED (32 bytes from getrandom), each at its own address "
                       "(kexec-tools bottom-up from 1 MiB; kexloader in its own page below 4 GiB); "
-                      "kexec-tools adds SETUP_EFI on EFI hosts, kexloader passes no EFI state",
+                      "on UEFI hosts both add SETUP_E820_EXT (more than 128 entries) and SETUP_EFI in the same chain "
+                      "order; kexloader keeps the chain in one segment",
     "hdr.root_flags": "kexec-tools overwrites it with 0xFFFF (mount_root_rdonly, setup_linux_system_parameters); "
                       "kexloader keeps the image's value (1). Both are non-zero: root is mounted read-only first",
     "hdr.root_dev": "kexec-tools writes 0x0300 (/dev/hda, a legacy default); kexloader keeps the image's 0. Only used "
@@ -84,6 +85,17 @@ REASONS = {
     "hdr.boot_flag": "kexec-tools writes aux_device_info = 0 at 0x1ff, the high byte of boot_flag (0xAA55 -> 0x0055); "
                      "kexloader keeps the image's 0xAA55. The kernel does not read it from boot_params",
     "e820_table[0]": _ivt_trim,
+    # UEFI hosts (issue 11; docs/kexec-tools-differences.md "UEFI hosts"). The "EFI:" line compares the runtime
+    # descriptors themselves and the SETUP_EFI payloads.
+    "efi_memdesc_size": lambda a, b: (
+        "kexec-tools writes 40-byte descriptors and says so (memdesc_size 40); kexloader keeps the firmware's "
+        "stride (the running kernel's efi_info, as the kernel's own kexec_file_load), each descriptor zero-padded; "
+        "the kernel walks the map by memdesc_size" if zp.get(a, "efi_memdesc_size") == 40 and
+        zp.get(b, "efi_memdesc_size") > 40 else None),
+    "efi_memmap_size": "number of runtime descriptors x memdesc_size: the descriptors are the same (EFI line), the "
+                       "stride differs (efi_memdesc_size)",
+    "efi_memmap": "address: each loader places the EFI memory map of the runtime regions in its own segment",
+    "efi_memmap_hi": "address: high half of efi_memmap",
 }
 
 
@@ -152,6 +164,31 @@ class Loaded:
             nxt, typ, length = struct.unpack("<QII", head)
             out.append((addr, typ, self.read(addr + 16, length)))
             addr = nxt
+        return out
+
+    def e820(self) -> list[tuple[int, int, int]]:
+        """The whole e820 the kernel gets: the zero page's entries, then any SETUP_E820_EXT records."""
+        table = zp.e820(self.zero_page)
+        for _, typ, payload in self.setup_data():
+            if typ == 1:
+                table += [struct.unpack_from("<QQI", payload, i) for i in range(0, len(payload) - 19, 20)]
+        return table
+
+    def efi(self) -> dict:
+        """efi_info, the runtime descriptors it points at (sorted by address; stride and order aside) and the
+        SETUP_EFI payload."""
+        sig, systab, dsize, dver, mm, mmsize, systab_hi, mm_hi = struct.unpack_from("<4sIIIIIII", self.zero_page,
+                                                                                    0x1C0)
+        out = {"signature": sig.hex() if any(sig) and not sig.isalnum() else sig.decode("latin-1").strip("\0"),
+               "systab": systab | systab_hi << 32, "memdesc_size": dsize, "memdesc_version": dver,
+               "memmap": mm | mm_hi << 32, "memmap_size": mmsize, "descriptors": [], "setup_efi": None}
+        if mmsize and dsize >= 40:
+            raw = self.read(out["memmap"], mmsize)
+            out["descriptors"] = sorted(struct.unpack_from("<I4xQQQQ", raw, i) for i in range(0, len(raw) - 39, dsize))
+        for _, typ, payload in self.setup_data():
+            if typ == 4 and len(payload) >= 32:
+                out["setup_efi"] = dict(zip(("fw_vendor", "runtime", "tables", "smbios"),
+                                            struct.unpack_from("<4Q", payload)))
         return out
 
     def role_of(self, role: str) -> list[Seg]:
@@ -321,9 +358,10 @@ def compare(a: Loaded, b: Loaded, image: bytes, initrd_bytes: bytes | None) -> d
                  f"{zp.cmd_line_ptr(a.zero_page):#x}, kexloader {cb!r} at {zp.cmd_line_ptr(b.zero_page):#x}")
 
     # e820
-    ea, eb = zp.e820(a.zero_page), zp.e820(b.zero_page)
+    ea, eb = a.e820(), b.e820()  # with SETUP_E820_EXT's entries past 128
     res["e820"] = {"kexec_tools": ea, "kexloader": eb, "identical": ea == eb}
-    lines.append(f"e820: {'IDENTICAL' if ea == eb else 'DIFFER'} ({len(ea)} vs {len(eb)} entries)")
+    lines.append(f"e820: {'IDENTICAL' if ea == eb else 'DIFFER'} ({len(ea)} vs {len(eb)} entries, zero page and "
+                 f"SETUP_E820_EXT)")
     if ea != eb:
         for i in range(max(len(ea), len(eb))):
             x = ea[i] if i < len(ea) else None
@@ -338,6 +376,25 @@ def compare(a: Loaded, b: Loaded, image: bytes, initrd_bytes: bytes | None) -> d
     res["setup_data"] = {"kexec_tools": sa, "kexloader": sb}
     lines.append(f"setup_data chain: kexec-tools {sa or 'none'}; kexloader {sb or 'none'}")
 
+    # EFI (UEFI hosts, XLF_EFI_KEXEC kernels): the runtime regions and SETUP_EFI must be the same
+    fa, fb = a.efi(), b.efi()
+    res["efi"] = {"kexec_tools": fa, "kexloader": fb, "same_runtime_map": fa["descriptors"] == fb["descriptors"],
+                  "same_setup_efi": fa["setup_efi"] == fb["setup_efi"],
+                  "same_systab": (fa["signature"], fa["systab"], fa["memdesc_version"]) ==
+                                 (fb["signature"], fb["systab"], fb["memdesc_version"])}
+    if fa["memmap_size"] or fb["memmap_size"] or fa["setup_efi"] or fb["setup_efi"]:
+        def efi_text(f):
+            if not f["memmap_size"]:
+                return "no EFI state"
+            return (f"efi_info {f['signature']} systab {f['systab']:#x}, {len(f['descriptors'])} runtime descriptors "
+                    f"of {f['memdesc_size']} bytes at {f['memmap']:#x}, SETUP_EFI "
+                    + (", ".join(f"{k} {v:#x}" for k, v in f["setup_efi"].items()) if f["setup_efi"] else "none"))
+        e = res["efi"]
+        lines.append(f"EFI: kexec-tools {efi_text(fa)}; kexloader {efi_text(fb)}; runtime descriptors "
+                     f"{'IDENTICAL' if e['same_runtime_map'] else 'DIFFER'}, SETUP_EFI "
+                     f"{'IDENTICAL' if e['same_setup_efi'] else 'DIFFER'}, systab "
+                     f"{'IDENTICAL' if e['same_systab'] else 'DIFFER'}")
+
     # zero page, field by field
     diffs = zp.diff(a.zero_page, b.zero_page)
     res["zero_page_diff"] = []
@@ -348,7 +405,8 @@ def compare(a: Loaded, b: Loaded, image: bytes, initrd_bytes: bytes | None) -> d
         lines.append(f"  {d.offset:#05x} {d.name:<26} {d.left:>22} -> {d.right:<22} {why or 'UNEXPLAINED'}")
     res["unexplained"] = [d.name for d in diffs if reason_for(d.name, a.zero_page, b.zero_page) is None]
     res["ok"] = bool(kernel.get("identical_bytes")) and res["cmdline"]["identical"] and \
-        initrd["kexec_tools_ok"] and initrd["kexloader_ok"]
+        initrd["kexec_tools_ok"] and initrd["kexloader_ok"] and \
+        all(res["efi"][k] for k in ("same_runtime_map", "same_setup_efi", "same_systab"))
     res["text"] = "\n".join(lines)
     return res
 

@@ -170,3 +170,64 @@ def test_debian_kernel_against_kexec_tools_if_cached(tmp_path, capsys):
     except kt.Unavailable as e:
         pytest.skip(str(e))
     _differential(capsys, kernels[-1], initrd, tmp_path)
+
+
+# ------------------------------------------------------------------------------ UEFI hosts (issue 11)
+
+def test_compare_explains_the_efi_handoff(tmp_path):
+    """kexloader's real plan for the OVMF snapshot against a hand-built load the way kexec-tools lays it out
+    (x86-linux-setup.c setup_efi_data: 40-byte descriptors in directory order in their own buffer, memdesc_size
+    40, each setup_data in its own page): same runtime regions, same SETUP_EFI, every field explained."""
+    from kexloader import api, system
+    from kexloader.model import LoadRequest
+
+    root = Path(__file__).resolve().parents[2]
+    image = bytearray((root / "fixtures/bzimage/tiny.bzImage").read_bytes())
+    struct.pack_into("<H", image, 0x236, 0x13)  # XLF_EFI_KEXEC
+    facts = system.load_snapshot(root / "fixtures/snapshots/ovmf-2g-kdump.json")
+    seed = bytes(32)
+    plan = api.make_plan(LoadRequest(kernel=bytes(image), cmdline="console=ttyS0", initrd=b"I" * 5000,
+                                     rng_seed=seed), facts)
+    segs = [(s.role, s.mem, s.memsz, bytes(s.data)) for s in plan.segments]
+    b = _loaded(tmp_path / "b", "kexloader", segs, plan.linux.boot_params, plan.entry)
+
+    runtime = facts.efi.runtime_map
+    descs = b"".join(struct.pack("<IIQQQQ", r.type, 0, r.phys_addr, r.virt_addr, r.num_pages, r.attribute)
+                     for r in reversed(runtime))
+    esd = struct.pack("<12Q", facts.efi.fw_vendor, facts.efi.runtime, facts.efi.config_table, facts.efi.smbios,
+                      *[0] * 8)
+    rng = struct.pack("<QII", 0x102000, 9, 32) + seed
+    efi_sd = struct.pack("<QII", 0, 4, len(esd)) + esd
+    a_zp = bytearray(b.zero_page)
+    struct.pack_into("<III", a_zp, 0x1C8, 40, 1, 0x100000)  # memdesc_size 40, version 1, memmap
+    struct.pack_into("<I", a_zp, 0x1D4, len(descs))
+    struct.pack_into("<Q", a_zp, 0x250, 0x101000)
+    keep = [s for s in segs if s[0] in ("kernel", "initrd", "cmdline")]
+    a = _loaded(tmp_path / "a", "kexec-tools", keep + [("efi-runtime-map", 0x100000, 0x1000, descs),
+                                                      ("setup_data:SETUP_RNG_SEED", 0x101000, 0x1000, rng),
+                                                      ("setup_data:SETUP_EFI", 0x102000, 0x1000, efi_sd),
+                                                      ("setup", 0x103000, 0x1000, bytes(a_zp))], 0x103000, 0x104000)
+    res = cmp.compare(a, b, bytes(image), b"I" * 5000)
+    assert res["efi"]["same_runtime_map"] and res["efi"]["same_setup_efi"] and res["efi"]["same_systab"]
+    assert [d["name"] for d in res["zero_page_diff"]] == ["efi_memdesc_size", "efi_memmap", "efi_memmap_size",
+                                                          "hdr.setup_data"]
+    assert res["unexplained"] == [] and res["ok"]
+    assert "runtime descriptors IDENTICAL, SETUP_EFI IDENTICAL" in res["text"]
+
+    # one virtual address off: caught
+    bad = bytearray(descs)
+    struct.pack_into("<Q", bad, 16, runtime[-1].virt_addr + 0x1000)
+    (tmp_path / "a" / f"{len(keep)}.bin").write_bytes(bytes(bad))
+    res = cmp.compare(a, b, bytes(image), b"I" * 5000)
+    assert not res["efi"]["same_runtime_map"] and not res["ok"]
+
+
+def test_compare_reads_the_e820_past_128_from_setup_e820_ext(tmp_path):
+    zpg = page(e820_entries=128, **{f"e820_table[{i}]": (i * 0x10000, 0x1000, 1) for i in range(128)})
+    ext = b"".join(struct.pack("<QQI", (128 + i) * 0x10000, 0x1000, 2) for i in range(3))
+    struct.pack_into("<Q", zpg, 0x250, 0x5000)
+    loaded = _loaded(tmp_path / "x", "kexloader", [("boot-params", 0x4000, 0x1000, bytes(zpg)),
+                                                   ("setup-data", 0x5000, 0x1000,
+                                                    struct.pack("<QII", 0, 1, len(ext)) + ext)], 0x4000, 0)
+    table = loaded.e820()
+    assert len(table) == 131 and table[-1] == (130 * 0x10000, 0x1000, 2)
