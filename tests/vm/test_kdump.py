@@ -37,6 +37,8 @@ head -c 65536 /proc/vmcore > /tmp/vmcore.head
 mark_b64 vmcore_head /tmp/vmcore.head
 run dmesg makedumpfile --dump-dmesg /proc/vmcore /tmp/dmesg.txt
 mark_file dmesg /tmp/dmesg.txt
+run vmcore_dmesg sh -c 'vmcore-dmesg /proc/vmcore > /tmp/vmcore-dmesg.txt'
+mark_file vmcore_dmesg_txt /tmp/vmcore-dmesg.txt
 # a PT_LOAD below 1 MiB (the backup scheme): how many of its bytes in the dump are not zero
 u() { od -A n -t u$2 -j $1 -N $2 /proc/vmcore | tr -d ' '; }
 phoff=$(u 32 8); phnum=$(u 56 2); i=0
@@ -116,6 +118,7 @@ def dump_leaf(h):
     files = makedumpfile_files()
     leaf = h.leaf(stages={"dump": DUMP, "report": REPORT}, files=files)
     leaf.modes.update({path: 0o755 for path in files})
+    leaf.trees = list(h.python_trees())  # Python and the kexloader wheel, for vmcore-dmesg
     return leaf
 
 
@@ -167,7 +170,21 @@ def assert_dump_is_good(t, append: str) -> Core:
     assert core.vmcoreinfo()["OSRELEASE"] == t.get("osrelease")
     assert t.rc("dmesg") == 0, t.out("dmesg")
     assert "sysrq: Trigger a crash" in t.b64("dmesg").decode(errors="replace")
+    # the same records as makedumpfile's; it indents a record's continuation lines, kexec-tools' vmcore-dmesg
+    # (and kexloader's) print them as the kernel stored them
+    mkd = t.b64("dmesg").decode(errors="replace").splitlines()
+    assert [line.strip() for line in assert_vmcore_dmesg(t)] == [line.strip() for line in mkd]
     return core
+
+
+def assert_vmcore_dmesg(t) -> list[str]:
+    """kexloader's vmcore-dmesg in the crash kernel read the crashed kernel's log from /proc/vmcore."""
+    assert t.rc("vmcore_dmesg") == 0, t.out("vmcore_dmesg")
+    assert t.out("vmcore_dmesg") == ""  # nothing on stderr
+    lines = t.b64("vmcore_dmesg_txt").decode(errors="replace").splitlines()
+    assert any("sysrq: Trigger a crash" in line for line in lines), lines[-20:]
+    assert lines[0].startswith("[    0.000000] Linux version "), lines[:3]
+    return lines
 
 
 # ----------------------------------------------------------------------------------------- scenarios
