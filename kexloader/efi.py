@@ -15,6 +15,7 @@ What is read, and from where:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .formats import efi as fe
@@ -113,9 +114,17 @@ def from_json(doc) -> EfiFacts | None:
         raise TypeError(f"efi: expected an object, got {type(doc).__name__}")
     runtime = doc.get("runtime_map")
     regions = None if runtime is None else tuple(EfiRuntimeRegion(*(int(v) for v in r)) for r in runtime)
-    if regions is not None and any(len(r) != len(RUNTIME_MAP_FIELDS) for r in runtime):
-        raise ValueError("efi.runtime_map: each entry is [type, phys_addr, virt_addr, num_pages, attribute]")
-    return EfiFacts(**{name: doc[name] for name in SCALARS if name in doc}, runtime_map=regions)
+    if regions is not None and (any(len(r) != len(RUNTIME_MAP_FIELDS) for r in runtime)
+                                or any(v < 0 for r in regions for v in dataclasses.astuple(r))):
+        raise ValueError("efi.runtime_map: each entry is [type, phys_addr, virt_addr, num_pages, attribute], "
+                         "non-negative integers")
+    values = {name: doc[name] for name in SCALARS if name in doc}
+    for name, value in values.items():
+        wanted = str if name == "loader_signature" else int
+        if value is not None and (type(value) is not wanted or wanted is int and value < 0):
+            raise ValueError(f"efi.{name}: {value!r} is not a{'' if wanted is str else ' non-negative'} "
+                             f"{wanted.__name__}")
+    return EfiFacts(**values, runtime_map=regions)
 
 
 def describe(f: EfiFacts | None) -> list[str]:

@@ -107,7 +107,8 @@ def test_snapshot_json_roundtrip_keeps_efi():
     assert system.facts_to_json(QEMU_BIOS)["efi"] is None
 
 
-@pytest.mark.parametrize("bad", [[], "EL64", {"runtime_map": [[1, 2]]}, {"systab": "x", "runtime_map": [["a"]]}])
+@pytest.mark.parametrize("bad", [[], "EL64", {"runtime_map": [[1, 2]]}, {"runtime_map": [["a"] * 5]}, {"runtime_map": [[6, -1, 0, 1, 0]]},
+                                 {"systab": "x"}, {"memdesc_size": -1}, {"loader_signature": 64}])
 def test_malformed_efi_in_a_snapshot_is_one_error(bad):
     doc = system.facts_to_json(OVMF)
     doc["efi"] = bad

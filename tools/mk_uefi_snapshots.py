@@ -9,6 +9,12 @@ OVMF, 2 GiB, crashkernel=256M) with the RAM below the crash region cut by 1-page
 pieces, as firmware that reports many small reservations does: 314 e820 entries (the zero page holds 128),
 and a crash kernel map of more than 128 as well (the holes are kept as reserved). /proc/iomem's System RAM
 entries are cut the same way. The EFI facts are OVMF's.
+
+The OVMF snapshots themselves come from a guest (QEMU, TCG, Debian 12's `OVMF.fd` as -bios, Debian 12's kernel by
+direct kernel boot through its EFI stub, crashkernel=256M), through the VM harness:
+
+    python3 tools/mk_uefi_snapshots.py --capture 2048 fixtures/snapshots/ovmf-2g-kdump.json   # about 15 s
+    python3 tools/mk_uefi_snapshots.py --capture 6144 fixtures/snapshots/ovmf-6g-kdump.json   # RAM above 4 GiB
 """
 
 import json
@@ -57,7 +63,41 @@ def fragment(doc: dict) -> dict:
     return doc
 
 
+OVMF = Path("/usr/share/ovmf/OVMF.fd")  # Debian's ovmf package
+CAPTURE_STAGE = r"""
+run save python3 -m kexloader.system save /tmp/snapshot.json
+[ -f /tmp/snapshot.json ] && mark_blob snapshot /tmp/snapshot.json
+run show python3 -m kexloader.system show /tmp/snapshot.json
+"""
+
+
+def capture(memory: int, out: Path, platform: str = "deb12") -> int:
+    """Boot an OVMF guest with `memory` MiB and write its `python3 -m kexloader.system save` to `out`."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT.parent.parent))
+    from tools.vm.env import find_inputs
+    from tools.vm.harness import Harness
+
+    if not OVMF.exists():
+        print(f"{OVMF} is missing: apt-get install ovmf", file=sys.stderr)
+        return 2
+    h = Harness(Path(tempfile.mkdtemp(prefix="kexloader-uefi-snap-")), find_inputs(platform))
+    guest = h.full(stages={"snapshot": CAPTURE_STAGE}, kernel=False)
+    t = h.boot(guest, "stage=snapshot crashkernel=256M", name=f"ovmf-snapshot-{memory}m", memory=memory,
+               timeout=500, extra_args=["-bios", str(OVMF)])
+    if t.rc("save") != 0:
+        print(f"snapshot failed in the guest:\n{t.out('save')}\n{t.summary()}", file=sys.stderr)
+        return 1
+    out.write_text(json.dumps(json.loads(t.blob("snapshot")), indent=1) + "\n")
+    print(t.out("show"))
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv) -> int:
+    if argv[:1] == ["--capture"] and len(argv) == 3:
+        return capture(int(argv[1]), Path(argv[2]))
     out = ROOT / "synthetic-uefi-e820-fragmented-kdump.json"
     text = json.dumps(fragment(json.loads(BASE.read_text())), indent=1) + "\n"
     if "--check" in argv:
