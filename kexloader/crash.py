@@ -235,16 +235,24 @@ def linux_core_sources(facts: SystemFacts, scheme: str, backup: Range | None,
 def xen_core_sources(facts: SystemFacts, backup: Range | None,
                      source: Range | None) -> tuple[CoreSources, list[str]]:
     """CoreSources of a Xen host seen from dom0 (interfaces.md §4.7, what kexec-tools builds there): Xen's
-    per-pCPU notes and VMCOREINFO_XEN, no kernel-text PT_LOAD, the machine map's RAM minus the crash area,
+    per-pCPU notes and VMCOREINFO_XEN (then dom0's VMCOREINFO, which kexec-tools leaves out), no kernel-text PT_LOAD, the machine map's RAM minus the crash area,
     p_vaddr in Linux's default direct map (meaningless for Xen, kept for tools that expect one)."""
     xen = facts.xen
     if not xen.cpu_notes:
         raise SystemFactsError("Xen reports no CPU crash note buffers (KEXEC_RANGE_MA_CPU)",
                                hint="boot Xen with crashkernel=256M")
     notes = [r for _, r in xen.cpu_notes] + ([xen.vmcoreinfo] if xen.vmcoreinfo else [])
+    said = ["kdump: Xen host: notes and RAM from the hypervisor (machine map)"]
+    if facts.vmcoreinfo is not None:
+        # dom0's own VMCOREINFO too (kexec-tools gives Xen's only): without it nothing in the dump says where
+        # dom0's log is (makedumpfile: "Can't find some symbols for log_buf"). A PV dom0's /sys/kernel/vmcoreinfo
+        # gives the note's machine address (arch/x86/xen/mmu_pv.c paddr_vmcoreinfo_note); vmcore-dmesg finds
+        # dom0's pages through the p2m Xen's crash-info note points at.
+        notes.append(facts.vmcoreinfo)
+        said.append(f"kdump: dom0's VMCOREINFO at {facts.vmcoreinfo} goes into the dump too")
     moved = (source, backup.start) if source is not None and backup is not None else None
     loads = ram_loads(system_ram(facts), list(facts.crash_regions()), DEFAULT_PAGE_OFFSET, moved)
-    return CoreSources(tuple(notes), loads), ["kdump: Xen host: notes and RAM from the hypervisor (machine map)"]
+    return CoreSources(tuple(notes), loads), said
 
 
 def backup_source(facts: SystemFacts) -> Range | None:

@@ -358,8 +358,10 @@ def read_facts(root: Path = Path("/")) -> SystemFacts:
             cmdline = (root / "proc/cmdline").read_text().strip()
         except OSError:
             cmdline = ""
+        # /sys/kernel/vmcoreinfo of a PV dom0 is a machine address (paddr_vmcoreinfo_note, arch/x86/xen/mmu_pv.c):
+        # the crash header carries it so that the dump holds dom0's VMCOREINFO next to Xen's
         return SystemFacts(memmap=memmap, cmdline=cmdline, acpi_rsdp=read_efi_rsdp(root), source="live Xen dom0",
-                           xen=xen_facts)
+                           xen=xen_facts, vmcoreinfo=read_vmcoreinfo(root))
     try:
         iomem = read_iomem(root)
     except SystemFactsError:

@@ -232,13 +232,18 @@ def test_xen_facts_give_xen_notes_and_machine_ram_with_the_backup():
     xen = XenFacts(crash_area=Range(0x60000000, 0x10000000), cpu_notes=((0, Range(0x7F001000, 0x254)),
                                                                         (1, Range(0x7F003000, 0x254))),
                    vmcoreinfo=Range(0x7F002000, 0x1000))
-    facts = dataclasses.replace(QEMU, iomem=(), xen=xen, crash_notes=(), kernel_text=None)
+    facts = dataclasses.replace(QEMU, iomem=(), xen=xen, crash_notes=(), kernel_text=None, vmcoreinfo=None)
     sources, _ = crash.xen_core_sources(facts, Range(0x6FF00000, 0x9F000), Range(0, 0x9FC00))
     assert crash.core_header(sources) == (
         ehdr(6) + note(0x7F001000, 0x254) + note(0x7F003000, 0x254) + note(0x7F002000, 0x1000)
         + load(0, 0x9FC00, 0xFFFF888000000000, offset=0x6FF00000)  # the machine map's RAM from 0, copied
         + load(0x100000, 0x5FF00000, 0xFFFF888000100000)
         + load(0x70000000, 0xFFE0000, 0xFFFF888070000000))
+    # dom0's own VMCOREINFO (/sys/kernel/vmcoreinfo: a machine address in a PV dom0) follows Xen's
+    dom0 = dataclasses.replace(facts, vmcoreinfo=Range(0x12345000, 0x1024))
+    sources, said = crash.xen_core_sources(dom0, Range(0x6FF00000, 0x9F000), Range(0, 0x9FC00))
+    assert sources.notes[-2:] == (Range(0x7F002000, 0x1000), Range(0x12345000, 0x1024))
+    assert any("dom0's VMCOREINFO" in line for line in said)
 
 
 # ---------------------------------------------------------------------------- the crash kernel's map
