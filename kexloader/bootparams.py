@@ -1,7 +1,8 @@
 """The Linux zero page handed to the new kernel, built fresh from the image's header and the system facts.
 
 Not copied from the running kernel: only fields that describe the hardware (screen_info,
-hardware_subarch, the ACPI RSDP) are taken from it.
+hardware_subarch, the ACPI RSDP, and on UEFI machines efi_info through kexloader/efiboot.py) are taken
+from it. The setup_data chain (RNG seed, SETUP_E820_EXT, SETUP_EFI) is one segment (`place_setup_data`).
 """
 
 from __future__ import annotations
