@@ -206,3 +206,16 @@ def test_xen_kdump(platform_harness, platform_xen_inputs, trigger):
     names = {n.name for n in core.notes}
     assert b"CORE" in names and b"Xen" in names, names  # Xen's per-CPU PRSTATUS and crash registers
     assert b"VMCOREINFO_XEN" in names, names
+    # dom0's own VMCOREINFO (kexloader adds it; kexec-tools does not): vmcore-dmesg reads dom0's log through
+    # the p2m of Xen's crash-info note
+    assert b"VMCOREINFO" in names, names
+    assert t.rc("vmcore_dmesg") == 0, t.out("vmcore_dmesg")
+    log = t.b64("vmcore_dmesg_txt").decode(errors="replace")
+    assert "] Linux version " in log, log[-2000:]
+    if trigger == "sysrq":
+        assert "sysrq: Trigger a crash" in log, log[-2000:]
+    # with dom0's VMCOREINFO in the dump, makedumpfile finds dom0's log too (before: "Can't find some symbols
+    # for log_buf"); the same records (it indents continuation lines)
+    assert t.rc("dmesg") == 0, t.out("dmesg")
+    mkd = t.b64("dmesg").decode(errors="replace").splitlines()
+    assert [line.strip() for line in log.splitlines()] == [line.strip() for line in mkd]
