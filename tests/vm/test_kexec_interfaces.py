@@ -69,6 +69,16 @@ echo c > /proc/sysrq-trigger
 mark crash_returned
 """
 
+# the kernel's own kexec_file_load over the same crashkernel=...,cma, for comparison
+FIRST_FILE_CMA = r"""
+mark cma "$(cat /sys/kernel/kexec/crash_cma_ranges)"
+run load kexloader -s -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+mark crash_loaded "$(cat /sys/kernel/kexec/crash_loaded)"
+sync
+echo c > /proc/sysrq-trigger
+mark crash_returned
+"""
+
 FIRST_HOTPLUG = r"""
 dmesg -n 1  # the memory hot-add logs while markers are printed: keep kernel messages off the console
 run load kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" --hotplug -d
@@ -182,6 +192,27 @@ def test_73_cma_ranges_are_out_of_the_dump_and_ram_for_the_crash_kernel(new_kern
         [(hex(p.p_paddr), hex(p.p_memsz)) for p in loads]
     crash_ram = iomem_ram(t.b64("iomem").decode())
     assert any(a <= cma[0] and cma[1] <= b for a, b in crash_ram), crash_ram  # the crash kernel's RAM
+
+
+def ram_loads(t) -> set[tuple[int, int]]:
+    """(paddr, size) of the vmcore's RAM PT_LOADs (the kernel-text mapping left out: KASLR moves it)."""
+    return {(p.p_paddr, p.p_memsz) for p in loads_of(t) if p.p_vaddr < 0xFFFFFFFF80000000}
+
+
+def test_73_cma_dump_ranges_are_the_kernels_own(harness_for, new_kernel):
+    """The same machine and command line, the crash kernel loaded by the kernel's kexec_file_load (-s): its
+    elfcorehdr has exactly the RAM PT_LOADs of ours (RAM minus the first MiB, the crash and the CMA ranges)."""
+    h = harness_for(NEW)
+    append = crash_append(new_token())
+    line = f"stage=first token={new_token()} crashkernel=384M crashkernel=64M,cma"
+    t = h.boot(guest(h, FIRST_FILE_CMA, append), line, name="kexec-file-cma", timeout=TIMEOUT)
+    assert t.rc("load") == 0 and t.get("crash_loaded") == "1", t.out("load")
+    assert t.stages() == ["first", "dump"], t.summary()
+    assert t.get("cma").split() == new_kernel.get("kexec:crash_cma_ranges").split()
+    assert ram_loads(t) == ram_loads(new_kernel), (sorted(ram_loads(t)), sorted(ram_loads(new_kernel)))
+    (start, last) = (int(x, 16) for x in t.get("cma").split()[0].split("-"))
+    crash_ram = iomem_ram(t.b64("iomem").decode())
+    assert any(a <= start and last < b for a, b in crash_ram), crash_ram  # the kernel gives it as RAM too
 
 
 def test_73_hotplug_memory_reaches_the_dump(harness_for):
