@@ -57,6 +57,8 @@ apt_packages=(
     python3 python3-venv gcc libc6-dev ca-certificates
     # the QEMU guests: the emulator, busybox and cpio for the initramfs, the packers
     qemu-system-x86 busybox-static cpio gzip zstd xz-utils makedumpfile
+    # UEFI guests: OVMF firmware, and an ESP image (FAT) for Xen's EFI binary
+    ovmf dosfstools mtools
     # downloads of kernels and Xen through a private apt configuration
     debian-archive-keyring
 )

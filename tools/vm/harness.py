@@ -134,13 +134,18 @@ class Harness:
         """Console logs of platforms other than the default say which one they ran on."""
         return name if self.platform == DEFAULT_PLATFORM else f"{name}-{self.platform}"
 
+    def _kernel(self, kernel: Path | None | bool) -> Path | None:
+        """None: Debian's kernel; False: none (no -kernel); else the path given."""
+        return self.vmlinuz if kernel is None else (kernel or None)
+
     def boot(self, initrd: Guest | Path, append: str, *, name: str = "boot", kernel: Path | None = None,
              base_append: str = BASE_APPEND, **kw) -> Transcript:
         """Boot Debian's kernel (or `kernel`) with this initrd; append goes after BASE_APPEND.
 
         Keyword arguments go to tools.vm.qemu.boot: until (stop QEMU once this regex shows, e.g.
         r"KXM\\|end\\|stage=report "), timeout, idle_timeout, memory, smp, cpu, extra / extra_args
-        (more QEMU arguments), monitor.
+        (more QEMU arguments), monitor, firmware ("bios", the default, or "ovmf": UEFI, the kernel starts
+        through its EFI stub). kernel=False boots no -kernel (OVMF from a disk in extra_args; initrd None).
         """
         built = isinstance(initrd, Guest)
         if built:
@@ -149,12 +154,12 @@ class Harness:
         kw.setdefault("timeout", 600)
         name = self._log_name(name)
         try:
-            t = boot(kernel or self.vmlinuz, initrd, full_append, log_name=name, **kw)
+            t = boot(self._kernel(kernel), initrd, full_append, log_name=name, **kw)
             if t.timed_out and FIRST_MARKER not in t.text:
                 # The guest hung before its /init ran, so before any kexloader code: a TCG boot flake
                 # (seen once in ~100 boots). Boot it once more; a second hang fails the test as before.
                 self.booted.append(t)
-                t = boot(kernel or self.vmlinuz, initrd, full_append, log_name=f"{name}-retry", **kw)
+                t = boot(self._kernel(kernel), initrd, full_append, log_name=f"{name}-retry", **kw)
         finally:
             if built and not self.keep_images:
                 Path(initrd).unlink(missing_ok=True)
@@ -169,7 +174,7 @@ class Harness:
             initrd = self.build(initrd, name)
         name = self._log_name(name)
         for attempt in ("", "-retry"):
-            vm = Qemu(kernel or self.vmlinuz, initrd, f"{base_append} {append}".strip(), log_name=name + attempt,
+            vm = Qemu(self._kernel(kernel), initrd, f"{base_append} {append}".strip(), log_name=name + attempt,
                       **kw)
             self.booted.append(vm)
             vm.start()

@@ -37,6 +37,8 @@ from pathlib import Path
 from .env import work_dir
 
 MARKER_RE = re.compile(r"KXM\|([^|\r\n]+)\|(.*?)\|MXK")
+FIRMWARES = ("bios", "ovmf")
+OVMF_FD = Path("/usr/share/ovmf/OVMF.fd")  # Debian's ovmf package: UEFI firmware for -bios (VM-RECIPE.md)
 
 
 class MarkerMissing(AssertionError):
@@ -151,6 +153,7 @@ def qemu_command(
     extra: list[str] | tuple[str, ...] = (),
     extra_args: list[str] | tuple[str, ...] = (),
     monitor: str | Path | None = None,
+    firmware: str = "bios",
     qemu: str = "qemu-system-x86_64",
 ) -> list[str]:
     """The QEMU command line of VM-RECIPE.md: TCG, no display, serial on stdio, no reboot.
@@ -159,13 +162,20 @@ def qemu_command(
     `memory` and `smp` go in as given: e.g. memory="2048,slots=4,maxmem=8G", smp="2,maxcpus=4" for
     hot-plug. `extra` and `extra_args` (the same thing) are appended (e.g. ["-device", "..."]).
     `monitor`: a unix socket path for QEMU's human monitor (HMP) instead of none.
+    `firmware`: "bios" (QEMU's SeaBIOS) or "ovmf" (UEFI: `-bios` OVMF_FD, Debian's `ovmf` package; a Linux
+    `kernel` then starts through its EFI stub). `kernel=None` boots without -kernel (e.g. OVMF from a disk).
     """
+    if firmware not in FIRMWARES:
+        raise ValueError(f"firmware {firmware!r}: one of {', '.join(FIRMWARES)}")
     mon = f"unix:{monitor},server=on,wait=off" if monitor else "none"
     cmd = [
         qemu, "-accel", "tcg", "-cpu", cpu, "-m", str(memory), "-smp", str(smp),
         "-nographic", "-monitor", mon, "-no-reboot", "-nodefaults", "-serial", "stdio",
-        "-kernel", str(kernel),
     ]
+    if firmware == "ovmf":
+        cmd += ["-bios", str(OVMF_FD)]
+    if kernel:
+        cmd += ["-kernel", str(kernel)]
     if initrd:
         cmd += ["-initrd", str(initrd)]
     if append:
@@ -375,7 +385,7 @@ def boot(kernel: Path, initrd=None, append: str = "", *, until: str | None = Non
 
     Keyword arguments: timeout (600 s), idle_timeout (180 s without console output),
     log_name, memory (MiB, 2048), smp (2), cpu ("max"; "Haswell-noTSX" under Xen), extra or extra_args
-    (more QEMU arguments), monitor (True: HMP on a unix socket, see Qemu.monitor).
+    (more QEMU arguments), monitor (True: HMP on a unix socket, see Qemu.monitor), firmware ("bios" or "ovmf").
     """
     vm = Qemu(kernel, initrd, append, **kw)
     vm.start()
