@@ -128,8 +128,23 @@ def make_plan(req: LoadRequest, facts: SystemFacts, *, window: Range = EVERYWHER
         plan = _crash_plan(kind, req, facts, window)
     else:
         usable = [part for r in facts.ram() if (part := r.intersect(window)) is not None]
-        plan = kind.plan(req, facts, usable)
+        plan = None
+        if facts.xen is not None and window == EVERYWHERE:
+            low = [part for r in usable if (part := r.intersect(Range(0, xen_dma_limit(facts)))) is not None]
+            with contextlib.suppress(PlacementError):  # too small: anywhere, as before
+                plan = kind.plan(req, facts, low)
+        if plan is None:
+            plan = kind.plan(req, facts, usable)
     return dataclasses.replace(plan, notes=plan.notes + (f"facts: {facts.source}",))
+
+
+def xen_dma_limit(facts: SystemFacts) -> int:
+    """Where Xen's DMA zone ends (its default dma_bits: a quarter of the RAM node, at most 4 GiB). Xen's page
+    allocator hands out pages below it last, so an image placed there does not collide with the pages Xen
+    allocates while it copies the image in: on a collision Xen's kimage_alloc_page swaps pages and writes a
+    wrong entry (MFN 0), which BUG()s Xen on unload (seen with Xen 4.20) and corrupts a page on exec."""
+    end_pfn = max((r.end for r in facts.ram()), default=0) >> 12
+    return 1 << min(max(end_pfn // 4 - 1, 1).bit_length() + 12, 32)
 
 
 def _crash_plan(kind, req: LoadRequest, facts: SystemFacts, window: Range) -> Plan:
