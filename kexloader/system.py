@@ -323,6 +323,14 @@ def xen_role(root: Path = Path("/")) -> str | None:
     return "dom0" if "control_d" in caps else "domU"
 
 
+def _xen_guest_type(root: Path) -> str:
+    """"PV", "PVH" or "HVM" (/sys/hypervisor/guest_type, Linux 4.12+); "PV" before (only PV could be dom0)."""
+    try:
+        return (root / "sys/hypervisor/guest_type").read_text().strip() or "PV"
+    except OSError:
+        return "PV"
+
+
 def read_xen_facts() -> tuple[tuple[MemRegion, ...], XenFacts]:
     """The machine memory map and Xen's kexec ranges, through hypercalls (dom0 only)."""
     from .backends import xen  # the hypercall edge; imported only in a dom0
@@ -359,9 +367,10 @@ def read_facts(root: Path = Path("/")) -> SystemFacts:
         except OSError:
             cmdline = ""
         # /sys/kernel/vmcoreinfo of a PV dom0 is a machine address (paddr_vmcoreinfo_note, arch/x86/xen/mmu_pv.c):
-        # the crash header carries it so that the dump holds dom0's VMCOREINFO next to Xen's
+        # the crash header carries it so that the dump holds dom0's VMCOREINFO next to Xen's. A PVH dom0 reports
+        # a guest-physical address, which means nothing in the machine's dump: left out.
         return SystemFacts(memmap=memmap, cmdline=cmdline, acpi_rsdp=read_efi_rsdp(root), source="live Xen dom0",
-                           xen=xen_facts, vmcoreinfo=read_vmcoreinfo(root))
+                           xen=xen_facts, vmcoreinfo=None if _xen_guest_type(root) == "PVH" else read_vmcoreinfo(root))
     try:
         iomem = read_iomem(root)
     except SystemFactsError:

@@ -355,7 +355,7 @@ def lockless_records(mem: KernelMemory, info: dict[str, str]) -> Iterator[bytes]
 
     count_bits = field(rb, dr + L("OFFSET(prb_desc_ring.count_bits)"), "<I")
     size_bits = field(rb, tr + L("OFFSET(prb_data_ring.size_bits)"), "<I")
-    if not (count_bits <= 31 and 4 <= size_bits <= 31):
+    if not (count_bits <= size_bits and 4 <= size_bits <= 31):  # the kernel: count_bits = size_bits - 5
         raise VmcoreError(f"the printk ring buffer claims 2^{count_bits} descriptors and 2^{size_bits} bytes of text: "
                           "corrupt", EXIT_RING_LAYOUT)
     count, data_size = 1 << count_bits, 1 << size_bits

@@ -529,3 +529,21 @@ def test_console_script_is_declared():
     import tomllib
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["vmcore-dmesg"] == "kexloader.vmcore:entry_point"
+
+
+# ------------------------------------------------------------------------- dom0's VMCOREINFO in the facts
+
+@pytest.mark.parametrize("guest_type, expected", [("PV", (0x12345000, 0x1024)), ("PVH", None)])
+def test_dom0_facts_carry_its_vmcoreinfo_when_pv(tmp_path, monkeypatch, guest_type, expected):
+    from kexloader import system
+    from kexloader.model import Range, XenFacts
+
+    for path, text in {"sys/hypervisor/type": "xen\n", "sys/hypervisor/guest_type": guest_type + "\n",
+                       "proc/xen/capabilities": "control_d\n", "proc/cmdline": "console=hvc0\n",
+                       "sys/kernel/vmcoreinfo": "12345000 1024\n"}.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    monkeypatch.setattr(system, "read_xen_facts", lambda: ((), XenFacts(crash_area=Range(0x60000000, 1 << 28))))
+    facts = system.read_facts(tmp_path)
+    assert facts.xen is not None
+    assert (facts.vmcoreinfo and (facts.vmcoreinfo.start, facts.vmcoreinfo.size)) == (expected or None)
