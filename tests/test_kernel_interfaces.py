@@ -396,3 +396,45 @@ def _e820(page: bytes) -> list[tuple[int, int, int]]:
     import struct
     count = page[0x1E8]
     return [struct.unpack_from("<QQI", page, 0x2D0 + 20 * i) for i in range(count)]
+
+
+# ------------------------------------------------------------------------- the 7.3.4 guest's snapshot
+
+SNAP_73 = ROOT / "fixtures/snapshots/qemu-debian13bpo-7.3-cma-kdump-384m.json"  # python3 -m kexloader.system save
+# in QEMU, Debian's 7.3.4, 2 CPUs, 2 GiB, crashkernel=384M crashkernel=64M,cma
+
+
+def test_the_73_snapshot_has_the_new_kexec_facts():
+    facts = system.load_snapshot(SNAP_73)
+    k = facts.kexec
+    assert k.directory == "/sys/kernel/kexec" and k.crash_size == 384 * MiB
+    assert k.crash_elfcorehdr_size == ELFCOREHDR_SIZE_73 and k.hotplug_capable
+    assert facts.crash_cma_ranges() == (Range(0x61000000, 64 * MiB),)
+    assert facts.crash_regions() == (Range(0x65000000, 384 * MiB),)  # CMA is not in /proc/iomem: only in sysfs
+
+
+def test_golden_hotplug_crash_plan_on_73(request):
+    """-p --hotplug on the 7.3.4 snapshot (CMA out of the dump, RAM for the crash kernel; the elfcorehdr's
+    room). `pytest --update-golden` rewrites it: review the diff."""
+    import json
+
+    from kexloader import plan as plans
+
+    req = LoadRequest(kernel=TINY, kernel_name="tiny.bzImage", cmdline="console=ttyS0 irqpoll nr_cpus=1",
+                      initrd=b"initrd" * 1000, initrd_name="initrd.img", crash=True, hotplug=True, rng_seed=None)
+    plan = api.make_plan(req, system.load_snapshot(SNAP_73))
+    doc = plans.to_json(plan, files=False)
+    doc["notes"] = [n for n in doc["notes"] if not n.startswith("facts:")]
+    path = ROOT / "fixtures/golden" / f"tiny-bzimage-kdump-hotplug@{SNAP_73.stem}.json"
+    if request.config.getoption("--update-golden"):
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+    assert path.exists(), f"no golden plan {path.name}: run pytest --update-golden and review it"
+    assert doc == json.loads(path.read_text())
+    (hdr,) = [s for s in plan.segments if s.role == "elfcorehdr"]
+    loads = [p for p in elfcore.parse_headers(bytes(hdr.data)).phdrs if p.p_type == elfcore.PT_LOAD]
+    ram = sorted((p.p_paddr, p.p_memsz) for p in loads if p.p_vaddr < 0xFFFFFFFF80000000)
+    # System RAM [0x100000, 0x7ffe0000) minus CMA [0x61000000, 0x65000000) and crash [0x65000000, 0x7d000000)
+    assert ram == [(0x100000, 0x61000000 - 0x100000), (0x7D000000, 0x7FFE0000 - 0x7D000000)]
+    e820 = _e820(bytes([s for s in plan.segments if s.role == "boot-params"][0].data))
+    # CMA touches the crash region here: one RAM entry from the CMA start up to the elfcorehdr
+    assert any(a <= 0x61000000 and 0x65000000 <= a + n and t == E820_RAM for a, n, t in e820), e820
