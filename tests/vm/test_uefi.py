@@ -1,0 +1,168 @@
+"""UEFI machines (issue 11 items 4-7): the seed's paths with OVMF as the firmware (`firmware="ovmf"`).
+
+Linux boots through its EFI stub (QEMU's direct kernel boot under OVMF); Xen boots as `xen.efi` from an ESP
+made per run (`esp_image`). Each guest reports on the serial console what it has of EFI (`EFI_REPORT`):
+/sys/firmware/efi, /sys/firmware/efi/runtime, the names in efivarfs, and the framebuffer (`-vga std`: OVMF's
+GOP; the kernel's efifb registers /dev/fb0 from boot_params.screen_info).
+
+    Linux -> Linux        the next kernel keeps EFI (same variables, runtime set) and the GOP framebuffer
+    kdump Linux -> Linux  the crash kernel keeps EFI; makedumpfile and vmcore-dmesg read its vmcore
+    Xen (EFI) -> Linux    Xen started by OVMF from an ESP; dom0 kexecs into Linux through the hypercall
+    Linux -> Xen          (item 6) see docs/uefi.md
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tools.vm import new_token
+from tools.vm.qemu import OVMF_FD
+
+pytestmark = pytest.mark.vm
+
+TIMEOUT = 600  # OVMF under TCG adds seconds per boot; this only bounds a hang
+VGA = ["-vga", "std"]  # a GOP for OVMF, so screen_info describes an EFI framebuffer
+
+# What a guest has of EFI and of a screen; marker names start with $1 (first, second, crash, dom0, ...).
+EFI_REPORT = r"""
+efi_report() {
+    p=$1
+    if [ -f /lib/efivarfs.ko ] && ! grep -q efivarfs /proc/filesystems; then insmod /lib/efivarfs.ko; fi
+    [ -d /sys/firmware/efi/efivars ] && mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
+    mark $p.efi "$([ -d /sys/firmware/efi ] && echo yes || echo no)"
+    mark $p.efi_runtime "$(cat /sys/firmware/efi/runtime 2>/dev/null || echo none)"
+    ls /sys/firmware/efi/efivars 2>/dev/null | sort > /tmp/efivars.txt
+    mark_b64 $p.efivars /tmp/efivars.txt
+    mark $p.fb0 "$(cat /sys/class/graphics/fb0/name 2>/dev/null || echo none)"
+    mark $p.fb0_mode "$(cat /sys/class/graphics/fb0/virtual_size 2>/dev/null) bpp=$(cat /sys/class/graphics/fb0/bits_per_pixel 2>/dev/null) stride=$(cat /sys/class/graphics/fb0/stride 2>/dev/null)"
+    dmesg | grep -i -e efifb -e simpledrm -e 'frame buffer' -e 'fb0' > /tmp/fb.txt
+    mark_b64 $p.fb_dmesg /tmp/fb.txt
+    head -c 64 /sys/kernel/boot_params/data > /tmp/screen_info.bin 2>/dev/null
+    mark_b64 $p.screen_info /tmp/screen_info.bin
+}
+"""
+
+
+def require_ovmf() -> None:
+    from tests.vm.conftest import _unavailable
+
+    if not OVMF_FD.is_file():
+        _unavailable(f"{OVMF_FD} is missing (apt-get install ovmf; sudo bash tools/install-deps.sh)")
+
+
+def efivarfs(h) -> dict:
+    """efivarfs.ko of the platform's kernel (inflated), or nothing when it is built in."""
+    return h.modules({"/lib/efivarfs.ko": "kernel/fs/efivarfs/efivarfs.ko"}) if h.inputs.module(
+        "kernel/fs/efivarfs/efivarfs.ko") else {}
+
+
+def efivars(t, who: str) -> list[str]:
+    return t.b64(f"{who}.efivars").decode().split()
+
+
+def assert_keeps_efi(t, first: str, second: str) -> None:
+    """`second` has EFI runtime services as `first` had: /sys/firmware/efi, runtime set, the same variables."""
+    assert t.get(f"{first}.efi") == "yes", t.summary()
+    assert len(efivars(t, first)) > 0, "the first kernel lists no EFI variables"
+    assert t.get(f"{second}.efi") == "yes", f"{second}: no /sys/firmware/efi ({t.summary()})"
+    assert int(t.get(f"{second}.efi_runtime"), 16) != 0
+    assert efivars(t, second) == efivars(t, first)
+
+
+# --- Linux -> Linux under OVMF, with a GOP framebuffer -------------------------------------------------------
+
+LINUX_FIRST = EFI_REPORT + r"""
+efi_report first
+run plan kexloader --dry-run -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run load kexloader -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run exec kexloader -e
+mark exec_returned
+"""
+
+LINUX_SECOND = EFI_REPORT + r"""
+efi_report second
+mark_file cmdline /proc/cmdline
+mark sha256 "$(sha256 /payload.bin)"
+"""
+
+
+@pytest.fixture(scope="module")
+def uefi_kexec(platform_harness):
+    require_ovmf()
+    h = platform_harness
+    payload = os.urandom(64 * 1024)
+    append = f"console=ttyS0 panic=-1 stage=second token={new_token()}"
+    mods = efivarfs(h)
+    leaf = h.leaf(stages={"second": LINUX_SECOND}, files={"/payload.bin": payload, **mods})
+    guest = h.full(stages={"first": f"APPEND={shlex.quote(append)}\n{LINUX_FIRST}"}, leaf=leaf, files=mods)
+    t = h.boot(guest, f"console=ttyS0 panic=-1 stage=first token={new_token()}", base_append="",
+               name="uefi-kexec", firmware="ovmf", extra_args=VGA, timeout=TIMEOUT, idle_timeout=240)
+    t.append, t.payload_sha256 = append, hashlib.sha256(payload).hexdigest()
+    return t
+
+
+def test_uefi_kexec_boots_the_next_kernel(uefi_kexec):
+    t = uefi_kexec
+    assert t.rc("load") == 0, t.out("load")
+    assert t.timed_out is None and t.stages() == ["first", "second"], t.summary()
+    assert t.b64("cmdline").decode() == t.append + "\n"
+    assert t.get("sha256") == t.payload_sha256
+    assert "the next kernel keeps EFI runtime services" in t.out("plan"), t.out("plan")
+
+
+def test_uefi_kexec_next_kernel_keeps_efi(uefi_kexec):
+    assert_keeps_efi(uefi_kexec, "first", "second")
+
+
+def test_uefi_kexec_next_kernel_has_the_gop_framebuffer(uefi_kexec):
+    """Item 4: the next kernel gets the screen_info of OVMF's GOP (VIDEO_TYPE_EFI) and registers efifb."""
+    t = uefi_kexec
+    first_si, second_si = t.b64("first.screen_info"), t.b64("second.screen_info")
+    assert first_si[0x0F] == 0x70, first_si.hex()  # orig_video_isVGA: VIDEO_TYPE_EFI, from the EFI stub
+    assert second_si[:0x40] == first_si[:0x40], (first_si.hex(), second_si.hex())
+    assert t.get("first.fb0") == "EFI VGA", t.b64("first.fb_dmesg").decode()
+    assert t.get("second.fb0") == "EFI VGA", t.b64("second.fb_dmesg").decode()
+    assert t.get("second.fb0_mode") == t.get("first.fb0_mode")
+    assert "efifb: probing for efifb" in t.b64("second.fb_dmesg").decode()
+
+
+# --- kdump under OVMF ----------------------------------------------------------------------------------------
+
+KDUMP_FIRST = EFI_REPORT + r"""
+efi_report first
+mark online "$(cat /sys/devices/system/cpu/online)"
+mark osrelease "$(cat /proc/sys/kernel/osrelease)"
+run plan kexloader --dry-run -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run load kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+mark crash_loaded "$(cat /sys/kernel/kexec_crash_loaded)"
+sync
+echo c > /proc/sysrq-trigger
+mark crash_returned
+"""
+
+
+def test_uefi_kdump_crash_kernel_keeps_efi_and_dumps(platform_harness):
+    from tests.vm.test_kdump import DUMP, assert_dump_is_good, crash_append, dump_leaf
+
+    require_ovmf()
+    h = platform_harness
+    mods = efivarfs(h)
+    append = crash_append(new_token())
+    leaf = dump_leaf(h)
+    leaf.stages["dump"] = EFI_REPORT + "efi_report crash\n" + DUMP
+    leaf.files.update(mods)
+    guest = h.full(stages={"first": f"APPEND={shlex.quote(append)}\n{KDUMP_FIRST}"}, leaf=leaf, files=mods)
+    t = h.boot(guest, f"console=ttyS0 panic=-1 stage=first token={new_token()} crashkernel=384M", base_append="",
+               name="uefi-kdump", firmware="ovmf", extra_args=VGA, timeout=TIMEOUT, idle_timeout=240)
+    assert t.rc("load") == 0, t.out("load")
+    assert t.get("crash_loaded") == "1"
+    assert "the next kernel keeps EFI runtime services" in t.out("plan"), t.out("plan")
+    assert_dump_is_good(t, append)  # makedumpfile --dump-dmesg and vmcore-dmesg read the vmcore
+    assert_keeps_efi(t, "first", "crash")
+    assert t.get("crash.fb0") == "EFI VGA", t.b64("crash.fb_dmesg").decode()
