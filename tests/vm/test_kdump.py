@@ -4,8 +4,9 @@ One QEMU run per scenario: Debian's kernel boots with crashkernel=384M and the "
 (Python, the kexloader wheel, /boot/vmlinuz, /leaf.img); stage "first" loads the crash kernel with
 `kexloader -p`, checks /sys/kernel/kexec_crash_loaded, -S -p and -p -u, loads again and crashes the
 machine with sysrq c. The crash kernel (the same Debian kernel) boots the leaf initrd, which holds
-busybox plus makedumpfile and its libraries; stage "dump" reports /proc/cmdline, the first 64 KiB of
-/proc/vmcore (ELF header, program headers, the merged notes) and makedumpfile --dump-dmesg's output.
+busybox plus makedumpfile and its libraries, Python and the kexloader wheel; stage "dump" reports
+/proc/cmdline, the first 64 KiB of /proc/vmcore (ELF header, program headers, the merged notes),
+makedumpfile --dump-dmesg's output and kexloader's `vmcore-dmesg /proc/vmcore`.
 The host parses the core header and notes itself (formats/elfcore.py's parser, independent of what
 built the elfcorehdr).
 """
