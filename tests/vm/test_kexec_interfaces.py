@@ -65,6 +65,7 @@ run load kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" -d
 run status1 kexloader -S -p
 mark crash_loaded "$(cat /sys/kernel/kexec/crash_loaded)"
 sync
+sleep 1  # let the console drain: a marker still in the tty buffer is lost when the kernel panics
 echo c > /proc/sysrq-trigger
 mark crash_returned
 """
@@ -75,6 +76,7 @@ mark cma "$(cat /sys/kernel/kexec/crash_cma_ranges)"
 run load kexloader -s -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 mark crash_loaded "$(cat /sys/kernel/kexec/crash_loaded)"
 sync
+sleep 1  # let the console drain: a marker still in the tty buffer is lost when the kernel panics
 echo c > /proc/sysrq-trigger
 mark crash_returned
 """
@@ -89,8 +91,8 @@ mark ready 1
 i=0
 while ! grep -q '^100000000-' /proc/iomem && [ $i -lt 300 ]; do sleep 1; i=$((i + 1)); done
 mark_file iomem_after /proc/iomem
-sleep 1
 sync
+sleep 1  # let the console drain: a marker still in the tty buffer is lost when the kernel panics
 echo c > /proc/sysrq-trigger
 mark crash_returned
 """
