@@ -93,17 +93,25 @@ def read_module(spec: str) -> Module:
     return Module(path, data, spec.strip())
 
 
-def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdline: str = "",
+def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdline: str | None = "",
                  image_type: str | None = None, crash: bool = False, modules: list[str] = (),
                  purgatory: PurgatoryOptions = PurgatoryOptions(), args_style: str | None = None,
-                 hotplug: bool = False) -> LoadRequest:
+                 hotplug: bool = False, initrds: list = (), uki_profile: int | None = None) -> LoadRequest:
     """Read the kernel (decompressed), the initrd (as is: the new kernel unpacks it itself) and modules.
 
     args_style: "linux", "elf" or "none" (--args-linux/--args-elf/--args-none; ELF kernels only).
-    hotplug: with crash, let the kernel rewrite the elfcorehdr on CPU/memory hotplug (--hotplug)."""
-    return LoadRequest(
+    hotplug: with crash, let the kernel rewrite the elfcorehdr on CPU/memory hotplug (--hotplug).
+    initrds: several initrd files, loaded as one initramfs in this order (instead of `initrd`).
+    cmdline None: none given, so a UKI's .cmdline is used. uki_profile: the UKI profile (None: the first)."""
+    if len(initrds) == 1 and initrd is None:
+        initrd, initrds = initrds[0], ()
+    extra = {}
+    if initrds:
+        from .initramfs import InitrdPart
+        extra["initrd_parts"] = tuple(InitrdPart(str(p), read_file(p, "initrd")) for p in initrds)
+    return LoadRequest(**extra, cmdline_given=cmdline is not None, uki_profile=uki_profile,
         modules=tuple(read_module(m) for m in modules),
-        kernel=read_image(kernel, "kernel"), kernel_name=str(kernel), cmdline=cmdline,
+        kernel=read_image(kernel, "kernel"), kernel_name=str(kernel), cmdline=cmdline or "",
         initrd=read_file(initrd, "initrd") if initrd is not None else None,
         initrd_name=str(initrd) if initrd is not None else "",
         image_type=image_type, crash=crash, purgatory=purgatory, args_style=args_style, rng_seed=rng_seed(),
@@ -122,6 +130,10 @@ def rng_seed() -> bytes | None:
 def make_plan(req: LoadRequest, facts: SystemFacts, *, window: Range = EVERYWHERE) -> Plan:
     """Pure: the plan that loads `req` on the machine `facts` describe, inside `window` (--mem-min/--mem-max)."""
     kind = images.detect(req.kernel, req.kernel_name, req.image_type)
+    if req.initrd_parts and kind.name not in ("bzImage64", "bzImage", "uki"):  # planners of one initrd segment
+        from . import initramfs
+        req = dataclasses.replace(req, initrd=initramfs.join(req.initrd_parts), initrd_parts=(),
+                                  initrd_name=initramfs.describe(req.initrd_parts))
     if req.modules and not kind.name.startswith("multiboot"):
         raise UsageError(f"{req.kernel_name}: --module is for multiboot images; a {kind.name} takes --initrd")
     if req.crash:

@@ -204,6 +204,11 @@ class LoadRequest:
     rng_seed: bytes | None = field(default=None, repr=False)  # 32 random bytes for SETUP_RNG_SEED, or None
     noefi: bool = False  # --noefi: hand the next kernel no EFI state (efi_info, SETUP_EFI), as kexec-tools
     hotplug: bool = False  # --hotplug (-p): the kernel rewrites the elfcorehdr when CPUs or memory come and go
+    # several initrds (--initrd more than once, a UKI's .ucode and .initrd): initramfs.InitrdPart values, joined
+    # in order, each padded to 4 bytes; when set, `initrd` is None
+    initrd_parts: tuple = ()
+    cmdline_given: bool = True  # False: no --append/--reuse-cmdline, so a UKI's .cmdline is used
+    uki_profile: int | None = None  # --uki-profile=N: the UKI profile to boot (None: the first, as systemd-stub)
 
 
 @dataclass(frozen=True, slots=True)

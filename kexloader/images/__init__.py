@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from ..errors import EXIT_FAILURE, NotSupportedYet, UnknownFormatError, UsageError
-from . import bzimage, multiboot, vmlinux
+from . import bzimage, multiboot, uki, vmlinux
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ KINDS = [
     Kind("elf-x86", vmlinux.probe_x86, None),  # a 32-bit (i386) ELF kernel: not built
     Kind("bzImage64", bzimage.probe, bzimage.plan),
     Kind("bzImage", bzimage.probe, bzimage.plan),  # a 32-bit-only bzImage gets bzImage64's clear refusal
+    Kind("uki", uki.probe, uki.plan),  # a PE with a .linux section (kexec-tools 2.0.31+: after bzImage)
 ]
 NAMES = [k.name for k in KINDS]
 
@@ -51,6 +52,9 @@ def detect(data, name: str, forced: str | None = None) -> Kind:
                 raise UnknownFormatError(f"{name}: Wrong file type {forced}, file matches type {matches[0].name}",
                                          exit_code=EXIT_FAILURE)
         matches = [k for k in matches if k.name == forced]
+    if not matches and uki.is_pe(data):
+        raise UnknownFormatError(f"{name}: a PE image without a .linux section: not a unified kernel image",
+                                 exit_code=EXIT_FAILURE)
     if not matches:
         raise UnknownFormatError(f"{name}: cannot determine the file type (not a bzImage, ELF or multiboot image)",
                                  exit_code=EXIT_FAILURE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from construct import ConstError, ConstructError
 
-from .. import cmdline, crash
+from .. import cmdline, crash, initramfs
 from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageError
 from ..formats import bzimage as bz
 from ..memory import ADDRESS_LIMIT, Layout
@@ -80,8 +80,11 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
         notes.append(f"kernel is not relocatable: loaded at its pref_address {hdr.pref_address:#x}")
 
     initrd = None
-    if req.initrd is not None:
-        initrd_top = ADDRESS_LIMIT if above_4g else min(hdr.initrd_addr_max + 1, 4 * GiB)
+    initrd_top = ADDRESS_LIMIT if above_4g else min(hdr.initrd_addr_max + 1, 4 * GiB)
+    if req.initrd_parts:  # several initrds: back to back, each on its own page (initramfs.place)
+        initrd = initramfs.place(layout, req.initrd_parts, window=Range.between(MIN_INITRD_ADDR, initrd_top))
+        notes.append(f"initramfs of {len(req.initrd_parts)} parts: {initramfs.describe(req.initrd_parts)}")
+    elif req.initrd is not None:
         initrd = layout.place("initrd", req.initrd, window=Range.between(MIN_INITRD_ADDR, initrd_top),
                               what=req.initrd_name)
 

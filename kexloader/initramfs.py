@@ -1,0 +1,86 @@
+"""Several initrds as the one initramfs the next kernel unpacks.
+
+The kernel's unpacker (init/initramfs.c unpack_to_rootfs) reads concatenated archives, skips zero bytes
+between them and starts an uncompressed cpio only at a 4-byte boundary; the early microcode loader
+(lib/earlycpio.c find_cpio_data) walks the same archives in 4-byte steps. So every part is padded with
+zeros to a multiple of 4 bytes, as systemd-stub's combine_initrds() does (ALIGN4 of each part, the last
+one included).
+
+Two ways to hand the parts over, same contents to the kernel:
+- `join`: one buffer (kexec_file_load takes one initrd fd; a planner that places one segment);
+- `place`: kexec_load segments back to back, one per part, each page-aligned (so its data is passed
+  as it is, an mmap slice, never copied) and the gaps zero-filled by the kernel: a part then ends
+  on a page boundary, which is also a 4-byte boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .memory import Layout
+from .model import PAGE_SIZE, Range, Segment, align_up
+
+# Parts beyond this many are joined into one segment: kexec_load takes 16 segments at most, and the
+# kernel, command line, zero page, purgatory and setup_data need up to 8 of them.
+MAX_SEPARATE_PARTS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class InitrdPart:
+    """One piece of the initramfs: where it came from (a file, a UKI section) and its bytes."""
+
+    name: str
+    data: Any = None  # bytes-like
+
+
+def padded_size(parts) -> int:
+    """Bytes of the joined initramfs: each part padded to 4 bytes."""
+    return sum(align_up(len(p.data), 4) for p in parts)
+
+
+def join(parts) -> bytes:
+    """The parts concatenated, each padded with zeros to a multiple of 4 bytes (one copy)."""
+    out = bytearray(padded_size(parts))
+    at = 0
+    for p in parts:
+        out[at:at + len(p.data)] = p.data
+        at += align_up(len(p.data), 4)
+    return bytes(out)
+
+
+def describe(parts) -> str:
+    return " + ".join(f"{p.name} ({len(p.data)} bytes)" for p in parts)
+
+
+def place(layout: Layout, parts, *, window: Range, what: str = "") -> Segment:
+    """Place the parts contiguously in `layout`, top-down inside `window`; the returned Segment spans the
+    whole initramfs (its `mem`, and `data` sized as the kernel's ramdisk_size) and is not itself recorded.
+
+    One part: one segment with the data as it is. Several: one segment per part, each part starting on a
+    page (zeros between them), unless there are more than MAX_SEPARATE_PARTS (then joined)."""
+    parts = [p for p in parts if len(p.data)]
+    what = what or describe(parts)
+    if len(parts) > MAX_SEPARATE_PARTS:
+        parts = [InitrdPart(what, join(parts))]
+    if len(parts) == 1:
+        return layout.place("initrd", parts[0].data, window=window, what=what)
+    strides = [align_up(len(p.data), PAGE_SIZE) for p in parts[:-1]]
+    total = sum(strides) + len(parts[-1].data)
+    block = layout.place("initrd", b"", memsz=total, window=window, what=what)  # reserve the whole run
+    layout.segments.remove(block)
+    at = block.mem
+    for p, stride in zip(parts, strides + [block.memsz - sum(strides)]):
+        layout.put("initrd", p.data, at, stride, what=p.name)
+        at += stride
+    return Segment("initrd", block.mem, block.memsz, _Sized(total), what)
+
+
+class _Sized:
+    """Stands for the joined initramfs where only its length is read (the zero page's ramdisk_size)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
