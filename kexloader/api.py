@@ -109,9 +109,14 @@ def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdlin
     if initrds:
         from .initramfs import InitrdPart
         extra["initrd_parts"] = tuple(InitrdPart(str(p), read_file(p, "initrd")) for p in initrds)
+    data = read_image(kernel, "kernel")
+    if images.uki.probe(data):  # its command-line addons, found where systemd-stub looks for them
+        from . import bootentries
+        uname = images.uki.contents(data, str(kernel), uki_profile).uname
+        extra["uki_addons"] = tuple(line for _, line in bootentries.addons(kernel, uname))
     return LoadRequest(**extra, cmdline_given=cmdline is not None, uki_profile=uki_profile,
         modules=tuple(read_module(m) for m in modules),
-        kernel=read_image(kernel, "kernel"), kernel_name=str(kernel), cmdline=cmdline or "",
+        kernel=data, kernel_name=str(kernel), cmdline=cmdline or "",
         initrd=read_file(initrd, "initrd") if initrd is not None else None,
         initrd_name=str(initrd) if initrd is not None else "",
         image_type=image_type, crash=crash, purgatory=purgatory, args_style=args_style, rng_seed=rng_seed(),

@@ -46,6 +46,7 @@ LONG = {
     "module": True, "dtb": True, "vmm": True,
     # kexloader extras
     "dry-run": False, "plan-out": True, "plan-in": True, "facts": True, "inspect": True, "json": False,
+    "uki-profile": True, "boot-entry": True, "boot-dir": True, "esp": True, "list-boot-entries": False,
 }
 SHORT_TO_LONG = {"h": "help", "?": "?", "v": "version", "d": "debug", "f": "force", "i": "no-checks",
                  "x": "no-ifdown", "y": "no-sync", "l": "load", "u": "unload", "e": "exec", "t": "type",
@@ -87,7 +88,8 @@ Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
      --no-cma             With -s: do not let the kernel place the image in CMA (KEXEC_FILE_NO_CMA, 6.17+).
      --command-line=STR, --append=STR   The new kernel's command line (the last one wins).
      --reuse-cmdline      Start from the running kernel's command line (without BOOT_IMAGE=).
-     --initrd=FILE, --ramdisk=FILE      The initial ramdisk.
+     --initrd=FILE, --ramdisk=FILE      The initial ramdisk; given more than once, all of them in order
+                          (one initramfs, each part padded to 4 bytes).
      --module="FILE ARGS" A multiboot module and its command line (repeatable; Xen: dom0 kernel, initrd).
      --vmm=XEN            The seed's syntax: kexloader -l --vmm=XEN --append="XEN_ARGS -- DOM0_ARGS" DOM0
      --mem-min=ADDR, --mem-max=ADDR     Place segments only inside [ADDR, ADDR].
@@ -107,6 +109,11 @@ Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
      --plan-in=DIR        Load a plan saved with --plan-out instead of reading images.
      --facts=SNAPSHOT     Plan for the machine described by a saved snapshot (with --dry-run).
      --inspect=FILE [--json]   Say what FILE is (kind, compression, version, boot protocol, headers).
+ Unified kernel images (uki) and boot loader entries:
+     --uki-profile=N      Boot profile N of a multi-profile UKI (default 0, as systemd-stub).
+     --boot-entry=ID|default   Load a Boot Loader Specification entry (Type #1 .conf or Type #2 UKI).
+     --boot-dir=DIR, --esp=DIR   Where the entries are (default: /boot, /efi, /boot/efi).
+     --list-boot-entries  Print the entries, in systemd-boot's order, the default marked.
 """
 
 
@@ -118,6 +125,12 @@ class Options:
     append: str | None = None
     reuse_cmdline: bool = False
     initrd: str | None = None
+    initrds: list = field(default_factory=list)  # every --initrd, in order
+    uki_profile: int | None = None  # --uki-profile=N
+    boot_entry: str | None = None  # --boot-entry=ID|default
+    boot_dir: str | None = None  # --boot-dir
+    esp: str | None = None  # --esp
+    list_boot_entries: bool = False
     modules: list = field(default_factory=list)  # --module="FILE args", in order
     vmm: str | None = None  # the seed's --vmm=XEN_IMAGE: the positional image becomes dom0's kernel
     image_type: str | None = None
@@ -202,6 +215,15 @@ def _apply(o: Options, name: str, value: str) -> None:
         o.reuse_cmdline = True
     elif name in ("initrd", "ramdisk"):
         o.initrd = value
+        o.initrds.append(value)
+    elif name == "uki-profile":
+        o.uki_profile = _number(name, value)
+        if o.uki_profile < 0:
+            raise UsageError(f"--uki-profile={value}: a profile is a number from 0")
+    elif name in ("boot-entry", "boot-dir", "esp"):
+        setattr(o, name.replace("-", "_"), value)
+    elif name == "list-boot-entries":
+        o.list_boot_entries = True
     elif name == "module":
         if not value.split():
             raise UsageError("--module needs a file name")
@@ -290,6 +312,11 @@ def run(o: Options, backend: Backend, out=None) -> int:
     if o.print_ckr_size:
         out.write(f"{system.read_facts().crash_size()}\n")
         return 0
+    if o.list_boot_entries or o.boot_entry is not None:  # Boot Loader Specification entries (bootentries.py)
+        from . import bootentries
+        if o.list_boot_entries:
+            return bootentries.run_list(o, out)
+        bootentries.apply(o)  # fills in kernel, initrds and (unless given) the command line
     if o.action == "status":
         kind = o.crash or o.status_kind != "load"
         return 1 if backend.loaded(kind) else 0
@@ -375,9 +402,12 @@ def _load_with_file_syscall(o: Options, backend: Backend, out) -> bool:
                            "CMA), or use -c", exit_code=EXIT_FALLBACK)
     facts_cmdline = system.read_cmdline() if o.reuse_cmdline else ""
     line = cmdline.compose(cmdline.reused(facts_cmdline, crash=o.crash) if o.reuse_cmdline else None, o.append)
-    with api.open_for_file_load(o.kernel, o.initrd) as (kernel_fd, initrd_fd):
+    from . import fileload  # a UKI's sections and several initrds go in memfds
+    with fileload.open_files(o.kernel, o.initrds, line if o.append is not None or o.reuse_cmdline else None,
+                             uki_profile=o.uki_profile) as f:
+        kernel_fd, initrd_fd, line = f.kernel_fd, f.initrd_fd, f.cmdline
         if o.dry_run or o.debug:
-            print(f"kexec_file_load(kernel={o.kernel}, initrd={o.initrd or 'none'}, cmdline={line!r}, "
+            print(f"kexec_file_load(kernel={f.kernel_what}, initrd={f.initrd_what or 'none'}, cmdline={line!r}, "
                   f"{'crash' if o.crash else 'normal'})", file=out if o.dry_run else sys.stderr)
         try:
             backend.load_file(kernel_fd, initrd_fd, line, o.crash, **({"no_cma": True} if o.no_cma else {}))
@@ -404,13 +434,15 @@ def _build_plan(o: Options):
         crash.crash_region(facts)  # no region: say so before reading any image, as kexec-tools
     _check_hotplug(o, facts)
     line = cmdline.compose(cmdline.reused(facts.cmdline, crash=o.crash) if o.reuse_cmdline else None, o.append)
-    kernel, initrd, modules = o.kernel, o.initrd, list(o.modules)
+    kernel, initrd, modules = o.kernel, None, list(o.modules)
+    given = o.append is not None or o.reuse_cmdline
     if o.vmm:
         # kexec -l --append="XEN_ARGS -- DOM0_ARGS" --vmm=XEN DOM0 [--initrd=I] (docs/misc/kexec_and_kdump.txt)
         xen_args, _, dom0_args = f" {line} ".partition(" -- ")
-        modules = [cmdline.compose(kernel, dom0_args.strip())] + ([initrd] if initrd else []) + modules
-        kernel, initrd, line = o.vmm, None, xen_args.strip()
-    req = api.read_request(kernel, initrd=initrd, cmdline=line, image_type=o.image_type, crash=o.crash,
+        modules = [cmdline.compose(kernel, dom0_args.strip())] + list(o.initrds) + modules
+        kernel, o.initrds, line = o.vmm, [], xen_args.strip()
+    req = api.read_request(kernel, initrds=o.initrds, cmdline=line if given or o.vmm else None,
+                           uki_profile=o.uki_profile, image_type=o.image_type, crash=o.crash,
                            modules=modules, purgatory=PurgatoryOptions(**o.purgatory), args_style=o.args_style,
                            hotplug=o.hotplug)
     if o.noefi:

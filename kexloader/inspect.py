@@ -217,6 +217,16 @@ def inspect_image(raw, name: str) -> dict:
     if matches:
         info["kind"] = matches[0].name
         info["loadable"] = matches[0].plan is not None
+    from .inspect_uki import report as uki_report
+    u = uki_report(data, name)
+    if u is not None:
+        info["uki"] = u
+        linux = u.pop("_linux_data", None)
+        if linux is not None:
+            info["bzimage"] = _bzimage(linux)
+            info["version"] = info["bzimage"].get("kernel_version")
+        if "error" in u:
+            info["errors"].append(u["error"])
     if bz.HEADER_MAGIC == bytes(data[0x202:0x206]):
         info["bzimage"] = b = _bzimage(data)
         info["version"] = b.get("kernel_version")
@@ -270,6 +280,12 @@ def to_text(info: dict) -> str:
         + (f"; also matches {', '.join(also)}" if also else ""))
     if info["version"]:
         add("version", info["version"])
+    if "uki" in info:
+        from .inspect_uki import text_rows
+        u = info["uki"]
+        add("UKI" if u.get("is_uki") else "PE", f"{len(u.get('sections', []))} sections, "
+                                                f"{len(u.get('profiles', []))} profiles")
+        rows.extend(text_rows(u) if "sections" in u else [])
     if "bzimage" in info and "error" not in info["bzimage"]:
         b = info["bzimage"]
         add("boot protocol", b["boot_protocol"])

@@ -209,6 +209,7 @@ class LoadRequest:
     initrd_parts: tuple = ()
     cmdline_given: bool = True  # False: no --append/--reuse-cmdline, so a UKI's .cmdline is used
     uki_profile: int | None = None  # --uki-profile=N: the UKI profile to boot (None: the first, as systemd-stub)
+    uki_addons: tuple[str, ...] = ()  # command lines of the UKI's addons (*.addon.efi), appended in this order
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +298,10 @@ class EfiFacts:
     smbios: int | None = None  # SMBIOS= of /sys/firmware/efi/systab (the 32-bit entry point)
     smbios3: int | None = None  # SMBIOS3= (the 64-bit entry point)
     runtime_map: tuple[EfiRuntimeRegion, ...] | None = None  # None: no /sys/firmware/efi/runtime-map
+    # The ACPI RSDP structure itself (20 bytes, or its Length for revision 2+), read through /dev/mem at ACPI20=
+    # (else ACPI=) of /sys/firmware/efi/systab; None when unreadable. A multiboot kernel on a UEFI machine
+    # (Xen) finds ACPI only in the BIOS areas, where kexloader puts a copy (kexloader/legacybios.py).
+    rsdp: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

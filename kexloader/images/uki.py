@@ -256,7 +256,7 @@ def request_for(req: LoadRequest, name: str | None = None, addon_cmdlines: tuple
 def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
     """Plan the UKI's .linux as a bzImage with the initramfs and command line the stub would give it."""
     import dataclasses
-    inner = request_for(req)
+    inner = request_for(req, addon_cmdlines=req.uki_addons)
     c_notes = contents(req.kernel, req.kernel_name, req.uki_profile).notes
     p = bzimage.plan(inner, facts, usable)
     return dataclasses.replace(p, notes=c_notes + p.notes)

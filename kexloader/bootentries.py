@@ -1,0 +1,277 @@
+"""Boot Loader Specification entries, seen and ordered as systemd-boot sees them, and UKI addons.
+
+Sources: the UAPI group's Boot Loader Specification (Type #1 `loader/entries/*.conf`, Type #2
+`EFI/Linux/*.efi`, "Sorting"), loader.conf(5) (`default` is a glob over entry ids), systemd-stub(7)
+(addons: `*.addon.efi` in `loader/addons/` of the UKI's partition, then in `<uki>.extra.d/`, each
+directory in name order; an addon with a .linux section or a different .uname is ignored).
+
+Places: the ESP (`--esp`, else the first of /efi, /boot, /boot/efi holding `EFI` or `loader`) and the
+boot partition (`--boot-dir`, else /boot). Paths inside a Type #1 entry are relative to the root of the
+partition the entry is on.
+
+Order (systemd-boot's boot_entry_compare): entries with a sort-key first, by sort-key, machine-id, then
+version newest first; then the others; ties and entries without sort-key by id, newest version first.
+The default: the first entry, in that order, whose id matches loader.conf's `default` glob; else the first.
+A Type #2 UKI with profiles is one entry per profile, `ID@N` (N > 0), as systemd-boot lists them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import KexloaderError, UsageError
+from .images import uki
+
+ESP_CANDIDATES = ("/efi", "/boot", "/boot/efi")
+BOOT_CANDIDATES = ("/boot",)
+COUNTER = re.compile(r"\+\d+(-\d+)?(?=\.(conf|efi)$)")  # boot counting: NAME+LEFT[-DONE].conf
+
+
+@dataclass
+class Entry:
+    id: str  # the file name without the boot counter (foo.conf, bar.efi, bar.efi@1)
+    kind: str  # "type1" or "type2"
+    path: Path  # the .conf or .efi file
+    title: str = ""
+    version: str = ""
+    sort_key: str = ""
+    machine_id: str = ""
+    kernel: Path | None = None  # linux (or efi) for Type #1; the UKI for Type #2
+    initrds: list = field(default_factory=list)
+    options: str | None = None
+    profile: int | None = None
+    tries_left: int | None = None
+
+
+def verscmp(a: str, b: str) -> int:
+    """systemd's strverscmp_improved, enough for ids and versions: digit runs compare as numbers,
+    '~' sorts before everything, '-'/'^'/'.' separators as in the UAPI version format specification."""
+    def split(s):
+        return [(0, int(t)) if t.isdigit() else (1, t) for t in re.findall(r"\d+|[A-Za-z]+|[^A-Za-z\d]", s)]
+    pa, pb = split(a), split(b)
+    for x, y in zip(pa, pb):
+        if x == y:
+            continue
+        if x == (1, "~") or y == (1, "~"):
+            return -1 if x == (1, "~") else 1
+        if x[0] != y[0]:
+            return -1 if x[0] > y[0] else 1  # a number is newer than letters
+        return -1 if x[1] < y[1] else 1
+    if len(pa) == len(pb):
+        return 0
+    longer, sign = (pa, 1) if len(pa) > len(pb) else (pb, -1)
+    nxt = longer[min(len(pa), len(pb))]
+    return -sign if nxt == (1, "~") else sign
+
+
+def _compare(a: Entry, b: Entry) -> int:
+    if (a.tries_left == 0) != (b.tries_left == 0):
+        return 1 if a.tries_left == 0 else -1
+    if bool(a.sort_key) != bool(b.sort_key):
+        return -1 if a.sort_key else 1
+    if a.sort_key and b.sort_key:
+        for x, y in ((a.sort_key, b.sort_key), (a.machine_id, b.machine_id)):
+            if x != y:
+                return -1 if x < y else 1
+        r = -verscmp(a.version, b.version)
+        if r:
+            return r
+    return -verscmp(a.id, b.id)
+
+
+def parse_conf(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ") if " " in line else line.partition("\t")
+        out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def _id_and_tries(name: str) -> tuple[str, int | None]:
+    m = COUNTER.search(name)
+    if not m:
+        return name, None
+    left = int(m.group(0)[1:].split("-")[0])
+    return name[:m.start()] + name[m.end():], left
+
+
+def type1(path: Path, root: Path) -> Entry | None:
+    try:
+        conf = parse_conf(path.read_text(errors="replace"))
+    except OSError:
+        return None
+    arch = conf.get("architecture", ["x64"])[-1].lower()
+    if arch not in ("x64", "x86_64", "x86-64"):
+        return None
+    eid, tries = _id_and_tries(path.name)
+    kernel = conf.get("linux", conf.get("efi", [None]))[-1]
+    if not kernel:
+        return None
+    first = lambda k: conf.get(k, [""])[0]  # noqa: E731
+    inside = lambda p: root / p.lstrip("/")  # noqa: E731
+    return Entry(eid, "type1", path, title=first("title"), version=first("version"), sort_key=first("sort-key"),
+                 machine_id=first("machine-id"), kernel=inside(kernel),
+                 initrds=[inside(p) for v in conf.get("initrd", []) for p in v.split()],
+                 options=" ".join(conf["options"]) if "options" in conf else None, tries_left=tries)
+
+
+def type2(path: Path) -> list[Entry]:
+    from .api import read_file
+    try:
+        data = read_file(path, "UKI")
+        img = uki.read_pe(data, str(path))
+    except KexloaderError:
+        return []
+    if not img.has(".linux"):
+        return []
+    eid, tries = _id_and_tries(path.name)
+    out = []
+    for n in range(uki.profile_count(img)):
+        try:
+            chosen = uki.select(img, n, str(path))
+        except KexloaderError:
+            continue
+        osrel = uki.key_values(uki.text(data, chosen.get(".osrel")))
+        prof = uki.key_values(uki.text(data, chosen.get(".profile")))
+        title = prof.get("TITLE") or osrel.get("PRETTY_NAME") or path.name
+        out.append(Entry(eid if n == 0 else f"{eid}@{n}", "type2", path, title=title,
+                         version=osrel.get("IMAGE_VERSION") or osrel.get("VERSION_ID") or osrel.get("BUILD_ID", ""),
+                         sort_key=osrel.get("IMAGE_ID") or osrel.get("ID", ""), kernel=path,
+                         profile=n if img.profiles else None, tries_left=tries))
+    return out
+
+
+def locate(esp: str | None, boot: str | None) -> tuple[Path | None, Path | None]:
+    """The ESP and the boot partition to look in (either may be None when not found)."""
+    def pick(given, candidates, marker):
+        if given:
+            p = Path(given)
+            if not p.is_dir():
+                raise KexloaderError(f"{given}: not a directory")
+            return p
+        for c in candidates:
+            p = Path(c)
+            if any((p / m).exists() for m in marker):
+                return p
+        return None
+    e = pick(esp, ESP_CANDIDATES, ("EFI", "loader"))
+    b = pick(boot, BOOT_CANDIDATES, ("loader", "EFI/Linux"))
+    return e, (None if b == e else b)
+
+
+def entries(esp: Path | None, boot: Path | None) -> list[Entry]:
+    """Every entry on both partitions, in systemd-boot's order."""
+    found: list[Entry] = []
+    for root in (r for r in (esp, boot) if r is not None):
+        for conf in sorted((root / "loader/entries").glob("*.conf")):
+            e = type1(conf, root)
+            if e:
+                found.append(e)
+        for efi in sorted((root / "EFI/Linux").glob("*.efi")):
+            if efi.is_file() and not efi.name.startswith("."):
+                found.extend(type2(efi))
+    return sorted(found, key=functools.cmp_to_key(_compare))
+
+
+def default_pattern(esp: Path | None, boot: Path | None) -> str | None:
+    for root in (r for r in (esp, boot) if r is not None):
+        try:
+            conf = parse_conf((root / "loader/loader.conf").read_text(errors="replace"))
+        except OSError:
+            continue
+        if conf.get("default"):
+            return conf["default"][-1]
+    return None
+
+
+def choose(all_entries: list[Entry], wanted: str, pattern: str | None) -> Entry:
+    if not all_entries:
+        raise KexloaderError("no boot loader entries found", hint="give --esp=DIR or --boot-dir=DIR")
+    if wanted == "default":
+        if pattern and not pattern.startswith("@"):
+            for e in all_entries:
+                if fnmatch.fnmatchcase(e.id, pattern):
+                    return e
+        return all_entries[0]
+    for e in all_entries:
+        bare = e.id.split("@")[0].rsplit(".", 1)[0] + ("@" + e.id.split("@")[1] if "@" in e.id else "")
+        if wanted in (e.id, bare):
+            return e
+    raise KexloaderError(f"no boot loader entry {wanted!r}",
+                         hint="entries: " + ", ".join(e.id for e in all_entries))
+
+
+def apply(o) -> None:
+    """--boot-entry: the entry's kernel, initrds (before any --initrd) and, unless given, its options."""
+    if o.kernel:
+        raise UsageError(f"--boot-entry names the kernel; an image was given too ({o.kernel})")
+    esp, boot = locate(o.esp, o.boot_dir)
+    e = choose(entries(esp, boot), o.boot_entry, default_pattern(esp, boot))
+    o.kernel = str(e.kernel)
+    o.initrds = [str(p) for p in e.initrds] + list(o.initrds)
+    o.initrd = o.initrds[-1] if o.initrds else None
+    if e.options is not None and o.append is None and not o.reuse_cmdline:
+        o.append = e.options
+    if e.profile is not None and o.uki_profile is None:
+        o.uki_profile = e.profile
+
+
+def run_list(o, out=None) -> int:
+    """--list-boot-entries."""
+    out = out or sys.stdout
+    esp, boot = locate(o.esp, o.boot_dir)
+    found = entries(esp, boot)
+    pattern = default_pattern(esp, boot)
+    default = choose(found, "default", pattern) if found else None
+    for e in found:
+        mark = "*" if e is default else " "
+        out.write(f"{mark} {e.id}\n    title: {e.title or '-'}\n    version: {e.version or '-'}\n"
+                  f"    {'uki' if e.kind == 'type2' else 'linux'}: {e.kernel}\n")
+        for i in e.initrds:
+            out.write(f"    initrd: {i}\n")
+        if e.options is not None:
+            out.write(f"    options: {e.options}\n")
+    if not found:
+        out.write("no boot loader entries\n")
+    return 0
+
+
+def addons(uki_path: str | Path, uname: str | None) -> list[tuple[str, str]]:
+    """(file, .cmdline) of the command-line addons systemd-stub would apply to this UKI: the partition's
+    loader/addons/ first, then <uki>.extra.d/, each in name order. Empty when the UKI is not in an EFI/ tree."""
+    from .api import read_file
+    path = Path(uki_path).resolve()
+    dirs = []
+    root = next((p for p in path.parents if p.name.upper() == "EFI"), None)
+    if root is not None:
+        dirs.append(root.parent / "loader/addons")
+    dirs.append(path.parent / (path.name + ".extra.d"))
+    out = []
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        for f in sorted(d.iterdir(), key=lambda p: p.name):
+            if f.name.startswith(".") or not f.name.lower().endswith(".addon.efi") or not f.is_file():
+                continue
+            try:
+                data = read_file(f, "addon")
+                img = uki.read_pe(data, str(f))
+            except KexloaderError:
+                continue
+            if img.has(".linux"):
+                continue  # a UKI, not an addon
+            chosen = {s.name: s for s in reversed(img.sections)}
+            if uname and ".uname" in chosen and uki.text(data, chosen[".uname"]) != uname:
+                continue
+            line = uki.text(data, chosen.get(".cmdline"))
+            if line is not None:
+                out.append((str(f), line))
+    return out

@@ -1,0 +1,78 @@
+"""What kexec_file_load (-s) gets for a UKI or for several initrds: memfds holding what no file holds.
+
+- a UKI: `.linux` in a memfd as the kernel; `.ucode`, `.initrd` and the user's initrds, each padded to
+  4 bytes (initramfs.join, as systemd-stub combines them), in a memfd as the initrd; `.cmdline` (plus
+  command-line addons) as the command line unless the user gave one;
+- several --initrd files: the kernel as api.open_for_file_load gives it, the initrds joined in a memfd;
+- otherwise exactly api.open_for_file_load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import api, initramfs
+from .images import uki
+
+
+@dataclass(frozen=True)
+class FileLoad:
+    kernel_fd: int
+    initrd_fd: int  # -1: none
+    cmdline: str
+    kernel_what: str
+    initrd_what: str  # "" when none
+
+
+def memfd(name: str, data) -> int:
+    """A sealed-size anonymous file holding `data`, at offset 0 (closed by the caller)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data).cast("B") if len(data) else memoryview(b"")
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def open_files(kernel: str | Path, initrds: list, cmdline: str | None, *, uki_profile: int | None = None,
+               addon_cmdlines: tuple[str, ...] = ()):
+    """A FileLoad for kexec_file_load; cmdline None: none given (a UKI's .cmdline is used)."""
+    initrds = list(initrds)
+    fds: list[int] = []
+    try:
+        raw = api.read_image(kernel, "kernel")
+        if uki.probe(raw):
+            c = uki.contents(raw, str(kernel), uki_profile)
+            from . import bootentries
+            addon_cmdlines = tuple(addon_cmdlines) + tuple(line for _, line in bootentries.addons(kernel, c.uname))
+            parts = list(c.initrd_parts) + [initramfs.InitrdPart(str(p), api.read_file(p, "initrd")) for p in initrds]
+            parts = [p for p in parts if len(p.data)]
+            fds.append(memfd("uki-linux", c.kernel))
+            fds.append(memfd("uki-initrd", initramfs.join(parts)) if parts else -1)
+            line = cmdline if cmdline is not None else (c.cmdline or "")
+            for extra in addon_cmdlines:
+                extra = uki.mangle_cmdline(extra)
+                if extra:
+                    line = f"{line} {extra}" if line else extra
+            yield FileLoad(fds[0], fds[1], line, f"{kernel}:.linux (profile {c.profile})", initramfs.describe(parts))
+            return
+        if len(initrds) > 1:
+            parts = [initramfs.InitrdPart(str(p), api.read_file(p, "initrd")) for p in initrds]
+            with api.open_for_file_load(kernel, None) as (kernel_fd, _):
+                fds.append(memfd("initrd", initramfs.join(parts)))
+                yield FileLoad(kernel_fd, fds[0], cmdline or "", str(kernel), initramfs.describe(parts))
+            return
+        with api.open_for_file_load(kernel, initrds[0] if initrds else None) as (kernel_fd, initrd_fd):
+            yield FileLoad(kernel_fd, initrd_fd, cmdline or "", str(kernel), str(initrds[0]) if initrds else "")
+    finally:
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
