@@ -95,4 +95,6 @@ retry run_as_user "$venv/bin/python" -m pip install -q --disable-pip-version-che
 # --- Debian's kernels and Xen, downloaded and unpacked into the cache ---------------------------
 run_as_user mkdir -p "$cache"
 retry run_as_user bash "$repo/tools/apt-platforms.sh" "$cache" deb12 deb13 deb13-bpo
+# Debian 13's ukify and systemd-stub, unpacked, for the tests that build unified kernel images
+retry run_as_user bash "$repo/tools/uki-tools.sh" "$cache"
 say "done: run the tests with  $venv/bin/python -m pytest"
