@@ -9,8 +9,9 @@ Places: the ESP (`--esp`, else the first of /efi, /boot, /boot/efi holding `EFI`
 boot partition (`--boot-dir`, else /boot). Paths inside a Type #1 entry are relative to the root of the
 partition the entry is on.
 
-Order (systemd-boot's boot_entry_compare): entries with a sort-key first, by sort-key, machine-id, then
-version newest first; then the others; ties and entries without sort-key by id, newest version first.
+Order (systemd-boot's boot_entry_compare): entries with no boot tries left last; entries with a sort-key
+first, by sort-key, machine-id, then version newest first; then the others; ties and entries without
+sort-key by id (without the profile), newest version first, then by profile.
 The default: the first entry, in that order, whose id matches loader.conf's `default` glob; else the first.
 A Type #2 UKI with profiles is one entry per profile, `ID@N` (N > 0), as systemd-boot lists them.
 """
@@ -81,7 +82,8 @@ def _compare(a: Entry, b: Entry) -> int:
         r = -verscmp(a.version, b.version)
         if r:
             return r
-    return -verscmp(a.id, b.id)
+    r = -verscmp(a.id.split("@")[0], b.id.split("@")[0])  # the profiles of one UKI together, in profile order
+    return r or ((a.profile or 0) > (b.profile or 0)) - ((a.profile or 0) < (b.profile or 0))
 
 
 def parse_conf(text: str) -> dict[str, list[str]]:

@@ -441,7 +441,7 @@ def _build_plan(o: Options):
         xen_args, _, dom0_args = f" {line} ".partition(" -- ")
         modules = [cmdline.compose(kernel, dom0_args.strip())] + list(o.initrds) + modules
         kernel, o.initrds, line = o.vmm, [], xen_args.strip()
-    req = api.read_request(kernel, initrds=o.initrds, cmdline=line if given or o.vmm else None,
+    req = api.read_request(kernel, initrd=initrd, initrds=o.initrds, cmdline=line if given or o.vmm else None,
                            uki_profile=o.uki_profile, image_type=o.image_type, crash=o.crash,
                            modules=modules, purgatory=PurgatoryOptions(**o.purgatory), args_style=o.args_style,
                            hotplug=o.hotplug)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import api, initramfs
-from .images import uki
+from . import images
+from .images import bzimage, uki
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ def open_files(kernel: str | Path, initrds: list, cmdline: str | None, *, uki_pr
                     line = f"{line} {extra}" if line else extra
             yield FileLoad(fds[0], fds[1], line, f"{kernel}:.linux (profile {c.profile})", initramfs.describe(parts))
             return
+        if uki.is_pe(raw) and not bzimage.probe(raw):  # as -c would say, before the kernel is asked
+            images.detect(raw, str(kernel))
         if len(initrds) > 1:
             parts = [initramfs.InitrdPart(str(p), api.read_file(p, "initrd")) for p in initrds]
             with api.open_for_file_load(kernel, None) as (kernel_fd, _):

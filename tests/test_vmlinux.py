@@ -53,7 +53,7 @@ def by_role(plan):
 # --- probe order and --type ---------------------------------------------------------------------------
 
 def test_probe_order_is_kexec_tools():
-    assert images.NAMES == ["multiboot2-x86", "elf-x86_64", "multiboot-x86", "elf-x86", "bzImage64", "bzImage"]
+    assert images.NAMES == ["multiboot2-x86", "elf-x86_64", "multiboot-x86", "elf-x86", "bzImage64", "bzImage", "uki"]  # uki: kexec-tools 2.0.31+
 
 
 @pytest.mark.parametrize("data, kind", [
