@@ -11,6 +11,7 @@ What is read, and from where:
 | firmware word size | /sys/firmware/efi/fw_platform_size (64, or 32 for a 32-bit firmware) |
 | SMBIOS entry points | SMBIOS= and SMBIOS3= lines of /sys/firmware/efi/systab |
 | runtime map | /sys/firmware/efi/runtime-map/N/{type,phys_addr,virt_addr,num_pages,attribute} (CONFIG_EFI_RUNTIME_MAP) |
+| ACPI tables (not DSDT, FACS) | /sys/firmware/acpi/tables/NAME (for a multiboot kernel: kexloader/legacybios.py) |
 """
 
 from __future__ import annotations
@@ -72,6 +73,22 @@ def read_runtime_map(root: Path = Path("/")) -> tuple[EfiRuntimeRegion, ...] | N
     return tuple(regions)
 
 
+ACPI_TABLES_KEPT = ("DSDT", "FACS")  # FACP holds their addresses: the originals stay in use
+
+
+def read_acpi_tables(root: Path = Path("/")) -> tuple[tuple[str, bytes], ...] | None:
+    """(name, bytes) of /sys/firmware/acpi/tables/* (files only: not data/ or dynamic/), DSDT and FACS left out,
+    each checked to hold a table header whose length is the file's; None when the directory is unreadable."""
+    base = root / "sys/firmware/acpi/tables"
+    try:
+        names = sorted(p.name for p in base.iterdir() if p.is_file())
+        tables = [(n, (base / n).read_bytes()) for n in names if n not in ACPI_TABLES_KEPT]
+    except OSError:
+        return None
+    good = tuple((n, t) for n, t in tables if len(t) >= 36 and int.from_bytes(t[4:8], "little") == len(t))
+    return good or None
+
+
 def read_efi(root: Path = Path("/"), boot_params: bytes | None = None) -> EfiFacts | None:
     """The EFI facts of a UEFI boot, or None when the running kernel has no /sys/firmware/efi."""
     base = root / "sys/firmware/efi"
@@ -88,7 +105,8 @@ def read_efi(root: Path = Path("/"), boot_params: bytes | None = None) -> EfiFac
         pass
     return EfiFacts(**efi_info_fields(boot_params), fw_vendor=_hex(base / "fw_vendor"), runtime=_hex(base / "runtime"),
                     config_table=_hex(base / "config_table"), platform_size=size, smbios=tables.get("SMBIOS"),
-                    smbios3=tables.get("SMBIOS3"), runtime_map=read_runtime_map(root))
+                    smbios3=tables.get("SMBIOS3"), runtime_map=read_runtime_map(root),
+                    acpi_tables=read_acpi_tables(root))
 
 
 # ---- snapshots: "efi": null (BIOS, or a snapshot older than EFI facts) or this object
@@ -103,6 +121,8 @@ def to_json(f: EfiFacts | None):
     doc = {name: getattr(f, name) for name in SCALARS}
     doc["runtime_map"] = (None if f.runtime_map is None else
                           [[r.type, r.phys_addr, r.virt_addr, r.num_pages, r.attribute] for r in f.runtime_map])
+    if f.acpi_tables is not None:
+        doc["acpi_tables"] = [[name, data.hex()] for name, data in f.acpi_tables]
     return doc
 
 
@@ -124,7 +144,13 @@ def from_json(doc) -> EfiFacts | None:
         if value is not None and (type(value) is not wanted or wanted is int and value < 0):
             raise ValueError(f"efi.{name}: {value!r} is not a{'' if wanted is str else ' non-negative'} "
                              f"{wanted.__name__}")
-    return EfiFacts(**values, runtime_map=regions)
+    tables = doc.get("acpi_tables")
+    if tables is not None:
+        if not isinstance(tables, list) or any(not isinstance(t, list) or len(t) != 2 or not all(
+                isinstance(v, str) for v in t) for t in tables):
+            raise ValueError("efi.acpi_tables: a list of [name, hex bytes]")
+        tables = tuple((name, bytes.fromhex(data)) for name, data in tables)
+    return EfiFacts(**values, runtime_map=regions, acpi_tables=tables)
 
 
 def describe(f: EfiFacts | None) -> list[str]:

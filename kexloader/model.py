@@ -298,10 +298,10 @@ class EfiFacts:
     smbios: int | None = None  # SMBIOS= of /sys/firmware/efi/systab (the 32-bit entry point)
     smbios3: int | None = None  # SMBIOS3= (the 64-bit entry point)
     runtime_map: tuple[EfiRuntimeRegion, ...] | None = None  # None: no /sys/firmware/efi/runtime-map
-    # The ACPI RSDP structure itself (20 bytes, or its Length for revision 2+), read through /dev/mem at ACPI20=
-    # (else ACPI=) of /sys/firmware/efi/systab; None when unreadable. A multiboot kernel on a UEFI machine
-    # (Xen) finds ACPI only in the BIOS areas, where kexloader puts a copy (kexloader/legacybios.py).
-    rsdp: bytes | None = field(default=None, repr=False)
+    # The static ACPI tables but DSDT and FACS (which FACP points at), as /sys/firmware/acpi/tables/NAME gives
+    # them, in name order; None when unreadable. A multiboot kernel on a UEFI machine (Xen) finds ACPI only in
+    # the BIOS areas, so kexloader hands it copies under an RSDP of its own (kexloader/legacybios.py).
+    acpi_tables: tuple[tuple[str, bytes], ...] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

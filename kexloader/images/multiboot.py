@@ -8,10 +8,11 @@ of conventional memory and reads the BIOS data area in page 0 (interfaces.md §3
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass
 
-from .. import __version__
+from .. import __version__, legacybios
 from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageError, UsageError
 from ..formats import multiboot as mb
 from ..handoff import attach_purgatory
@@ -160,8 +161,13 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
         seg = layout.place("module", module.data, window=LOW_4G, what=module.name)
         modules.append((seg.mem, seg.mem + module.data.__len__(), module.cmdline))
 
+    notes = [f"{name}: multiboot {version} image, entry {entry:#x}" + (f", relocated by {delta:#x}" if delta else "")]
+    args = req.cmdline
+    if legacybios.needed(facts) and not req.crash:
+        facts, args, more = _bios_area(layout, facts, usable, args, name)
+        notes += more
     # The image's name first, as kexec-tools does: Xen drops the first word unless the loader is GRUB 2.
-    cmdline = f"{name} {req.cmdline}".strip()
+    cmdline = f"{name} {args}".strip()
     info_size = 4096 + sum(len(m[2]) + 1 for m in modules) + len(cmdline) + 64 + 24 * len(facts.memmap) + 16 * len(modules)
     info_seg = layout.place("mbi", bytes(info_size), window=LOW_4G, what=f"multiboot {version} information")
     if version == 1:
@@ -175,11 +181,36 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
 
     handoff = Multiboot32Handoff(magic=magic, info=info_seg.mem, entry=entry)
     start = attach_purgatory(layout, handoff, req.purgatory, window=LOW_4G)
-    notes = [f"{name}: multiboot {version} image, entry {entry:#x}" + (f", relocated by {delta:#x}" if delta else "")]
     result = Plan(entry=start, flags=KEXEC_ARCH_X86_64, segments=tuple(layout.segments),
                   multiboot=MultibootEntry(magic=magic, info=info_seg.mem, entry=entry), notes=tuple(notes))
     validate(result, usable)
     return result
+
+
+def _bios_area(layout: Layout, facts: SystemFacts, usable: list[Range], args: str, name: str):
+    """On a UEFI machine: page 0 and an EBDA for Xen's legacy-BIOS entry (kexloader/legacybios.py), the memory map
+    with the EBDA reserved, `no-real-mode`. Returns (facts for the information structure, command line, notes)."""
+    lower, _ = _meminfo(facts)
+    area = legacybios.build(facts, lower)
+    pages = [Range(0, legacybios.PAGE)] + ([Range(area.ebda_page, legacybios.PAGE)] if area else [])
+    if area is None or not all(any(u.contains(p) for u in usable) for p in pages):
+        raise UnsupportedImageError(
+            f"{name}: on a UEFI machine a multiboot kernel needs a BIOS data area in page 0 and an EBDA below "
+            f"640 KiB (Xen's trampoline goes below it), but the memory map has {lower} KiB of RAM from 0 and "
+            f"{'no' if area is None else 'not'} usable pages there")
+    layout.put("bios-data", area.page0, 0, legacybios.PAGE, what="BIOS data area (UEFI machine)")
+    acpi, xsdt = None, None
+    if area.tables:
+        size = len(legacybios.build_acpi_blob(area.tables, 0)[0])
+        seg = layout.place("acpi", bytes(size), window=LOW_4G, what="XSDT and copies of the ACPI tables")
+        blob, xsdt = legacybios.build_acpi_blob(area.tables, seg.mem)
+        layout.replace(seg, blob)
+        acpi = Range(seg.mem, seg.memsz)
+    layout.put("ebda", area.ebda_page_data(xsdt), area.ebda_page, legacybios.PAGE,
+               what="EBDA" + (" with an RSDP" if xsdt is not None else ""))
+    args, added = legacybios.with_no_real_mode(args)
+    facts = dataclasses.replace(facts, memmap=tuple(legacybios.memmap_for(facts.memmap, area, acpi)))
+    return facts, args, list(area.notes) + ([added] if added else [])
 
 
 SUPPLIED_MB2_TAGS = {mb.MB2_TAG_CMDLINE, mb.MB2_TAG_LOADER_NAME, mb.MB2_TAG_MODULE, mb.MB2_TAG_BASIC_MEMINFO,

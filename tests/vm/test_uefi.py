@@ -283,3 +283,54 @@ def test_efi_xen_to_linux(platform_harness, platform_xen_inputs):
     # The Linux that Xen -> Linux starts has no EFI (docs/uefi.md): Xen hands dom0 no EFI memory map or
     # efi_info to pass on, so kexloader's plan has no EFI hand-off and the kernel boots as on a BIOS machine.
     assert t.get("next.efi") == "no", "the next kernel has EFI now: update docs/uefi.md and this test"
+
+
+# --- item 6: kexec into Xen on a UEFI machine ---------------------------------------------------------------------
+
+LINUX_TO_XEN = r"""
+run plan kexloader --dry-run -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" --module=/leaf.img
+run load kexloader -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" --module=/leaf.img
+run exec kexloader -e
+mark exec_returned
+"""
+
+XEN_REPORT = r"""
+mark_file cmdline /proc/cmdline
+mark hypervisor "$(cat /sys/hypervisor/type 2>/dev/null || echo none)"
+mark sha256 "$(sha256 /payload.bin)"
+dmesg | grep -i -e 'ACPI: RSDP' -e 'ACPI: XSDT' > /tmp/acpi.txt
+mark_b64 acpi /tmp/acpi.txt
+"""
+
+
+def test_uefi_linux_to_xen(platform_harness, platform_xen_inputs):
+    """Item 6: from a Linux that OVMF booted, kexloader -l xen.gz + -e boots Xen and its dom0: kexloader writes
+    the BIOS data area (EBDA, RSDP copy) Xen's legacy entry reads, and adds no-real-mode (docs/uefi.md)."""
+    from tests.vm.test_xen import xen_modules
+
+    require_ovmf()
+    h = platform_harness
+    payload = os.urandom(64 * 1024)
+    xen_args = "console=com1 com1=115200,8n1 dom0_mem=512M"
+    dom0 = f"console=hvc0 panic=-1 stage=report token={new_token()}"
+    leaf = h.leaf(stages={"report": XEN_REPORT}, files={"/payload.bin": payload})
+    files = {"/boot/xen.gz": h.inputs.xen_gz, **xen_modules(h)}
+    script = f"XEN={shlex.quote(xen_args)}\nDOM0={shlex.quote(dom0)}\n{LINUX_TO_XEN}"
+    guest = h.full(stages={"first": script}, files=files, leaf=leaf)
+    vm = h.start(guest, f"console=ttyS0 panic=-1 stage=first token={new_token()}", base_append="",
+                 name="uefi-linux-xen", firmware="ovmf", cpu=XEN_CPU, timeout=TIMEOUT, idle_timeout=240)
+    try:
+        vm.wait_for(r"KXM\|end\|stage=report ", timeout=TIMEOUT)
+    except AssertionError:
+        pass
+    finally:
+        vm.kill()
+    t = vm.transcript()
+    assert t.rc("load") == 0, t.out("load")
+    plan = t.out("plan")
+    assert "BIOS data area" in plan and "RSDP" in plan and "no-real-mode" in plan, plan
+    assert f"Xen version {h.inputs.xen_version}" in t.text, f"Xen did not start: {t.summary()}"
+    assert t.stages()[-1] == "report", t.summary()
+    assert t.b64("cmdline").decode() == dom0 + "\n"
+    assert t.get("sha256") == hashlib.sha256(payload).hexdigest()
+    assert t.get("hypervisor") == "xen"
