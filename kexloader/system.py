@@ -369,8 +369,11 @@ def read_facts(root: Path = Path("/")) -> SystemFacts:
         # /sys/kernel/vmcoreinfo of a PV dom0 is a machine address (paddr_vmcoreinfo_note, arch/x86/xen/mmu_pv.c):
         # the crash header carries it so that the dump holds dom0's VMCOREINFO next to Xen's. A PVH dom0 reports
         # a guest-physical address, which means nothing in the machine's dump: left out.
+        # A dom0 of an EFI-booted Xen has /sys/firmware/efi (no efi_info, no runtime map): the machine is UEFI, which a
+        # multiboot target needs to know (kexloader/legacybios.py)
         return SystemFacts(memmap=memmap, cmdline=cmdline, acpi_rsdp=read_efi_rsdp(root), source="live Xen dom0",
-                           xen=xen_facts, vmcoreinfo=None if _xen_guest_type(root) == "PVH" else read_vmcoreinfo(root))
+                           xen=xen_facts, vmcoreinfo=None if _xen_guest_type(root) == "PVH" else read_vmcoreinfo(root),
+                           efi=efi.read_efi(root))
     try:
         iomem = read_iomem(root)
     except SystemFactsError:
