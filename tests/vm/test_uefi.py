@@ -334,3 +334,66 @@ def test_uefi_linux_to_xen(platform_harness, platform_xen_inputs):
     assert t.b64("cmdline").decode() == dom0 + "\n"
     assert t.get("sha256") == hashlib.sha256(payload).hexdigest()
     assert t.get("hypervisor") == "xen"
+
+
+EFI_XEN_TO_XEN = r"""
+run plan kexloader --dry-run -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" --module=/leaf.img
+run load kexloader -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" --module=/leaf.img
+run exec kexloader -e
+mark exec_returned
+"""
+
+
+def test_efi_xen_to_xen(platform_harness, platform_xen_inputs):
+    """Items 5 and 6: from the dom0 of an EFI-booted Xen, Xen -> Xen boots the next Xen (through its legacy entry,
+    with kexloader's BIOS data area and ACPI copies) and its dom0."""
+    require_ovmf()
+    h = platform_harness
+    payload = os.urandom(64 * 1024)
+    dom0 = f"console=hvc0 panic=-1 stage=report token={new_token()}"
+    leaf = h.leaf(stages={"report": XEN_REPORT}, files={"/payload.bin": payload})
+    script = f"XEN={shlex.quote(XEN_EFI_ARGS)}\nDOM0={shlex.quote(dom0)}\n{EFI_XEN_TO_XEN}"
+    t = boot_efi_xen(h, xen_guest(h, script, leaf), "uefi-xen-xen", end=r"KXM\|end\|stage=report ")
+    assert t.rc("load") == 0, t.out("load")
+    plan = t.out("plan")
+    assert "BIOS data area" in plan and "an RSDP in the EBDA" in plan and "no-real-mode" in plan, plan
+    assert t.text.count(f"Xen version {h.inputs.xen_version}") >= 2, f"the second Xen did not start: {t.summary()}"
+    assert "(XEN) ACPI: RSDP 0009FC10" in t.text.replace("\r", "")
+    assert t.stages()[-1] == "report", t.summary()
+    assert t.b64("cmdline").decode() == dom0 + "\n"
+    assert t.get("sha256") == hashlib.sha256(payload).hexdigest()
+    assert t.values("hypervisor")[-1] == "xen"
+
+
+EFI_XEN_KDUMP = r"""
+run load kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run status kexloader -S -p
+mark armed yes
+echo c > /proc/sysrq-trigger
+mark crash_returned
+"""
+
+
+def test_efi_xen_kdump(platform_harness, platform_xen_inputs):
+    """Item 5: kdump from the dom0 of an EFI-booted Xen (crashkernel= on Xen's line): sysrq c in dom0 makes Xen
+    start the crash kernel, whose vmcore makedumpfile and vmcore-dmesg read."""
+    from tests.vm.test_kdump import DUMP, crash_append, dump_leaf
+
+    require_ovmf()
+    h = platform_harness
+    append = crash_append(new_token())
+    leaf = dump_leaf(h)
+    leaf.stages["dump"] = EFI_REPORT + "efi_report crash\n" + DUMP
+    leaf.files.update(efivarfs(h))
+    guest = xen_guest(h, f"APPEND={shlex.quote(append)}\n{EFI_XEN_KDUMP}", leaf)
+    t = boot_efi_xen(h, guest, "uefi-xen-kdump", end=r"KXM\|end\|stage=dump ",
+                     xen_args=f"{XEN_EFI_ARGS} crashkernel=256M")
+    assert t.rc("load") == 0, t.out("load")
+    assert t.rc("status") == 1, t.out("status")
+    assert t.stages()[-1] == "dump", t.summary()
+    cmdline = t.b64("cmdline").decode()
+    assert cmdline.startswith(append + " ") and "elfcorehdr=" in cmdline
+    assert t.rc("dmesg") == 0, t.out("dmesg")
+    assert t.rc("vmcore_dmesg") == 0, t.out("vmcore_dmesg")
+    log = t.b64("vmcore_dmesg_txt").decode(errors="replace")
+    assert "sysrq: Trigger a crash" in log, log[-2000:]
