@@ -136,3 +136,81 @@ def test_type1_entry_with_two_initrds(vm_harness, uki_setup):
     ], files)
     assert t.rc("load") == 0, t.out("load")
     _assert_second(t, options, uki_setup["sha256"], parts=("/payload.bin", "/ucode-part.bin"))
+
+
+# --- the differential against systemd-stub itself, under OVMF ------------------------------------------------
+
+OVMF_TIMEOUT = 600
+
+
+def _require_ovmf_and_mtools():
+    from tests.vm.conftest import _unavailable
+    from tools.vm.qemu import OVMF_FD
+
+    if not OVMF_FD.is_file():
+        _unavailable(f"{OVMF_FD} is missing (sudo bash tools/install-deps.sh)")
+    for tool in ("mkfs.fat", "mmd", "mcopy"):
+        if not any((Path(d) / tool).exists() for d in ("/usr/sbin", "/sbin", "/usr/bin")):
+            _unavailable(f"{tool} is missing (apt-get install dosfstools mtools)")
+
+
+def _esp_image(out: Path, setup, startup: str) -> Path:
+    """A FAT ESP: EFI/Linux/uki.efi, its .extra.d addon, a global addon in loader/addons, and startup.nsh (the
+    UEFI shell runs it: there is no EFI/BOOT/BOOTX64.EFI, so OVMF falls through to its shell)."""
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    mkfs = next(str(p) for d in ("/usr/sbin", "/sbin") if (p := Path(d) / "mkfs.fat").exists())
+    size_kib = max((setup["uki"].stat().st_size >> 10) + 16384, 65536)  # FAT32 wants 65525+ clusters
+    nsh = out.with_suffix(".nsh")
+    nsh.write_text(startup + "\r\n")
+    out.unlink(missing_ok=True)
+    steps = [[mkfs, "-C", "-F", "32", "-n", "ESP", str(out), str(size_kib)],
+             ["mmd", "-i", str(out), "::/EFI", "::/EFI/Linux", "::/EFI/Linux/uki.efi.extra.d", "::/loader",
+              "::/loader/addons"],
+             ["mcopy", "-i", str(out), str(setup["uki"]), "::/EFI/Linux/uki.efi"],
+             ["mcopy", "-i", str(out), str(setup["addon"]), "::/EFI/Linux/uki.efi.extra.d/a.addon.efi"],
+             ["mcopy", "-i", str(out), str(setup["global_addon"]), "::/loader/addons/g.addon.efi"],
+             ["mcopy", "-i", str(out), str(nsh), "::/startup.nsh"]]
+    for cmd in steps:
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ovmf_setup(uki_setup):
+    _require_ovmf_and_mtools()
+    d = uki_setup["dir"]
+    _ukify("--stub", ADDON_STUB, "--cmdline", "addon=global", "--output", d / "g.addon.efi")
+    return {**uki_setup, "global_addon": d / "g.addon.efi"}
+
+
+@pytest.mark.parametrize("profile", [0, 1])
+@pytest.mark.parametrize("how", ["stub", "c", "s"])
+def test_same_as_systemd_stub_under_ovmf(vm_harness, ovmf_setup, how, profile):
+    """The second kernel's /proc/cmdline and a file from each initrd part are the same whether OVMF ran the UKI
+    (systemd-stub, from the shell: `uki.efi @1` picks profile 1) or kexloader kexec'd it with -c or -s from a
+    first kernel booted by OVMF; the profile and both addons (global, then the UKI's own) change them alike."""
+    h, s = vm_harness, ovmf_setup
+    expected = s[f"line{profile}"] + " addon=global addon=yes"
+    name = f"uki-ovmf-{how}-p{profile}"
+    if how == "stub":
+        esp = _esp_image(h.out_dir / f"{name}-esp.img", s, r"fs0:\EFI\Linux\uki.efi" + (" @1" if profile else ""))
+        try:
+            t = h.boot(None, "", name=name, kernel=False, base_append="", firmware="ovmf",
+                       extra_args=["-drive", f"file={esp},format=raw,if=ide"], timeout=OVMF_TIMEOUT, idle_timeout=300)
+        finally:
+            esp.unlink(missing_ok=True)
+        assert t.timed_out is None, t.summary()
+        assert t.stages() == ["report"], f"systemd-stub did not start the kernel: {t.summary()}"
+        assert t.b64("cmdline").decode() == expected + "\n"
+        for p in ("/payload.bin", "/ucode-part.bin"):
+            assert t.get(f"sha256:{p}") == s["sha256"][p], p
+        return
+    files = {"/esp/EFI/Linux/uki.efi": s["uki"], "/esp/EFI/Linux/uki.efi.extra.d/a.addon.efi": s["addon"],
+             "/esp/loader/addons/g.addon.efi": s["global_addon"]}
+    script = (f"run load kexloader -{how} -l /esp/EFI/Linux/uki.efi --uki-profile={profile} -d\n"
+              "run exec kexloader -e\nmark exec_returned\n")
+    guest = h.full(stages={"first": script}, files=files, kernel=True)
+    t = h.boot(guest, f"console=ttyS0 panic=-1 stage=first token={new_token()}", base_append="", name=name,
+               firmware="ovmf", timeout=OVMF_TIMEOUT, idle_timeout=300)
+    assert t.rc("load") == 0, t.out("load")
+    _assert_second(t, expected, s["sha256"], parts=("/payload.bin", "/ucode-part.bin"))
