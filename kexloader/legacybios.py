@@ -117,11 +117,13 @@ def build_acpi_blob(tables, base: int) -> tuple[bytes, int]:
 
 
 def memmap_for(memmap, area: BiosArea, acpi: Range | None) -> list[MemRegion]:
-    """`memmap` with [ebda, 640 KiB or the end of that RAM range) reserved, as a BIOS reports its EBDA, and the
-    range holding the ACPI copies typed ACPI (reclaimable)."""
+    """`memmap` with page 0 and [ebda, 640 KiB or the end of that RAM range) reserved (BIOSes report their EBDA
+    so), and the range holding the ACPI copies typed ACPI (reclaimable)."""
     out = []
     for r in memmap:
-        cuts = [(area.ebda, min(r.range.end, 640 * KiB), E820_RESERVED)]
+        # page 0 reserved too: a PV dom0 reads the EBDA pointer through /dev/mem-style identity mappings, which it
+        # gets only for non-RAM (its own RAM page 0 would read as zeros), and Linux reserves page 0 anyway
+        cuts = [(0, PAGE, E820_RESERVED), (area.ebda, min(r.range.end, 640 * KiB), E820_RESERVED)]
         if acpi is not None:
             cuts.append((acpi.start, acpi.end, E820_ACPI))
         pieces = [r]

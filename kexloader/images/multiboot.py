@@ -162,20 +162,21 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
         modules.append((seg.mem, seg.mem + module.data.__len__(), module.cmdline))
 
     notes = [f"{name}: multiboot {version} image, entry {entry:#x}" + (f", relocated by {delta:#x}" if delta else "")]
-    args = req.cmdline
+    args, mem_lower = req.cmdline, None
     if legacybios.needed(facts) and not req.crash:
-        facts, args, more = _bios_area(layout, facts, usable, args, name)
+        facts, args, mem_lower, more = _bios_area(layout, facts, usable, args, name)
         notes += more
     # The image's name first, as kexec-tools does: Xen drops the first word unless the loader is GRUB 2.
     cmdline = f"{name} {args}".strip()
     info_size = 4096 + sum(len(m[2]) + 1 for m in modules) + len(cmdline) + 64 + 24 * len(facts.memmap) + 16 * len(modules)
     info_seg = layout.place("mbi", bytes(info_size), window=LOW_4G, what=f"multiboot {version} information")
     if version == 1:
-        info = build_mb1_info(info_seg.mem, cmdline, modules, facts)
+        info = build_mb1_info(info_seg.mem, cmdline, modules, facts, mem_lower=mem_lower)
         magic = mb.MB1_BOOTLOADER_MAGIC
     else:
         has_reloc = mb2.tag(mb.MB2_HTAG_RELOCATABLE) is not None
-        info = build_mb2_info(info_seg.mem, cmdline, modules, facts, load_base=base if has_reloc else None)
+        info = build_mb2_info(info_seg.mem, cmdline, modules, facts, load_base=base if has_reloc else None,
+                              mem_lower=mem_lower)
         magic = mb.MB2_BOOTLOADER_MAGIC
     layout.replace(info_seg, info)
 
@@ -189,7 +190,8 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
 
 def _bios_area(layout: Layout, facts: SystemFacts, usable: list[Range], args: str, name: str):
     """On a UEFI machine: page 0 and an EBDA for Xen's legacy-BIOS entry (kexloader/legacybios.py), the memory map
-    with the EBDA reserved, `no-real-mode`. Returns (facts for the information structure, command line, notes)."""
+    with page 0 and the EBDA reserved, `no-real-mode`. Returns (facts for the information structure, command line,
+    mem_lower in KiB, notes)."""
     lower, _ = _meminfo(facts)
     area = legacybios.build(facts, lower)
     pages = [Range(0, legacybios.PAGE)] + ([Range(area.ebda_page, legacybios.PAGE)] if area else [])
@@ -210,7 +212,7 @@ def _bios_area(layout: Layout, facts: SystemFacts, usable: list[Range], args: st
                what="EBDA" + (" with an RSDP" if xsdt is not None else ""))
     args, added = legacybios.with_no_real_mode(args)
     facts = dataclasses.replace(facts, memmap=tuple(legacybios.memmap_for(facts.memmap, area, acpi)))
-    return facts, args, list(area.notes) + ([added] if added else [])
+    return facts, args, area.mem_lower, list(area.notes) + ([added] if added else [])
 
 
 SUPPLIED_MB2_TAGS = {mb.MB2_TAG_CMDLINE, mb.MB2_TAG_LOADER_NAME, mb.MB2_TAG_MODULE, mb.MB2_TAG_BASIC_MEMINFO,
@@ -259,9 +261,10 @@ class _Blob:
         return self.add(text.encode() + b"\0", 1)
 
 
-def build_mb1_info(base: int, cmdline: str, modules, facts: SystemFacts) -> bytes:
+def build_mb1_info(base: int, cmdline: str, modules, facts: SystemFacts, *, mem_lower: int | None = None) -> bytes:
     blob = _Blob(base, mb.MB1Info.sizeof())
     lower, upper = _meminfo(facts)
+    lower = lower if mem_lower is None else mem_lower
     mmap = b"".join(mb.MB1MmapEntry.build(dict(size=20, base_addr=s, length=n, type=t))
                     for s, n, t in _mmap_entries(facts))
     mods = b"".join(mb.MB1Module.build(dict(mod_start=s, mod_end=e, string=blob.string(c), reserved=0))
@@ -275,8 +278,10 @@ def build_mb1_info(base: int, cmdline: str, modules, facts: SystemFacts) -> byte
     return bytes(blob.data)
 
 
-def build_mb2_info(base: int, cmdline: str, modules, facts: SystemFacts, *, load_base: int | None) -> bytes:
+def build_mb2_info(base: int, cmdline: str, modules, facts: SystemFacts, *, load_base: int | None,
+                   mem_lower: int | None = None) -> bytes:
     lower, upper = _meminfo(facts)
+    lower = lower if mem_lower is None else mem_lower
     mmap = b"".join(mb.MB2MmapEntry.build(dict(base_addr=s, length=n, type=t, reserved=0))
                     for s, n, t in _mmap_entries(facts))
     tags = [mb.mb2_tag(mb.MB2_TAG_BASIC_MEMINFO, mb.MB2BasicMeminfo.build(dict(mem_lower=lower, mem_upper=upper))),

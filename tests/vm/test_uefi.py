@@ -334,6 +334,9 @@ def test_uefi_linux_to_xen(platform_harness, platform_xen_inputs):
     assert t.b64("cmdline").decode() == dom0 + "\n"
     assert t.get("sha256") == hashlib.sha256(payload).hexdigest()
     assert t.get("hypervisor") == "xen"
+    # Xen and its dom0 found ACPI through the RSDP kexloader put in the EBDA
+    assert "(XEN) ACPI: RSDP 0009FC10" in t.text.replace("\r", "")
+    assert "ACPI: RSDP 0x000000000009FC10" in t.b64("acpi").decode(), t.b64("acpi").decode()
 
 
 EFI_XEN_TO_XEN = r"""
@@ -363,6 +366,7 @@ def test_efi_xen_to_xen(platform_harness, platform_xen_inputs):
     assert t.b64("cmdline").decode() == dom0 + "\n"
     assert t.get("sha256") == hashlib.sha256(payload).hexdigest()
     assert t.values("hypervisor")[-1] == "xen"
+    assert "ACPI: RSDP 0x000000000009FC10" in t.b64("acpi").decode(), t.b64("acpi").decode()
 
 
 EFI_XEN_KDUMP = r"""
