@@ -84,3 +84,28 @@ class _Sized:
 
     def __len__(self) -> int:
         return self.size
+
+
+def newc_cpio(directory: str, files, *, dir_mode: int = 0o555, file_mode: int = 0o444) -> bytes:
+    """A newc cpio archive of `files` ((name, bytes) pairs) in `directory`, its parent directories first, as
+    systemd-stub packs the files it passes to the kernel (inodes from 1, owner root, mtime 0, mode as given;
+    Documentation/driver-api/early-userspace/buffer-format.rst)."""
+    out = bytearray()
+    inode = 1
+
+    def record(name: str, mode: int, body: bytes = b"", ino: int = 0, nlink: int = 1) -> None:
+        fields = (ino, mode, 0, 0, nlink, 0, len(body), 0, 0, 0, 0, len(name) + 1, 0)
+        out.extend(b"070701" + "".join(f"{v:08x}" for v in fields).encode() + name.encode() + b"\0")
+        out.extend(bytes(-len(out) % 4))
+        out.extend(body)
+        out.extend(bytes(-len(out) % 4))
+
+    parts = directory.strip("/").split("/")
+    for i in range(len(parts)):
+        record("/".join(parts[:i + 1]), 0o040000 | (dir_mode if i == len(parts) - 1 else 0o555), ino=inode)
+        inode += 1
+    for name, body in files:
+        record(f"{'/'.join(parts)}/{name}", 0o100000 | file_mode, bytes(body), ino=inode)
+        inode += 1
+    record("TRAILER!!!", 0, ino=0)
+    return bytes(out)

@@ -126,6 +126,17 @@ def four_joined(*parts):
     return b"".join(p + bytes(-len(p) % 4) for p in parts)
 
 
+def meta(profile=None, osrel=OSREL):
+    """The cpio archives systemd-stub adds from .osrel and .profile (/.extra/os-release, /.extra/profile)."""
+    out = [initramfs.newc_cpio(".extra", [("os-release", osrel.encode())])]
+    if profile is not None:
+        out.append(initramfs.newc_cpio(".extra", [("profile", profile.encode())]))
+    return out
+
+
+PROFILE0, PROFILE1 = "ID=default\nTITLE=Default", "ID=rescue\nTITLE=Rescue"
+
+
 def cmdline_of(plan):
     return bytes(segs_of(plan, "cmdline")[0].data).rstrip(b"\0").decode()
 
@@ -137,8 +148,9 @@ def test_plan_gives_linux_ucode_initrd_and_cmdline(built):
     plan = api.make_plan(req, DEVHOST)
     kernel = segs_of(plan, "kernel")[0]
     assert bytes(kernel.data) == TINY[bz.setup_size(TINY[0x1F1]):]
-    assert initramfs_seen(plan) == page_joined(UCODE, INITRD)
-    assert [s.what for s in segs_of(plan, "initrd")] == [f"{built / 'tiny.efi'}:.ucode", f"{built / 'tiny.efi'}:.initrd"]
+    assert initramfs_seen(plan) == page_joined(UCODE, INITRD, *meta())
+    assert [s.what for s in segs_of(plan, "initrd")] == [f"{built / 'tiny.efi'}:.ucode", f"{built / 'tiny.efi'}:.initrd",
+                                                          f"{built / 'tiny.efi'}:.osrel as /.extra/os-release"]
     assert cmdline_of(plan) == CMDLINE  # the trailing newline of .cmdline dropped, as the stub does
     assert "unified kernel image, profile 0 of 1" in plan.notes[0]
 
@@ -147,22 +159,24 @@ def test_sections_are_not_copied(built):
     """The kernel and initrd segments are slices of the UKI's mapping, not copies."""
     req = api.read_request(built / "tiny.efi", cmdline=None)
     plan = api.make_plan(req, DEVHOST)
-    for s in segs_of(plan, "kernel") + segs_of(plan, "initrd"):
+    sections = [s for s in segs_of(plan, "initrd") if s.what.endswith((".ucode", ".initrd"))]
+    assert len(sections) == 2
+    for s in segs_of(plan, "kernel") + sections:
         assert isinstance(s.data, memoryview) and s.data.obj is req.kernel.obj
 
 
 def test_user_initrds_follow_and_append_replaces_cmdline(built):
     req = api.read_request(built / "tiny.efi", cmdline="mine=1", initrds=[built / "extra", built / "initrd"])
     plan = api.make_plan(req, DEVHOST)
-    assert initramfs_seen(plan) == page_joined(UCODE, INITRD, EXTRA, INITRD)
+    assert initramfs_seen(plan) == page_joined(UCODE, INITRD, *meta(), EXTRA, INITRD)
     assert cmdline_of(plan) == "mine=1"
 
 
 def test_profiles_select_and_override(built):
-    for profile, line in ((None, CMDLINE), (0, CMDLINE), (1, "console=ttyS0 rescue")):
+    for profile, line, text in ((None, CMDLINE, PROFILE0), (0, CMDLINE, PROFILE0), (1, "console=ttyS0 rescue", PROFILE1)):
         plan = api.make_plan(api.read_request(built / "profiles.efi", cmdline=None, uki_profile=profile), DEVHOST)
         assert cmdline_of(plan) == line
-        assert initramfs_seen(plan) == page_joined(UCODE, INITRD)  # the base's initrd in every profile
+        assert initramfs_seen(plan) == page_joined(UCODE, INITRD, *meta(text))  # the base's initrd in every profile
     with pytest.raises(UsageError, match=r"no UKI profile 2; the image has profiles 0-1"):
         api.make_plan(api.read_request(built / "profiles.efi", cmdline=None, uki_profile=2), DEVHOST)
     with pytest.raises(UsageError, match=r"no UKI profile 1; the image has only profile 0"):
@@ -203,7 +217,9 @@ def test_debian_kernel_uki(tmp_path, ukify):
     raw = vmlinuz[0].read_bytes()
     assert hashlib.sha256(bytes(segs_of(plan, "kernel")[0].data)).digest() == \
         hashlib.sha256(raw[bz.setup_size(raw[0x1F1]):]).digest()
-    assert initramfs_seen(plan) == page_joined(UCODE, INITRD) and cmdline_of(plan) == "console=ttyS0 quiet"
+    assert [bytes(p.data) for p in info.initrd_parts[:2]] == [UCODE, INITRD]
+    assert initramfs_seen(plan) == page_joined(*(bytes(p.data) for p in info.initrd_parts))
+    assert cmdline_of(plan) == "console=ttyS0 quiet"
 
 
 # --- the command line: -c, -s, -t uki, --inspect, exit codes --------------------------------------------------
@@ -225,13 +241,14 @@ def test_s_hands_memfds_and_the_cmdline(built, capsys):
     code, out, err, b = run(["-s", "-l", str(built / "tiny.efi"), f"--initrd={built / 'extra'}"], capsys, FileLoads())
     assert code == 0, err
     (kernel, initrd, line, crash), = b.file_loads
-    assert kernel == TINY and initrd == four_joined(UCODE, INITRD, EXTRA) and line == CMDLINE and not crash
+    assert kernel == TINY and initrd == four_joined(UCODE, INITRD, *meta(), EXTRA) and line == CMDLINE and not crash
     code, out, err, b = run(["-s", "-l", str(built / "profiles.efi"), "--uki-profile=1", "--append=x=1"], capsys,
                             FileLoads())
     assert code == 0, err
     assert b.file_loads[0][2] == "x=1"
     code, out, err, b = run(["-s", "-l", str(built / "profiles.efi"), "--uki-profile=1"], capsys, FileLoads())
-    assert b.file_loads[0][2] == "console=ttyS0 rescue" and b.file_loads[0][1] == four_joined(UCODE, INITRD)
+    assert b.file_loads[0][2] == "console=ttyS0 rescue" and b.file_loads[0][1] == four_joined(UCODE, INITRD,
+                                                                                                 *meta(PROFILE1))
 
 
 def test_s_several_initrds_for_a_bzimage(built, capsys):
@@ -422,3 +439,22 @@ def test_mangle_cmdline_as_the_stub():
     assert uki.mangle_cmdline("a\tb\nc  \n") == "a b c"
     assert four_joined(b"12345", b"") == initramfs.join([initramfs.InitrdPart("a", b"12345"),
                                                          initramfs.InitrdPart("b", b"")])
+
+
+def test_newc_cpio_as_the_stub_packs_it():
+    """Directory then file records, inodes from 1, modes 0555/0444, each record 4-byte aligned, a trailer."""
+    blob = initramfs.newc_cpio(".extra", [("os-release", b"ID=x\n")])
+    records, at = [], 0
+    while True:
+        fields = [int(blob[at + 6 + 8 * i:at + 14 + 8 * i], 16) for i in range(13)]
+        assert blob[at:at + 6] == b"070701"
+        name_at = at + 110
+        name = blob[name_at:name_at + fields[11] - 1].decode()
+        body_at = align_up(name_at + fields[11], 4)
+        records.append((name, fields[0], oct(fields[1]), blob[body_at:body_at + fields[6]]))
+        at = align_up(body_at + fields[6], 4)
+        if name == "TRAILER!!!":
+            break
+    assert records == [(".extra", 1, oct(0o40555), b""), (".extra/os-release", 2, oct(0o100444), b"ID=x\n"),
+                       ("TRAILER!!!", 0, oct(0), b"")]
+    assert at == len(blob) and len(blob) % 4 == 0

@@ -3,8 +3,10 @@
 The next kernel gets what systemd-stub (Secure Boot off) would give it when firmware boots the same UKI
 (systemd-stub(7), the UAPI group's UKI specification):
 - the kernel: `.linux`, a bzImage, planned as any bzImage;
-- the initramfs: `.ucode`, then `.initrd`, then the user's `--initrd` files, each padded to 4 bytes
-  (the stub's order: microcode first, because the kernel's early loader looks at the first archive);
+- the initramfs: `.ucode`, then `.initrd`, then the cpio archives the stub generates from `.pcrsig`,
+  `.pcrpkey`, `.osrel` and `.profile` (/.extra/tpm2-pcr-signature.json, tpm2-pcr-public-key.pem,
+  os-release, profile), then the user's `--initrd` files, each padded to 4 bytes (the stub's order:
+  microcode first, because the kernel's early loader looks at the first archive);
 - the command line: `.cmdline` (control characters as spaces, trailing spaces dropped, as the stub's
   mangle_stub_cmdline) unless the user gave one (--append, --command-line, --reuse-cmdline), then
   command-line addons appended (see addons()).
@@ -27,11 +29,14 @@ from construct import ConstructError
 
 from ..errors import EXIT_FAILURE, MalformedImageError, UnknownFormatError, UsageError
 from ..formats import pe
-from ..initramfs import InitrdPart
+from ..initramfs import InitrdPart, newc_cpio
 from ..model import LoadRequest, Plan, Range, SystemFacts
 from . import bzimage
 
 NAME = "uki"
+# systemd-stub passes these sections to userspace as files in /.extra/, in this order (stub.c INITRD_PCRSIG ...)
+META_FILES = ((".pcrsig", "tpm2-pcr-signature.json"), (".pcrpkey", "tpm2-pcr-public-key.pem"),
+              (".osrel", "os-release"), (".profile", "profile"))
 MAX_SECTIONS = 16 * 1024 * 1024 // pe.SECTION_HEADER_SIZE  # systemd's SECTION_TABLE_BYTES_MAX
 
 
@@ -230,6 +235,10 @@ def contents(data, name: str, profile: int | None = None) -> UkiContents:
                                  exit_code=EXIT_FAILURE)
     parts = tuple(InitrdPart(f"{name}:{sec}", section_data(data, chosen[sec]))
                   for sec in (".ucode", ".initrd") if sec in chosen and chosen[sec].file_size)
+    # then, as systemd-stub's generate_embedded_initrds, sections handed to userspace in /.extra/ (one cpio each)
+    parts += tuple(InitrdPart(f"{name}:{sec} as /.extra/{file}",
+                              newc_cpio(".extra", [(file, section_data(data, chosen[sec]))]))
+                   for sec, file in META_FILES if sec in chosen)
     line = text(data, chosen.get(".cmdline"))
     n = profile or 0
     notes = [f"{name}: unified kernel image, profile {n} of {profile_count(img)}"

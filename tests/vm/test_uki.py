@@ -38,6 +38,10 @@ mark_file cmdline /proc/cmdline
 for f in /payload.bin /ucode-part.bin /extra.bin; do
     if [ -e "$f" ]; then mark "sha256:$f" "$(sha256 "$f")"; else mark "sha256:$f" missing; fi
 done
+for f in /.extra/os-release /.extra/profile; do
+    if [ -e "$f" ]; then mark "sha256:$f" "$(sha256 "$f")"; else mark "sha256:$f" missing; fi
+done
+mark extra "$(stat -c '%a:%n' /.extra /.extra/* 2>/dev/null | tr '\n' ' ')"
 mark uname "$(uname -r)"
 """
 
@@ -92,6 +96,16 @@ def _esp_files(setup):
     files = {"/esp/EFI/Linux/uki.efi": setup["uki"], "/esp/EFI/Linux/uki.efi.extra.d/a.addon.efi": setup["addon"],
              "/extra.img": setup["dir"] / "extra.img"}
     return files
+
+
+def _extra_expected(setup, profile):
+    """What systemd-stub puts in /.extra for this profile: .osrel and .profile as files (sha256), and the modes."""
+    from kexloader.images import uki
+    data = setup["uki"].read_bytes()
+    chosen = uki.select(uki.read_pe(data, "uki.efi"), profile, "uki.efi")
+    sha = {f"/.extra/{f}": hashlib.sha256(bytes(uki.section_data(data, chosen[sec]))).hexdigest()
+           for sec, f in ((".osrel", "os-release"), (".profile", "profile"))}
+    return sha, "555:/.extra 444:/.extra/os-release 444:/.extra/profile"
 
 
 def _assert_second(t, cmdline, sha, parts=("/payload.bin", "/ucode-part.bin", "/extra.bin")):
@@ -186,12 +200,14 @@ def ovmf_setup(uki_setup):
 @pytest.mark.parametrize("profile", [0, 1])
 @pytest.mark.parametrize("how", ["stub", "c", "s"])
 def test_same_as_systemd_stub_under_ovmf(vm_harness, ovmf_setup, how, profile):
-    """The second kernel's /proc/cmdline and a file from each initrd part are the same whether OVMF ran the UKI
-    (systemd-stub, from the shell: `uki.efi @1` picks profile 1) or kexloader kexec'd it with -c or -s from a
-    first kernel booted by OVMF; the profile and both addons (global, then the UKI's own) change them alike."""
+    """The second kernel's /proc/cmdline, a file from each initrd part and the stub's /.extra/os-release and
+    /.extra/profile (sha256, modes) are the same whether OVMF ran the UKI (systemd-stub, from the shell:
+    `uki.efi @1` picks profile 1) or kexloader kexec'd it with -c or -s from a first kernel booted by OVMF;
+    the profile and both addons (global, then the UKI's own) change them alike."""
     h, s = vm_harness, ovmf_setup
     expected = s[f"line{profile}"] + " addon=global addon=yes"
     name = f"uki-ovmf-{how}-p{profile}"
+    extra_sha, extra_modes = _extra_expected(s, profile)
     if how == "stub":
         esp = _esp_image(h.out_dir / f"{name}-esp.img", s, r"fs0:\EFI\Linux\uki.efi" + (" @1" if profile else ""))
         try:
@@ -204,6 +220,9 @@ def test_same_as_systemd_stub_under_ovmf(vm_harness, ovmf_setup, how, profile):
         assert t.b64("cmdline").decode() == expected + "\n"
         for p in ("/payload.bin", "/ucode-part.bin"):
             assert t.get(f"sha256:{p}") == s["sha256"][p], p
+        for p, want in extra_sha.items():
+            assert t.get(f"sha256:{p}") == want, p
+        assert t.get("extra").strip() == extra_modes
         return
     files = {"/esp/EFI/Linux/uki.efi": s["uki"], "/esp/EFI/Linux/uki.efi.extra.d/a.addon.efi": s["addon"],
              "/esp/loader/addons/g.addon.efi": s["global_addon"]}
@@ -213,4 +232,6 @@ def test_same_as_systemd_stub_under_ovmf(vm_harness, ovmf_setup, how, profile):
     t = h.boot(guest, f"console=ttyS0 panic=-1 stage=first token={new_token()}", base_append="", name=name,
                firmware="ovmf", timeout=OVMF_TIMEOUT, idle_timeout=300)
     assert t.rc("load") == 0, t.out("load")
-    _assert_second(t, expected, s["sha256"], parts=("/payload.bin", "/ucode-part.bin"))
+    _assert_second(t, expected, {**s["sha256"], **extra_sha},
+                   parts=("/payload.bin", "/ucode-part.bin", "/.extra/os-release", "/.extra/profile"))
+    assert t.get("extra").strip() == extra_modes
