@@ -63,6 +63,24 @@ def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memma
     return bp.BootParams.build(params)
 
 
+VIDEO_TYPES = {0x23: "VESA framebuffer", 0x70: "EFI framebuffer"}  # screen_info.orig_video_isVGA (VIDEO_TYPE_*)
+VIDEO_CAPABILITY_64BIT_BASE = 1 << 1
+
+
+def describe_screen(running: bytes | None) -> str | None:
+    """One note on the framebuffer the next kernel gets in screen_info (copied from the running kernel's boot
+    screen_info), or None for VGA text / no screen. Offsets: struct screen_info, include/uapi/linux/screen_info.h."""
+    if not running or len(running) < bp.SCREEN_INFO_SIZE or running[0x0F] not in VIDEO_TYPES:
+        return None
+    width, height, depth, base = struct.unpack_from("<HHHI", running, 0x12)
+    line = struct.unpack_from("<H", running, 0x24)[0]
+    caps, ext_base = struct.unpack_from("<II", running, 0x36)
+    if caps & VIDEO_CAPABILITY_64BIT_BASE:
+        base |= ext_base << 32
+    return (f"screen: {VIDEO_TYPES[running[0x0F]]} {width}x{height}x{depth} at {base:#x}, {line} bytes a line "
+            f"(the running kernel's boot screen_info): the next kernel's efifb or simpledrm takes it over")
+
+
 def e820_extension(memmap: Sequence[MemRegion]) -> bytes | None:
     """The SETUP_E820_EXT payload for the entries past the zero page's 128 (boot.rst: the kernel appends them
     to its e820 table, e820__memory_setup_extended), or None when all fit."""

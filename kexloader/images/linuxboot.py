@@ -56,6 +56,9 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
                                         what=what, memmap=memmap)
     if efi_note:
         notes.append(efi_note)
+    screen = bootparams.describe_screen(facts.boot_params)
+    if screen:
+        notes.append(screen)
     efi_info = None
     if handover is not None:
         efi_info = efiboot.place(layout, handover, window=small)

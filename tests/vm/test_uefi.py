@@ -134,6 +134,7 @@ def test_uefi_kexec_next_kernel_has_the_gop_framebuffer(uefi_kexec):
     assert t.get("second.fb0") == "EFI VGA", t.b64("second.fb_dmesg").decode()
     assert t.get("second.fb0_mode") == t.get("first.fb0_mode")
     assert "efifb: probing for efifb" in t.b64("second.fb_dmesg").decode()
+    assert "screen: EFI framebuffer 1280x800x32 at 0x80000000" in t.out("plan"), t.out("plan")
 
 
 # --- kdump under OVMF ----------------------------------------------------------------------------------------
