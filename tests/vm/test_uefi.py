@@ -292,12 +292,17 @@ def test_efi_xen_to_linux(platform_harness, platform_xen_inputs):
 
 # --- item 6: kexec into Xen on a UEFI machine ---------------------------------------------------------------------
 
-LINUX_TO_XEN = r"""
-run plan kexloader --dry-run -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" --module=/leaf.img
-run load kexloader -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" --module=/leaf.img
-run exec kexloader -e
-mark exec_returned
-"""
+LINUX_TO_XEN = {  # kexloader's arguments, as tests/vm/test_xen.py's Linux -> Xen styles
+    "module-mb2": '-l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" --module=/leaf.img',
+    "elf-mb1": '-l /boot/xen.elf --type multiboot-x86 --command-line="$XEN" --module="/boot/vmlinuz $DOM0" '
+               '--module=/leaf.img',
+}
+
+
+def linux_to_xen_stage(args: str) -> str:
+    return (f"run plan kexloader --dry-run {args}\nrun load kexloader {args}\nrun exec kexloader -e\n"
+            "mark exec_returned\n")
+
 
 XEN_REPORT = r"""
 mark_file cmdline /proc/cmdline
@@ -308,7 +313,8 @@ mark_b64 acpi /tmp/acpi.txt
 """
 
 
-def test_uefi_linux_to_xen(platform_harness, platform_xen_inputs):
+@pytest.mark.parametrize("style", ["module-mb2", pytest.param("elf-mb1", marks=pytest.mark.vm_matrix)])
+def test_uefi_linux_to_xen(platform_harness, platform_xen_inputs, style):
     """Item 6: from a Linux that OVMF booted, kexloader -l xen.gz + -e boots Xen and its dom0: kexloader writes
     the BIOS data area (EBDA, RSDP copy) Xen's legacy entry reads, and adds no-real-mode (docs/uefi.md)."""
     from tests.vm.test_xen import xen_modules
@@ -320,10 +326,13 @@ def test_uefi_linux_to_xen(platform_harness, platform_xen_inputs):
     dom0 = f"console=hvc0 panic=-1 stage=report token={new_token()}"
     leaf = h.leaf(stages={"report": XEN_REPORT}, files={"/payload.bin": payload})
     files = {"/boot/xen.gz": h.inputs.xen_gz, **xen_modules(h)}
-    script = f"XEN={shlex.quote(xen_args)}\nDOM0={shlex.quote(dom0)}\n{LINUX_TO_XEN}"
+    if style == "elf-mb1":
+        files["/boot/xen.elf"] = h.inputs.xen_elf
+    stage = linux_to_xen_stage(LINUX_TO_XEN[style])
+    script = f"XEN={shlex.quote(xen_args)}\nDOM0={shlex.quote(dom0)}\n{stage}"
     guest = h.full(stages={"first": script}, files=files, leaf=leaf)
     vm = h.start(guest, f"console=ttyS0 panic=-1 stage=first token={new_token()}", base_append="",
-                 name="uefi-linux-xen", firmware="ovmf", cpu=XEN_CPU, timeout=TIMEOUT, idle_timeout=240)
+                 name=f"uefi-linux-xen-{style}", firmware="ovmf", cpu=XEN_CPU, timeout=TIMEOUT, idle_timeout=240)
     try:
         vm.wait_for(r"KXM\|end\|stage=report ", timeout=TIMEOUT)
     except AssertionError:
