@@ -180,7 +180,8 @@ def test_platform_inputs_and_modules(tmp_path, monkeypatch):
     (p / "info").write_text("kernel linux-image-6.12.1+deb13-amd64 6.12.1-1 trixie\n"
                             "xen xen-hypervisor-4.20-amd64 4.20.4-1\n")
     i = env.find_inputs("deb13")
-    assert (i.platform, i.kernel_version, i.kernel_release, i.xen_version) == ("deb13", "6.12.1+deb13-amd64", (6, 12), "4.20")
+    assert (i.platform, i.kernel_version, i.kernel_release) == ("deb13", "6.12.1+deb13-amd64", (6, 12))
+    assert i.xen_version == "4.20"
     assert env.read_module(i.module("kernel/drivers/xen/xen-privcmd.ko")) == b"\x7fELF module"
     assert any("xen" in m and "install-deps" in m for m in i.missing(xen=True))  # no xen.elf
     assert "deb12" in " ".join(env.find_inputs("deb12").missing())

@@ -3,8 +3,8 @@
 pyproject maps formats/ to kexloader.formats (package-dir) and lists the packages one by one, so a
 new subpackage that is not listed works from the editable install and is missing from the wheel.
 These tests install the wheel with `pip install --target` into a throwaway directory (the same
-way the guests get it) and import every module from there with Debian's python3 (GUEST_PYTHON, the guests' interpreter), which has
-no editable install of kexloader to fall back on. No QEMU needed.
+way the guests get it) and import every module from there with Debian's python3 (GUEST_PYTHON, the
+guests' interpreter), which has no editable install of kexloader to fall back on. No QEMU needed.
 """
 
 from __future__ import annotations

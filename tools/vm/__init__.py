@@ -23,6 +23,6 @@ from .harness import BASE_APPEND, REPORT, Harness, new_token
 from .qemu import MarkerMissing, Qemu, Transcript, boot, qemu_command
 
 __all__ = [
-    "BASE_APPEND", "DEFAULT_PLATFORM", "PLATFORMS", "REPORT", "Guest", "Harness", "Inputs", "MarkerMissing", "Qemu", "Transcript",
-    "boot", "cache_dir", "find_inputs", "new_token", "pyruntime", "qemu_command", "work_dir",
+    "BASE_APPEND", "DEFAULT_PLATFORM", "PLATFORMS", "REPORT", "Guest", "Harness", "Inputs", "MarkerMissing", "Qemu",
+    "Transcript", "boot", "cache_dir", "find_inputs", "new_token", "pyruntime", "qemu_command", "work_dir",
 ]

@@ -211,7 +211,8 @@ def wheel_metadata(wheel: Path) -> tuple[list[str], dict[str, str]]:
 
 
 def dependency_wheels(requires: list[str]) -> Path:
-    """The guest interpreter's (CPTAG) manylinux wheels of the runtime dependencies, downloaded once per requirement set."""
+    """The guest interpreter's (CPTAG) manylinux wheels of the runtime dependencies, downloaded once per
+    requirement set."""
     key = hashlib.sha256(json.dumps([CPTAG, *sorted(requires)]).encode()).hexdigest()[:16]
     d = work_dir() / "wheels" / f"deps-{key}"
     if (d / ".complete").exists():
@@ -265,7 +266,8 @@ def build_packages(wheel: Path) -> Staged:
             module, func = target.split(":")
             w = tmp / "usr/bin" / name
             w.parent.mkdir(parents=True, exist_ok=True)
-            w.write_text(_WRAPPER.format(python=GUEST_PYTHON.name, name=name, target=target, module=module, func=func.split(".")[0]))
+            w.write_text(_WRAPPER.format(python=GUEST_PYTHON.name, name=name, target=target, module=module,
+                                         func=func.split(".")[0]))
             w.chmod(0o755)
         (tmp / ".complete").write_text(wheel.name + "\n")
         _publish(tmp, root)
