@@ -3,7 +3,8 @@
 Sources: the UAPI group's Boot Loader Specification (Type #1 `loader/entries/*.conf`, Type #2
 `EFI/Linux/*.efi`, "Sorting"), loader.conf(5) (`default` is a glob over entry ids), systemd-stub(7)
 (addons: `*.addon.efi` in `loader/addons/` of the UKI's partition, then in `<uki>.extra.d/`, each
-directory in name order; an addon with a .linux section or a different .uname is ignored).
+directory in name order; an addon with a .linux section or a different .uname is ignored; credentials and
+extensions beside the UKI, which the stub hands over as cpio archives: sidecars()).
 
 Places: the ESP (`--esp`, else the first of /efi, /boot, /boot/efi holding `EFI` or `loader`) and the
 boot partition (`--boot-dir`, else /boot). Paths inside a Type #1 entry are relative to the root of the
@@ -276,4 +277,45 @@ def addons(uki_path: str | Path, uname: str | None) -> list[tuple[str, str]]:
             line = uki.text(data, chosen.get(".cmdline"))
             if line is not None:
                 out.append((str(f), line))
+    return out
+
+
+# systemd-stub's sidecar initrds (stub.c generate_sidecar_initrds), in its order: (directory, None = the
+# UKI's own <uki>.extra.d; suffix; excluded suffix; target directory in the initramfs; dir mode; file mode)
+SIDECARS = (
+    (None, ".cred", None, ".extra/credentials", 0o500, 0o400),
+    ("loader/credentials", ".cred", None, ".extra/global_credentials", 0o500, 0o400),
+    (None, ".raw", ".confext.raw", ".extra/sysext", 0o555, 0o444),
+    ("loader/extensions", ".raw", ".confext.raw", ".extra/global_sysext", 0o555, 0o444),
+    (None, ".confext.raw", None, ".extra/confext", 0o555, 0o444),
+    ("loader/extensions", ".confext.raw", None, ".extra/global_confext", 0o555, 0o444),
+)
+
+
+def sidecars(uki_path: str | Path) -> list:
+    """The cpio archives systemd-stub makes of the files beside a UKI: credentials (*.cred) and system and
+    configuration extensions (*.raw, *.confext.raw) in <uki>.extra.d/ and, when the UKI is in an EFI/ tree,
+    loader/credentials/ and loader/extensions/ of that partition. Each directory's files in name order;
+    names starting with '.', not ASCII or longer than 255 characters are skipped, as the stub does."""
+    from . import initramfs
+    from .api import read_file
+    path = Path(uki_path).resolve()
+    root = next((p.parent for p in path.parents if p.name.upper() == "EFI"), None)
+    out = []
+    for where, suffix, exclude, target, dir_mode, file_mode in SIDECARS:
+        d = path.parent / (path.name + ".extra.d") if where is None else (root / where if root else None)
+        if d is None or not d.is_dir():
+            continue
+        files = []
+        for f in sorted(d.iterdir(), key=lambda p: p.name.encode()):
+            n = f.name
+            low = n.lower()
+            if n.startswith(".") or not f.is_file() or not n.isascii() or len(n) > 255 or not low.endswith(suffix) \
+                    or (exclude and low.endswith(exclude)):
+                continue
+            files.append((n, read_file(f, "sidecar")))
+        if files:
+            out.append(initramfs.InitrdPart(f"{d}/*{suffix} as /{target}/",
+                                            initramfs.newc_cpio(target, files, dir_mode=dir_mode,
+                                                                file_mode=file_mode)))
     return out

@@ -51,8 +51,8 @@ def open_files(kernel: str | Path, initrds: list, cmdline: str | None, *, uki_pr
     try:
         raw = api.read_image(kernel, "kernel")
         if uki.probe(raw):
-            c = uki.contents(raw, str(kernel), uki_profile)
             from . import bootentries
+            c = uki.contents(raw, str(kernel), uki_profile, tuple(bootentries.sidecars(kernel)))
             addon_cmdlines = tuple(addon_cmdlines) + tuple(line for _, line in bootentries.addons(kernel, c.uname))
             parts = list(c.initrd_parts) + [initramfs.InitrdPart(str(p), api.read_file(p, "initrd")) for p in initrds]
             parts = [p for p in parts if len(p.data)]

@@ -210,6 +210,7 @@ class LoadRequest:
     cmdline_given: bool = True  # False: no --append/--reuse-cmdline, so a UKI's .cmdline is used
     uki_profile: int | None = None  # --uki-profile=N: the UKI profile to boot (None: the first, as systemd-stub)
     uki_addons: tuple[str, ...] = ()  # command lines of the UKI's addons (*.addon.efi), appended in this order
+    uki_sidecars: tuple = ()  # initramfs.InitrdParts systemd-stub makes of *.cred / *.raw beside the UKI
 
 
 @dataclass(frozen=True, slots=True)

@@ -458,3 +458,27 @@ def test_newc_cpio_as_the_stub_packs_it():
     assert records == [(".extra", 1, oct(0o40555), b""), (".extra/os-release", 2, oct(0o100444), b"ID=x\n"),
                        ("TRAILER!!!", 0, oct(0), b"")]
     assert at == len(blob) and len(blob) % 4 == 0
+
+
+def test_sidecars_as_the_stub_orders_them(esp, built):
+    """Credentials and extensions beside the UKI become cpio archives after .initrd, in the stub's order."""
+    local = esp / "EFI/Linux/tiny.efi.extra.d"
+    (esp / "loader/credentials").mkdir(parents=True)
+    (esp / "loader/extensions").mkdir(parents=True)
+    local.mkdir()
+    for path, body in ((local / "b.cred", b"B"), (local / "a.cred", b"AA"), (local / ".hidden.cred", b"no"),
+                       (local / "sys.raw", b"S"), (local / "conf.confext.raw", b"C"), (local / "note.txt", b"no"),
+                       (esp / "loader/credentials/g.cred", b"G"), (esp / "loader/extensions/gs.raw", b"GS"),
+                       (esp / "loader/extensions/gc.confext.raw", b"GC")):
+        path.write_bytes(body)
+    want = [(".extra/credentials", [("a.cred", b"AA"), ("b.cred", b"B")], 0o500, 0o400),
+            (".extra/global_credentials", [("g.cred", b"G")], 0o500, 0o400),
+            (".extra/sysext", [("sys.raw", b"S")], 0o555, 0o444),
+            (".extra/global_sysext", [("gs.raw", b"GS")], 0o555, 0o444),
+            (".extra/confext", [("conf.confext.raw", b"C")], 0o555, 0o444),
+            (".extra/global_confext", [("gc.confext.raw", b"GC")], 0o555, 0o444)]
+    expected = [initramfs.newc_cpio(d, files, dir_mode=dm, file_mode=fm) for d, files, dm, fm in want]
+    assert [bytes(p.data) for p in bootentries.sidecars(esp / "EFI/Linux/tiny.efi")] == expected
+    plan = api.make_plan(api.read_request(esp / "EFI/Linux/tiny.efi", cmdline=None), DEVHOST)
+    assert len(segs_of(plan, "initrd")) == 1  # ten parts: joined into one segment, each padded to 4 bytes
+    assert initramfs_seen(plan) == four_joined(UCODE, INITRD, *expected, *meta(PROFILE0))

@@ -3,7 +3,8 @@
 The next kernel gets what systemd-stub (Secure Boot off) would give it when firmware boots the same UKI
 (systemd-stub(7), the UAPI group's UKI specification):
 - the kernel: `.linux`, a bzImage, planned as any bzImage;
-- the initramfs: `.ucode`, then `.initrd`, then the cpio archives the stub generates from `.pcrsig`,
+- the initramfs: `.ucode`, then `.initrd`, then the cpio archives the stub makes of credentials and
+  extensions beside the UKI (bootentries.sidecars), then those it generates from `.pcrsig`,
   `.pcrpkey`, `.osrel` and `.profile` (/.extra/tpm2-pcr-signature.json, tpm2-pcr-public-key.pem,
   os-release, profile), then the user's `--initrd` files, each padded to 4 bytes (the stub's order:
   microcode first, because the kernel's early loader looks at the first archive);
@@ -222,8 +223,11 @@ class UkiContents:
     notes: tuple[str, ...]
 
 
-def contents(data, name: str, profile: int | None = None) -> UkiContents:
-    """The kernel, initrd parts and command line of `profile` (None: 0), checked."""
+def contents(data, name: str, profile: int | None = None, sidecars: tuple = ()) -> UkiContents:
+    """The kernel, initrd parts and command line of `profile` (None: 0), checked.
+
+    sidecars: InitrdParts the stub would build from files beside the UKI (credentials, system and
+    configuration extensions: bootentries.sidecars), placed after .initrd as the stub does."""
     img = read_pe(data, name)
     chosen = select(img, profile, name)
     if ".linux" not in chosen:
@@ -235,6 +239,7 @@ def contents(data, name: str, profile: int | None = None) -> UkiContents:
                                  exit_code=EXIT_FAILURE)
     parts = tuple(InitrdPart(f"{name}:{sec}", section_data(data, chosen[sec]))
                   for sec in (".ucode", ".initrd") if sec in chosen and chosen[sec].file_size)
+    parts += tuple(sidecars)
     # then, as systemd-stub's generate_embedded_initrds, sections handed to userspace in /.extra/ (one cpio each)
     parts += tuple(InitrdPart(f"{name}:{sec} as /.extra/{file}",
                               newc_cpio(".extra", [(file, section_data(data, chosen[sec]))]))
@@ -251,7 +256,7 @@ def request_for(req: LoadRequest, name: str | None = None, addon_cmdlines: tuple
     """The request for the UKI's kernel: .linux, .ucode + .initrd + the user's initrds, the command line."""
     import dataclasses
     name = name or req.kernel_name
-    c = contents(req.kernel, name, req.uki_profile)
+    c = contents(req.kernel, name, req.uki_profile, req.uki_sidecars)
     user = tuple(req.initrd_parts) or ((InitrdPart(req.initrd_name, req.initrd),) if req.initrd is not None else ())
     line = req.cmdline if req.cmdline_given else (c.cmdline or "")
     for extra in addon_cmdlines:

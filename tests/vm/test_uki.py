@@ -38,10 +38,10 @@ mark_file cmdline /proc/cmdline
 for f in /payload.bin /ucode-part.bin /extra.bin; do
     if [ -e "$f" ]; then mark "sha256:$f" "$(sha256 "$f")"; else mark "sha256:$f" missing; fi
 done
-for f in /.extra/os-release /.extra/profile; do
+for f in /.extra/os-release /.extra/profile /.extra/credentials/a.cred /.extra/global_credentials/g.cred; do
     if [ -e "$f" ]; then mark "sha256:$f" "$(sha256 "$f")"; else mark "sha256:$f" missing; fi
 done
-mark extra "$(stat -c '%a:%n' /.extra /.extra/* 2>/dev/null | tr '\n' ' ')"
+mark extra "$(stat -c '%a:%n' /.extra /.extra/* /.extra/*/* 2>/dev/null | tr '\n' ' ')"
 mark uname "$(uname -r)"
 """
 
@@ -105,7 +105,10 @@ def _extra_expected(setup, profile):
     chosen = uki.select(uki.read_pe(data, "uki.efi"), profile, "uki.efi")
     sha = {f"/.extra/{f}": hashlib.sha256(bytes(uki.section_data(data, chosen[sec]))).hexdigest()
            for sec, f in ((".osrel", "os-release"), (".profile", "profile"))}
-    return sha, "555:/.extra 444:/.extra/os-release 444:/.extra/profile"
+    sha["/.extra/credentials/a.cred"] = hashlib.sha256(setup["cred"].read_bytes()).hexdigest()
+    sha["/.extra/global_credentials/g.cred"] = hashlib.sha256(setup["global_cred"].read_bytes()).hexdigest()
+    return sha, ("555:/.extra 500:/.extra/credentials 500:/.extra/global_credentials 444:/.extra/os-release "
+                 "444:/.extra/profile 400:/.extra/credentials/a.cred 400:/.extra/global_credentials/g.cred")
 
 
 def _assert_second(t, cmdline, sha, parts=("/payload.bin", "/ucode-part.bin", "/extra.bin")):
@@ -179,7 +182,9 @@ def _esp_image(out: Path, setup, startup: str) -> Path:
     out.unlink(missing_ok=True)
     steps = [[mkfs, "-C", "-F", "32", "-n", "ESP", str(out), str(size_kib)],
              ["mmd", "-i", str(out), "::/EFI", "::/EFI/Linux", "::/EFI/Linux/uki.efi.extra.d", "::/loader",
-              "::/loader/addons"],
+              "::/loader/addons", "::/loader/credentials"],
+             ["mcopy", "-i", str(out), str(setup["cred"]), "::/EFI/Linux/uki.efi.extra.d/a.cred"],
+             ["mcopy", "-i", str(out), str(setup["global_cred"]), "::/loader/credentials/g.cred"],
              ["mcopy", "-i", str(out), str(setup["uki"]), "::/EFI/Linux/uki.efi"],
              ["mcopy", "-i", str(out), str(setup["addon"]), "::/EFI/Linux/uki.efi.extra.d/a.addon.efi"],
              ["mcopy", "-i", str(out), str(setup["global_addon"]), "::/loader/addons/g.addon.efi"],
@@ -194,14 +199,17 @@ def ovmf_setup(uki_setup):
     _require_ovmf_and_mtools()
     d = uki_setup["dir"]
     _ukify("--stub", ADDON_STUB, "--cmdline", "addon=global", "--output", d / "g.addon.efi")
-    return {**uki_setup, "global_addon": d / "g.addon.efi"}
+    (d / "a.cred").write_bytes(os.urandom(77))
+    (d / "g.cred").write_bytes(os.urandom(99))
+    return {**uki_setup, "global_addon": d / "g.addon.efi", "cred": d / "a.cred", "global_cred": d / "g.cred"}
 
 
 @pytest.mark.parametrize("profile", [0, 1])
 @pytest.mark.parametrize("how", ["stub", "c", "s"])
 def test_same_as_systemd_stub_under_ovmf(vm_harness, ovmf_setup, how, profile):
     """The second kernel's /proc/cmdline, a file from each initrd part and the stub's /.extra/os-release and
-    /.extra/profile (sha256, modes) are the same whether OVMF ran the UKI (systemd-stub, from the shell:
+    /.extra/profile and the credentials beside the UKI (/.extra/credentials, /.extra/global_credentials;
+    sha256 and modes) are the same whether OVMF ran the UKI (systemd-stub, from the shell:
     `uki.efi @1` picks profile 1) or kexloader kexec'd it with -c or -s from a first kernel booted by OVMF;
     the profile and both addons (global, then the UKI's own) change them alike."""
     h, s = vm_harness, ovmf_setup
@@ -225,7 +233,8 @@ def test_same_as_systemd_stub_under_ovmf(vm_harness, ovmf_setup, how, profile):
         assert t.get("extra").strip() == extra_modes
         return
     files = {"/esp/EFI/Linux/uki.efi": s["uki"], "/esp/EFI/Linux/uki.efi.extra.d/a.addon.efi": s["addon"],
-             "/esp/loader/addons/g.addon.efi": s["global_addon"]}
+             "/esp/loader/addons/g.addon.efi": s["global_addon"], "/esp/EFI/Linux/uki.efi.extra.d/a.cred": s["cred"],
+             "/esp/loader/credentials/g.cred": s["global_cred"]}
     script = (f"run load kexloader -{how} -l /esp/EFI/Linux/uki.efi --uki-profile={profile} -d\n"
               "run exec kexloader -e\nmark exec_returned\n")
     guest = h.full(stages={"first": script}, files=files, kernel=True)
@@ -233,5 +242,5 @@ def test_same_as_systemd_stub_under_ovmf(vm_harness, ovmf_setup, how, profile):
                firmware="ovmf", timeout=OVMF_TIMEOUT, idle_timeout=300)
     assert t.rc("load") == 0, t.out("load")
     _assert_second(t, expected, {**s["sha256"], **extra_sha},
-                   parts=("/payload.bin", "/ucode-part.bin", "/.extra/os-release", "/.extra/profile"))
+                   parts=("/payload.bin", "/ucode-part.bin", *extra_sha))
     assert t.get("extra").strip() == extra_modes
