@@ -482,3 +482,14 @@ def test_sidecars_as_the_stub_orders_them(esp, built):
     plan = api.make_plan(api.read_request(esp / "EFI/Linux/tiny.efi", cmdline=None), DEVHOST)
     assert len(segs_of(plan, "initrd")) == 1  # ten parts: joined into one segment, each padded to 4 bytes
     assert initramfs_seen(plan) == four_joined(UCODE, INITRD, *expected, *meta(PROFILE0))
+
+
+def test_crash_kernel_from_a_uki(built):
+    """-p: the UKI's kernel, initramfs and .cmdline (plus kdump's additions) inside the crash region."""
+    facts = system.load_snapshot(ROOT / "fixtures/snapshots/qemu-debian12-kdump-384m.json")
+    plan = api.make_plan(api.read_request(built / "tiny.efi", cmdline=None, crash=True), facts)
+    assert plan.crash and initramfs_seen(plan) == page_joined(UCODE, INITRD, *meta())
+    line = cmdline_of(plan)
+    assert line.startswith(CMDLINE) and "elfcorehdr=" in line
+    for s in segs_of(plan, "kernel") + segs_of(plan, "initrd"):
+        assert any(r.contains(s.range) for r in facts.crash_regions())
