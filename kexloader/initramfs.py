@@ -53,14 +53,35 @@ def describe(parts) -> str:
     return " + ".join(f"{p.name} ({len(p.data)} bytes)" for p in parts)
 
 
+def coalesce(parts) -> list:
+    """Runs of generated parts (bytes: the stub's /.extra archives) joined into one part each; parts that are
+    views of files (sections of a UKI, --initrd files) stay as they are, to be passed without a copy."""
+    out, run = [], []
+
+    def flush():
+        if run:
+            out.append(run[0] if len(run) == 1 else InitrdPart(describe(run), join(run)))
+            run.clear()
+    for p in parts:
+        if isinstance(p.data, (bytes, bytearray)):
+            run.append(p)
+        else:
+            flush()
+            out.append(p)
+    flush()
+    return out
+
+
 def place(layout: Layout, parts, *, window: Range, what: str = "") -> Segment:
     """Place the parts contiguously in `layout`, top-down inside `window`; the returned Segment spans the
     whole initramfs (its `mem`, and `data` sized as the kernel's ramdisk_size) and is not itself recorded.
 
     One part: one segment with the data as it is. Several: one segment per part, each part starting on a
-    page (zeros between them), unless there are more than MAX_SEPARATE_PARTS (then joined)."""
+    page (zeros between them), after runs of generated parts are joined (coalesce), unless there are still
+    more than MAX_SEPARATE_PARTS (then all are joined)."""
     parts = [p for p in parts if len(p.data)]
     what = what or describe(parts)
+    parts = coalesce(parts)
     if len(parts) > MAX_SEPARATE_PARTS:
         parts = [InitrdPart(what, join(parts))]
     if len(parts) == 1:
