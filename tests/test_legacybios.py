@@ -111,8 +111,16 @@ def test_no_real_mode_is_not_added_twice():
     assert not any("added" in n for n in p.notes)
 
 
-def test_without_acpi_tables_the_plan_says_xen_finds_no_acpi():
+def test_the_ovmf_snapshot_has_its_acpi_tables():
+    """Captured in the OVMF guest (tools/mk_uefi_snapshots.py --capture): QEMU's static tables, no DSDT, FACS."""
+    assert [name for name, _ in OVMF.efi.acpi_tables] == ["APIC", "FACP", "HPET", "WAET"]
     p = api.make_plan(xen_request(), OVMF)
+    assert any("XSDT over copies of APIC, FACP, HPET, WAET" in n for n in p.notes)
+
+
+def test_without_acpi_tables_the_plan_says_xen_finds_no_acpi():
+    no_tables = dataclasses.replace(OVMF, efi=dataclasses.replace(OVMF.efi, acpi_tables=None))
+    p = api.make_plan(xen_request(), no_tables)
     assert "acpi" not in {s.role for s in p.segments} and any("Xen will find no ACPI" in n for n in p.notes)
     assert read(p, 0x9FC10, 8) == bytes(8)
 
