@@ -163,6 +163,9 @@ def describe(f: EfiFacts | None) -> list[str]:
              f"config_table {_opt(f.config_table)}, SMBIOS {_opt(f.smbios)}, SMBIOS3 {_opt(f.smbios3)}"]
     if f.runtime_map is None:
         lines.append("EFI runtime map: none (/sys/firmware/efi/runtime-map missing)")
+    if f.acpi_tables:
+        lines.append("ACPI tables copied for a multiboot kernel: " + ", ".join(
+            f"{name} ({len(data)} bytes)" for name, data in f.acpi_tables))
     for r in f.runtime_map or ():
         lines.append(f"EFI runtime {r.range} {fe.MEMORY_TYPES.get(r.type, r.type)} virt {r.virt_addr:#x} "
                      f"attr {r.attribute:#x}")
