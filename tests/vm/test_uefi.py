@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tools.vm import new_token
-from tools.vm.qemu import OVMF_FD
+from tools.vm.qemu import OVMF_FD, ovmf_args
 
 pytestmark = pytest.mark.vm
 
@@ -56,8 +56,8 @@ efi_report() {
 def require_ovmf() -> None:
     from tests.vm.conftest import _unavailable
 
-    if not OVMF_FD.is_file():
-        _unavailable(f"{OVMF_FD} is missing (apt-get install ovmf; sudo bash tools/install-deps.sh)")
+    if ovmf_args() is None:
+        _unavailable(f"OVMF is missing ({OVMF_FD}: apt-get install ovmf; sudo bash tools/install-deps.sh)")
 
 
 def efivarfs(h) -> dict:

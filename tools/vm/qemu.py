@@ -39,6 +39,19 @@ from .env import work_dir
 MARKER_RE = re.compile(r"KXM\|([^|\r\n]+)\|(.*?)\|MXK")
 FIRMWARES = ("bios", "ovmf")
 OVMF_FD = Path("/usr/share/ovmf/OVMF.fd")  # Debian's ovmf package: UEFI firmware for -bios (VM-RECIPE.md)
+# where a release's ovmf has no OVMF.fd: code and variables as two flash devices (variables in a throw-away overlay)
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
+def ovmf_args() -> list[str] | None:
+    """QEMU arguments that start OVMF (Debian's ovmf package), or None when it is not installed."""
+    if OVMF_FD.is_file():
+        return ["-bios", str(OVMF_FD)]
+    if OVMF_CODE.is_file() and OVMF_VARS.is_file():
+        return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,snapshot=on,file={OVMF_VARS}"]
+    return None
 
 
 class MarkerMissing(AssertionError):
@@ -162,7 +175,7 @@ def qemu_command(
     `memory` and `smp` go in as given: e.g. memory="2048,slots=4,maxmem=8G", smp="2,maxcpus=4" for
     hot-plug. `extra` and `extra_args` (the same thing) are appended (e.g. ["-device", "..."]).
     `monitor`: a unix socket path for QEMU's human monitor (HMP) instead of none.
-    `firmware`: "bios" (QEMU's SeaBIOS) or "ovmf" (UEFI: `-bios` OVMF_FD, Debian's `ovmf` package; a Linux
+    `firmware`: "bios" (QEMU's SeaBIOS) or "ovmf" (UEFI: `ovmf_args()`, Debian's `ovmf` package; a Linux
     `kernel` then starts through its EFI stub). `kernel=None` boots without -kernel (e.g. OVMF from a disk).
     """
     if firmware not in FIRMWARES:
@@ -173,7 +186,7 @@ def qemu_command(
         "-nographic", "-monitor", mon, "-no-reboot", "-nodefaults", "-serial", "stdio",
     ]
     if firmware == "ovmf":
-        cmd += ["-bios", str(OVMF_FD)]
+        cmd += ovmf_args() or ["-bios", str(OVMF_FD)]  # (missing: QEMU says so)
     if kernel:
         cmd += ["-kernel", str(kernel)]
     if initrd:
