@@ -167,3 +167,12 @@ def test_snapshot_keeps_acpi_tables():
     doc["efi"]["acpi_tables"] = [["APIC", 5]]
     with pytest.raises(SystemFactsError, match="not a kexloader snapshot"):
         system.facts_from_json(doc)
+
+
+def test_modules_go_low_on_a_uefi_machine_so_xens_move_of_dom0_does_not_overlap():
+    """Xen moves the dom0 kernel to the top of the highest 2 MiB-aligned RAM run through two mappings whose
+    order makes memmove copy backwards: an overlapping downward move corrupts the kernel (Xen 4.20, OVMF)."""
+    uefi = [s for s in api.make_plan(xen_request(), OVMF_ACPI).segments if s.role == "module"]
+    bios = [s for s in api.make_plan(xen_request(), BIOS).segments if s.role == "module"]
+    assert uefi[0].mem == 16 << 20
+    assert bios[0].mem > 1 << 30  # top-down there, as before

@@ -23,6 +23,7 @@ from ..purgatory.program import Multiboot32Handoff
 from .elfload import EM_386, EM_X86_64, ElfLoad, is_elf, read_elf
 
 LOW_4G = Range(1 * MiB, 4 * GiB - 1 * MiB)
+MODULES_LOW = Range(16 * MiB, 4 * GiB - 17 * MiB)  # modules bottom-up on a UEFI machine (see plan())
 # Xen keeps the first word of a command line only when the loader calls itself GRUB 2, so we do not.
 LOADER_NAME = f"kexloader {__version__}"
 
@@ -157,8 +158,15 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
         raise UnsupportedImageError(f"{name}: a multiboot image must lie below 4 GiB")
 
     modules = []
+    # On a UEFI machine the map is cut into pieces near the top of memory, where a top-down placement put the
+    # dom0 kernel just below the spot Xen relocates it to (the top of the highest 2 MiB-aligned RAM run), so
+    # that the two overlap; Xen's move_memory() then copies through two separate mappings whose order makes
+    # memmove run backwards, and the kernel arrives corrupt ("ELF: not an ELF binary", Xen 4.20). Bottom-up
+    # from 16 MiB, the modules lie far below where Xen moves them.
+    low_first = legacybios.needed(facts) and not req.crash
     for module in req.modules:
-        seg = layout.place("module", module.data, window=LOW_4G, what=module.name)
+        seg = layout.place("module", module.data, window=MODULES_LOW if low_first else LOW_4G,
+                           top_down=not low_first, what=module.name)
         modules.append((seg.mem, seg.mem + module.data.__len__(), module.cmdline))
 
     notes = [f"{name}: multiboot {version} image, entry {entry:#x}" + (f", relocated by {delta:#x}" if delta else "")]
