@@ -58,11 +58,7 @@ def open_files(kernel: str | Path, initrds: list, cmdline: str | None, *, uki_pr
             parts = [p for p in parts if len(p.data)]
             fds.append(memfd("uki-linux", c.kernel))
             fds.append(memfd("uki-initrd", initramfs.join(parts)) if parts else -1)
-            line = cmdline if cmdline is not None else (c.cmdline or "")
-            for extra in addon_cmdlines:
-                extra = uki.mangle_cmdline(extra)
-                if extra:
-                    line = f"{line} {extra}" if line else extra
+            line = uki.with_command_line(cmdline if cmdline is not None else (c.cmdline or ""), addon_cmdlines)
             yield FileLoad(fds[0], fds[1], line, f"{kernel}:.linux (profile {c.profile})", initramfs.describe(parts))
             return
         if uki.is_pe(raw) and not bzimage.probe(raw):  # as -c would say, before the kernel is asked

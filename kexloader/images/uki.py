@@ -24,6 +24,7 @@ systemd's pe.c does for files), and handed on as memoryview slices of the mapped
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from construct import ConstructError
@@ -252,25 +253,29 @@ def contents(data, name: str, profile: int | None = None, sidecars: tuple = ()) 
                        text(data, chosen.get(".uname")), tuple(notes))
 
 
-def request_for(req: LoadRequest, name: str | None = None, addon_cmdlines: tuple[str, ...] = ()) -> LoadRequest:
-    """The request for the UKI's kernel: .linux, .ucode + .initrd + the user's initrds, the command line."""
-    import dataclasses
-    name = name or req.kernel_name
-    c = contents(req.kernel, name, req.uki_profile, req.uki_sidecars)
-    user = tuple(req.initrd_parts) or ((InitrdPart(req.initrd_name, req.initrd),) if req.initrd is not None else ())
-    line = req.cmdline if req.cmdline_given else (c.cmdline or "")
+def with_command_line(line: str, addon_cmdlines) -> str:
+    """A command line with the addons' command lines appended, each mangled as the stub does."""
     for extra in addon_cmdlines:
         extra = mangle_cmdline(extra)
         if extra:
             line = f"{line} {extra}" if line else extra
-    return dataclasses.replace(req, kernel=c.kernel, kernel_name=f"{name}:.linux", initrd=None, initrd_name="",
-                               initrd_parts=c.initrd_parts + user, cmdline=line, cmdline_given=True, image_type=None)
+    return line
+
+
+def request_for(req: LoadRequest) -> tuple[LoadRequest, UkiContents]:
+    """The request for the UKI's kernel (.linux; .ucode, .initrd, the stub's archives and the user's initrds;
+    the command line and the addons'), and what the UKI holds for the chosen profile."""
+    c = contents(req.kernel, req.kernel_name, req.uki_profile, req.uki_sidecars)
+    user = tuple(req.initrd_parts) or ((InitrdPart(req.initrd_name, req.initrd),) if req.initrd is not None else ())
+    line = with_command_line(req.cmdline if req.cmdline_given else (c.cmdline or ""), req.uki_addons)
+    inner = dataclasses.replace(req, kernel=c.kernel, kernel_name=f"{req.kernel_name}:.linux", initrd=None,
+                                initrd_name="", initrd_parts=c.initrd_parts + user, cmdline=line, cmdline_given=True,
+                                image_type=None)
+    return inner, c
 
 
 def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
     """Plan the UKI's .linux as a bzImage with the initramfs and command line the stub would give it."""
-    import dataclasses
-    inner = request_for(req, addon_cmdlines=req.uki_addons)
-    c_notes = contents(req.kernel, req.kernel_name, req.uki_profile).notes
+    inner, c = request_for(req)
     p = bzimage.plan(inner, facts, usable)
-    return dataclasses.replace(p, notes=c_notes + p.notes)
+    return dataclasses.replace(p, notes=c.notes + p.notes)
