@@ -8,6 +8,7 @@ and an addon (`*.addon.efi`, systemd-stub's addon stub) in the UKI's `.extra.d/`
 The first kernel kexecs it with -c (kexloader's own layout) and with -s (kexec_file_load, memfds), each
 time with an extra --initrd (gzip'ed cpio with /extra.bin). The second kernel reports its /proc/cmdline
 and the SHA-256 of one file from each initrd part. A third run boots a Type #1 entry with two initrds.
+Each test runs on deb12 in a plain run; on deb13 (6.12) and deb13-bpo (7.x) with `-m vm_matrix`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _ukify(*args):
 
 
 @pytest.fixture(scope="module")
-def uki_setup(vm_harness, tmp_path_factory):
+def uki_setup(platform_harness, tmp_path_factory):
     """The UKI, the parts and what the second kernel must report."""
     try:
         import pefile  # noqa: F401
@@ -63,7 +64,7 @@ def uki_setup(vm_harness, tmp_path_factory):
         if IN_CI:
             pytest.fail(f"CI=true and {msg}", pytrace=False)
         pytest.skip(msg)
-    h = vm_harness
+    h = platform_harness
     d = tmp_path_factory.mktemp("uki-vm")
     payload, ucode_file, extra_file = os.urandom(200 * 1024), os.urandom(3001), os.urandom(5003)
     leaf = h.build(h.leaf(stages={"report": REPORT_PARTS}, files={"/payload.bin": payload}), "uki-leaf")
@@ -120,9 +121,9 @@ def _assert_second(t, cmdline, sha, parts=("/payload.bin", "/ucode-part.bin", "/
     assert not t.has("exec_returned")
 
 
-def test_uki_with_c_via_boot_entry(vm_harness, uki_setup):
+def test_uki_with_c_via_boot_entry(platform_harness, uki_setup):
     """-c: the Type #2 entry (the UKI), profile 0, its addon, plus --initrd."""
-    t = _boot(vm_harness, uki_setup, "uki-c", [
+    t = _boot(platform_harness, uki_setup, "uki-c", [
         "run list kexloader --list-boot-entries --esp=/esp",
         "run load kexloader -c -l --esp=/esp --boot-entry=uki --initrd=/extra.img -d",
     ], _esp_files(uki_setup))
@@ -131,24 +132,24 @@ def test_uki_with_c_via_boot_entry(vm_harness, uki_setup):
     _assert_second(t, uki_setup["line0"] + " addon=yes", uki_setup["sha256"])
 
 
-def test_uki_with_s_profile_1(vm_harness, uki_setup):
+def test_uki_with_s_profile_1(platform_harness, uki_setup):
     """-s: .linux and the assembled initrd in memfds, profile 1's command line, the addon."""
-    t = _boot(vm_harness, uki_setup, "uki-s", [
+    t = _boot(platform_harness, uki_setup, "uki-s", [
         "run load kexloader -s -l /esp/EFI/Linux/uki.efi --uki-profile=1 --initrd=/extra.img -d",
     ], _esp_files(uki_setup))
     assert t.rc("load") == 0, t.out("load")
     _assert_second(t, uki_setup["line1"] + " addon=yes", uki_setup["sha256"])
 
 
-def test_type1_entry_with_two_initrds(vm_harness, uki_setup):
+def test_type1_entry_with_two_initrds(platform_harness, uki_setup):
     """A Type #1 entry: linux, two initrd lines, options; selected as the loader.conf default."""
     token = new_token()
     options = f"console=ttyS0 panic=-1 stage=report token={token} entry=type1"
     conf = f"title Debian\nversion 1\nlinux /vmlinuz\ninitrd /ucode.cpio\ninitrd /leaf.img\noptions {options}\n"
-    files = {"/boot/vmlinuz": vm_harness.vmlinuz, "/boot/ucode.cpio": uki_setup["dir"] / "ucode.cpio",
+    files = {"/boot/vmlinuz": platform_harness.vmlinuz, "/boot/ucode.cpio": uki_setup["dir"] / "ucode.cpio",
              "/boot/leaf.img": uki_setup["leaf"], "/boot/loader/entries/debian-1.conf": conf.encode(),
              "/boot/loader/loader.conf": b"default debian-*\n"}
-    t = _boot(vm_harness, uki_setup, "bls-type1", [
+    t = _boot(platform_harness, uki_setup, "bls-type1", [
         "run load kexloader -l --boot-dir=/boot --esp=/boot --boot-entry=default -d",
     ], files)
     assert t.rc("load") == 0, t.out("load")
@@ -162,10 +163,10 @@ OVMF_TIMEOUT = 600
 
 def _require_ovmf_and_mtools():
     from tests.vm.conftest import _unavailable
-    from tools.vm.qemu import OVMF_FD
+    from tools.vm.qemu import OVMF_FD, ovmf_args
 
-    if not OVMF_FD.is_file():
-        _unavailable(f"{OVMF_FD} is missing (sudo bash tools/install-deps.sh)")
+    if ovmf_args() is None:
+        _unavailable(f"OVMF is missing ({OVMF_FD}: apt-get install ovmf; sudo bash tools/install-deps.sh)")
     for tool in ("mkfs.fat", "mmd", "mcopy"):
         if not any((Path(d) / tool).exists() for d in ("/usr/sbin", "/sbin", "/usr/bin")):
             _unavailable(f"{tool} is missing (apt-get install dosfstools mtools)")
@@ -206,13 +207,13 @@ def ovmf_setup(uki_setup):
 
 @pytest.mark.parametrize("profile", [0, 1])
 @pytest.mark.parametrize("how", ["stub", "c", "s"])
-def test_same_as_systemd_stub_under_ovmf(vm_harness, ovmf_setup, how, profile):
+def test_same_as_systemd_stub_under_ovmf(platform_harness, ovmf_setup, how, profile):
     """The second kernel's /proc/cmdline, a file from each initrd part and the stub's /.extra/os-release and
     /.extra/profile and the credentials beside the UKI (/.extra/credentials, /.extra/global_credentials;
     sha256 and modes) are the same whether OVMF ran the UKI (systemd-stub, from the shell:
     `uki.efi @1` picks profile 1) or kexloader kexec'd it with -c or -s from a first kernel booted by OVMF;
     the profile and both addons (global, then the UKI's own) change them alike."""
-    h, s = vm_harness, ovmf_setup
+    h, s = platform_harness, ovmf_setup
     expected = s[f"line{profile}"] + " addon=global addon=yes"
     name = f"uki-ovmf-{how}-p{profile}"
     extra_sha, extra_modes = _extra_expected(s, profile)
