@@ -13,7 +13,8 @@ partition the entry is on.
 Order (systemd-boot's boot_entry_compare): entries with no boot tries left last; entries with a sort-key
 first, by sort-key, machine-id, then version newest first; then the others; ties and entries without
 sort-key by id (without the profile), newest version first, then by profile.
-The default: the first entry, in that order, whose id matches loader.conf's `default` glob; else the first.
+The default: the first entry, in that order, whose id matches loader.conf's `default` glob (case folded,
+as systemd-boot); else the first. Ids given to --boot-entry match without regard to case, too.
 A Type #2 UKI with profiles is one entry per profile, `ID@N` (N > 0), as systemd-boot lists them.
 """
 
@@ -200,13 +201,13 @@ def choose(all_entries: list[Entry], wanted: str, pattern: str | None) -> Entry:
         raise KexloaderError("no boot loader entries found", hint="give --esp=DIR or --boot-dir=DIR")
     if wanted == "default":
         if pattern and not pattern.startswith("@"):
-            for e in all_entries:
-                if fnmatch.fnmatchcase(e.id, pattern):
+            for e in all_entries:  # systemd-boot folds case of ids and the pattern
+                if fnmatch.fnmatchcase(e.id.lower(), pattern.lower()):
                     return e
         return all_entries[0]
     for e in all_entries:
         bare = e.id.split("@")[0].rsplit(".", 1)[0] + ("@" + e.id.split("@")[1] if "@" in e.id else "")
-        if wanted in (e.id, bare):
+        if wanted.lower() in (e.id.lower(), bare.lower()):
             return e
     raise KexloaderError(f"no boot loader entry {wanted!r}",
                          hint="entries: " + ", ".join(e.id for e in all_entries))
