@@ -115,6 +115,7 @@ def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdlin
         uname = images.uki.contents(data, str(kernel), uki_profile).uname
         extra["uki_addons"] = tuple(line for _, line in bootentries.addons(kernel, uname))
         extra["uki_sidecars"] = tuple(bootentries.sidecars(kernel))
+        extra["uki_addon_parts"] = bootentries.addon_parts(kernel, uname)
     return LoadRequest(**extra, cmdline_given=cmdline is not None, uki_profile=uki_profile,
         modules=tuple(read_module(m) for m in modules),
         kernel=data, kernel_name=str(kernel), cmdline=cmdline or "",

@@ -248,9 +248,21 @@ def run_list(o, out=None) -> int:
     return 0
 
 
-def addons(uki_path: str | Path, uname: str | None) -> list[tuple[str, str]]:
-    """(file, .cmdline) of the command-line addons systemd-stub would apply to this UKI: the partition's
-    loader/addons/ first, then <uki>.extra.d/, each in name order. Empty when the UKI is not in an EFI/ tree."""
+@dataclass(frozen=True)
+class Addon:
+    """What one *.addon.efi adds: command line, initrd, microcode (None where it has no such section)."""
+
+    file: str
+    cmdline: str | None
+    initrd: object = None  # a view of the .initrd section
+    ucode: object = None  # a view of the .ucode section
+
+
+def scan_addons(uki_path: str | Path, uname: str | None) -> list[Addon]:
+    """The addons systemd-stub would apply to this UKI: loader/addons/ of the partition whose EFI/ holds it
+    (when it is in such a tree), then <uki>.extra.d/, each in name order. Skipped as the stub skips them:
+    names starting with '.', PE files that do not parse, UKIs (a .linux section), a .uname other than the
+    UKI's, and addons with none of .cmdline, .initrd, .ucode."""
     from .api import read_file
     path = Path(uki_path).resolve()
     dirs = []
@@ -272,13 +284,31 @@ def addons(uki_path: str | Path, uname: str | None) -> list[tuple[str, str]]:
                 continue
             if img.has(".linux"):
                 continue  # a UKI, not an addon
-            chosen = {s.name: s for s in reversed(img.sections)}
+            chosen = {s.name: s for s in reversed(img.sections)}  # the first section of a name
             if uname and ".uname" in chosen and uki.text(data, chosen[".uname"]) != uname:
                 continue
-            line = uki.text(data, chosen.get(".cmdline"))
-            if line is not None:
-                out.append((str(f), line))
+            a = Addon(str(f), uki.text(data, chosen.get(".cmdline")),
+                      uki.section_data(data, chosen[".initrd"]) if ".initrd" in chosen else None,
+                      uki.section_data(data, chosen[".ucode"]) if ".ucode" in chosen else None)
+            if a.cmdline is not None or a.initrd is not None or a.ucode is not None:
+                out.append(a)
     return out
+
+
+def addons(uki_path: str | Path, uname: str | None) -> list[tuple[str, str]]:
+    """(file, .cmdline) of the command-line addons, in the order the stub appends them."""
+    return [(a.file, a.cmdline) for a in scan_addons(uki_path, uname) if a.cmdline is not None]
+
+
+def addon_parts(uki_path: str | Path, uname: str | None) -> tuple:
+    """The addons' microcode and initrds as (kind, InitrdPart), kind "ucode" or "initrd", in addon order."""
+    from .initramfs import InitrdPart
+    out = []
+    for a in scan_addons(uki_path, uname):
+        for kind, data in (("ucode", a.ucode), ("initrd", a.initrd)):
+            if data is not None and len(data):
+                out.append((kind, InitrdPart(f"{a.file}:.{kind}", data)))
+    return tuple(out)
 
 
 # systemd-stub's sidecar initrds (stub.c generate_sidecar_initrds), in its order: (directory, None = the

@@ -52,8 +52,10 @@ def open_files(kernel: str | Path, initrds: list, cmdline: str | None, *, uki_pr
         raw = api.read_image(kernel, "kernel")
         if uki.probe(raw):
             from . import bootentries
-            c = uki.contents(raw, str(kernel), uki_profile, tuple(bootentries.sidecars(kernel)))
-            addon_cmdlines = tuple(addon_cmdlines) + tuple(line for _, line in bootentries.addons(kernel, c.uname))
+            uname = uki.contents(raw, str(kernel), uki_profile).uname
+            c = uki.contents(raw, str(kernel), uki_profile, tuple(bootentries.sidecars(kernel)),
+                             bootentries.addon_parts(kernel, uname))
+            addon_cmdlines = tuple(addon_cmdlines) + tuple(line for _, line in bootentries.addons(kernel, uname))
             parts = list(c.initrd_parts) + [initramfs.InitrdPart(str(p), api.read_file(p, "initrd")) for p in initrds]
             parts = [p for p in parts if len(p.data)]
             fds.append(memfd("uki-linux", c.kernel))

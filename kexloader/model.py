@@ -211,6 +211,7 @@ class LoadRequest:
     uki_profile: int | None = None  # --uki-profile=N: the UKI profile to boot (None: the first, as systemd-stub)
     uki_addons: tuple[str, ...] = ()  # command lines of the UKI's addons (*.addon.efi), appended in this order
     uki_sidecars: tuple = ()  # initramfs.InitrdParts systemd-stub makes of *.cred / *.raw beside the UKI
+    uki_addon_parts: tuple = ()  # ("ucode" | "initrd", initramfs.InitrdPart) of the UKI's addons, in addon order
 
 
 @dataclass(frozen=True, slots=True)

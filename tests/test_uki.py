@@ -92,6 +92,12 @@ def built(tmp_path_factory, ukify):
     ukify("--stub", ADDON_STUB, "--cmdline", "addon=local", "--output", d / "local.addon.efi")
     ukify("--stub", ADDON_STUB, "--cmdline", "addon=global", "--output", d / "global.addon.efi")
     ukify("--stub", ADDON_STUB, "--cmdline", "addon=other", "--uname", "9.9-other", "--output", d / "other.addon.efi")
+    (d / "addinit").write_bytes(b"ADDINIT")
+    (d / "adduc").write_bytes(b"ADDUC")
+    (d / "zuc").write_bytes(b"ZUC")
+    ukify("--stub", ADDON_STUB, "--initrd", d / "addinit", "--microcode", d / "adduc", "--cmdline", "addon=parts",
+          "--output", d / "parts.addon.efi")
+    ukify("--stub", ADDON_STUB, "--microcode", d / "zuc", "--output", d / "zuc.addon.efi")
     return d
 
 
@@ -494,3 +500,18 @@ def test_crash_kernel_from_a_uki(built):
     assert line.startswith(CMDLINE) and "elfcorehdr=" in line
     for s in segs_of(plan, "kernel") + segs_of(plan, "initrd"):
         assert any(r.contains(s.range) for r in facts.crash_regions())
+
+
+def test_initrd_and_microcode_addons(esp, built, capsys):
+    """As systemd-stub: the addons' microcode first, in reverse addon order; their initrds after the UKI's."""
+    local = esp / "EFI/Linux/tiny.efi.extra.d"
+    local.mkdir()
+    shutil.copy(built / "parts.addon.efi", local / "p.addon.efi")
+    shutil.copy(built / "zuc.addon.efi", local / "z.addon.efi")
+    uki_path = esp / "EFI/Linux/tiny.efi"
+    plan = api.make_plan(api.read_request(uki_path, cmdline=None), DEVHOST)
+    assert initramfs_seen(plan) == page_joined(b"ZUC", b"ADDUC", UCODE, INITRD, four_joined(*meta(PROFILE0)), b"ADDINIT")
+    assert cmdline_of(plan) == CMDLINE + " addon=parts"
+    code, out, err, b = run(["-s", "-l", str(uki_path)], capsys, FileLoads())
+    assert code == 0, err
+    assert b.file_loads[0][1] == four_joined(b"ZUC", b"ADDUC", UCODE, INITRD, *meta(PROFILE0), b"ADDINIT")

@@ -7,7 +7,8 @@ The next kernel gets what systemd-stub (Secure Boot off) would give it when firm
   extensions beside the UKI (bootentries.sidecars), then those it generates from `.pcrsig`,
   `.pcrpkey`, `.osrel` and `.profile` (/.extra/tpm2-pcr-signature.json, tpm2-pcr-public-key.pem,
   os-release, profile), then the user's `--initrd` files, each padded to 4 bytes (the stub's order:
-  microcode first, because the kernel's early loader looks at the first archive);
+  microcode first, because the kernel's early loader looks at the first archive; addons' microcode
+  before `.ucode`, their initrds after the generated archives);
 - the command line: `.cmdline` (control characters as spaces, trailing spaces dropped, as the stub's
   mangle_stub_cmdline) unless the user gave one (--append, --command-line, --reuse-cmdline), then
   command-line addons appended (see addons()).
@@ -224,11 +225,15 @@ class UkiContents:
     notes: tuple[str, ...]
 
 
-def contents(data, name: str, profile: int | None = None, sidecars: tuple = ()) -> UkiContents:
+def contents(data, name: str, profile: int | None = None, sidecars: tuple = (),
+             addon_parts: tuple = ()) -> UkiContents:
     """The kernel, initrd parts and command line of `profile` (None: 0), checked.
 
     sidecars: InitrdParts the stub would build from files beside the UKI (credentials, system and
-    configuration extensions: bootentries.sidecars), placed after .initrd as the stub does."""
+    configuration extensions: bootentries.sidecars), placed after .initrd as the stub does.
+    addon_parts: ("ucode" | "initrd", InitrdPart) of the addons, in addon order (bootentries.addon_parts): as
+    the stub, their microcode goes first, in reverse order (the kernel takes the first it finds), their
+    initrds last."""
     img = read_pe(data, name)
     chosen = select(img, profile, name)
     if ".linux" not in chosen:
@@ -238,13 +243,15 @@ def contents(data, name: str, profile: int | None = None, sidecars: tuple = ()) 
     if not bzimage.probe(kernel):
         raise UnknownFormatError(f"{name}: the UKI's .linux section ({len(kernel)} bytes) is not a bzImage",
                                  exit_code=EXIT_FAILURE)
-    parts = tuple(InitrdPart(f"{name}:{sec}", section_data(data, chosen[sec]))
-                  for sec in (".ucode", ".initrd") if sec in chosen and chosen[sec].file_size)
+    parts = tuple(p for kind, p in reversed(addon_parts) if kind == "ucode")
+    parts += tuple(InitrdPart(f"{name}:{sec}", section_data(data, chosen[sec]))
+                   for sec in (".ucode", ".initrd") if sec in chosen and chosen[sec].file_size)
     parts += tuple(sidecars)
     # then, as systemd-stub's generate_embedded_initrds, sections handed to userspace in /.extra/ (one cpio each)
     parts += tuple(InitrdPart(f"{name}:{sec} as /.extra/{file}",
                               newc_cpio(".extra", [(file, section_data(data, chosen[sec]))]))
                    for sec, file in META_FILES if sec in chosen)
+    parts += tuple(p for kind, p in addon_parts if kind == "initrd")
     line = text(data, chosen.get(".cmdline"))
     n = profile or 0
     notes = [f"{name}: unified kernel image, profile {n} of {profile_count(img)}"
@@ -265,7 +272,7 @@ def with_command_line(line: str, addon_cmdlines) -> str:
 def request_for(req: LoadRequest) -> tuple[LoadRequest, UkiContents]:
     """The request for the UKI's kernel (.linux; .ucode, .initrd, the stub's archives and the user's initrds;
     the command line and the addons'), and what the UKI holds for the chosen profile."""
-    c = contents(req.kernel, req.kernel_name, req.uki_profile, req.uki_sidecars)
+    c = contents(req.kernel, req.kernel_name, req.uki_profile, req.uki_sidecars, req.uki_addon_parts)
     user = tuple(req.initrd_parts) or ((InitrdPart(req.initrd_name, req.initrd),) if req.initrd is not None else ())
     line = with_command_line(req.cmdline if req.cmdline_given else (c.cmdline or ""), req.uki_addons)
     inner = dataclasses.replace(req, kernel=c.kernel, kernel_name=f"{req.kernel_name}:.linux", initrd=None,

@@ -36,7 +36,7 @@ TIMEOUT = 420
 
 REPORT_PARTS = r"""
 mark_file cmdline /proc/cmdline
-for f in /payload.bin /ucode-part.bin /extra.bin; do
+for f in /payload.bin /ucode-part.bin /extra.bin /addon-part.bin /ucode-addon.bin /order.txt; do
     if [ -e "$f" ]; then mark "sha256:$f" "$(sha256 "$f")"; else mark "sha256:$f" missing; fi
 done
 for f in /.extra/os-release /.extra/profile /.extra/credentials/a.cred /.extra/global_credentials/g.cred; do
@@ -67,7 +67,8 @@ def uki_setup(platform_harness, tmp_path_factory):
     h = platform_harness
     d = tmp_path_factory.mktemp("uki-vm")
     payload, ucode_file, extra_file = os.urandom(200 * 1024), os.urandom(3001), os.urandom(5003)
-    leaf = h.build(h.leaf(stages={"report": REPORT_PARTS}, files={"/payload.bin": payload}), "uki-leaf")
+    leaf = h.build(h.leaf(stages={"report": REPORT_PARTS}, files={"/payload.bin": payload, "/order.txt": b"leaf"}),
+                   "uki-leaf")
     ucode = Initramfs()
     ucode.add_file("/ucode-part.bin", ucode_file)
     ucode.write(d / "ucode.cpio")
@@ -159,6 +160,9 @@ def test_type1_entry_with_two_initrds(platform_harness, uki_setup):
 # --- the differential against systemd-stub itself, under OVMF ------------------------------------------------
 
 OVMF_TIMEOUT = 600
+# the files the differential compares: .initrd's, .ucode's, the addon's initrd and microcode, and /order.txt,
+# which both the leaf and the addon's initrd hold (the later archive wins: the addon's)
+PARTS = ("/payload.bin", "/ucode-part.bin", "/addon-part.bin", "/ucode-addon.bin", "/order.txt")
 
 
 def _require_ovmf_and_mtools():
@@ -185,6 +189,7 @@ def _esp_image(out: Path, setup, startup: str) -> Path:
              ["mmd", "-i", str(out), "::/EFI", "::/EFI/Linux", "::/EFI/Linux/uki.efi.extra.d", "::/loader",
               "::/loader/addons", "::/loader/credentials"],
              ["mcopy", "-i", str(out), str(setup["cred"]), "::/EFI/Linux/uki.efi.extra.d/a.cred"],
+             ["mcopy", "-i", str(out), str(setup["parts_addon"]), "::/EFI/Linux/uki.efi.extra.d/b.addon.efi"],
              ["mcopy", "-i", str(out), str(setup["global_cred"]), "::/loader/credentials/g.cred"],
              ["mcopy", "-i", str(out), str(setup["uki"]), "::/EFI/Linux/uki.efi"],
              ["mcopy", "-i", str(out), str(setup["addon"]), "::/EFI/Linux/uki.efi.extra.d/a.addon.efi"],
@@ -200,16 +205,32 @@ def ovmf_setup(uki_setup):
     _require_ovmf_and_mtools()
     d = uki_setup["dir"]
     _ukify("--stub", ADDON_STUB, "--cmdline", "addon=global", "--output", d / "g.addon.efi")
+    # an addon with an initrd (a later archive: its /order.txt replaces the leaf's) and microcode (first)
+    addon_file, ucode_addon_file = os.urandom(1001), os.urandom(555)
+    init = Initramfs()
+    init.add_file("/addon-part.bin", addon_file)
+    init.add_file("/order.txt", b"addon")
+    init.write(d / "addon-initrd.img", "gzip")
+    uc = Initramfs()
+    uc.add_file("/ucode-addon.bin", ucode_addon_file)
+    uc.write(d / "addon-ucode.cpio")
+    _ukify("--stub", ADDON_STUB, "--initrd", d / "addon-initrd.img", "--microcode", d / "addon-ucode.cpio",
+           "--output", d / "parts.addon.efi")
     (d / "a.cred").write_bytes(os.urandom(77))
     (d / "g.cred").write_bytes(os.urandom(99))
-    return {**uki_setup, "global_addon": d / "g.addon.efi", "cred": d / "a.cred", "global_cred": d / "g.cred"}
+    sha = {**uki_setup["sha256"], "/addon-part.bin": hashlib.sha256(addon_file).hexdigest(),
+           "/ucode-addon.bin": hashlib.sha256(ucode_addon_file).hexdigest(),
+           "/order.txt": hashlib.sha256(b"addon").hexdigest()}
+    return {**uki_setup, "global_addon": d / "g.addon.efi", "cred": d / "a.cred", "global_cred": d / "g.cred",
+            "parts_addon": d / "parts.addon.efi", "sha256": sha}
 
 
 @pytest.mark.parametrize("profile", [0, 1])
 @pytest.mark.parametrize("how", ["stub", "c", "s"])
 def test_same_as_systemd_stub_under_ovmf(platform_harness, ovmf_setup, how, profile):
     """The second kernel's /proc/cmdline, a file from each initrd part and the stub's /.extra/os-release and
-    /.extra/profile and the credentials beside the UKI (/.extra/credentials, /.extra/global_credentials;
+    /.extra/profile, the files of an addon's initrd and microcode (and which archive came last), the
+    credentials beside the UKI (/.extra/credentials, /.extra/global_credentials;
     sha256 and modes) are the same whether OVMF ran the UKI (systemd-stub, from the shell:
     `uki.efi @1` picks profile 1) or kexloader kexec'd it with -c or -s from a first kernel booted by OVMF;
     the profile and both addons (global, then the UKI's own) change them alike."""
@@ -227,7 +248,7 @@ def test_same_as_systemd_stub_under_ovmf(platform_harness, ovmf_setup, how, prof
         assert t.timed_out is None, t.summary()
         assert t.stages() == ["report"], f"systemd-stub did not start the kernel: {t.summary()}"
         assert t.b64("cmdline").decode() == expected + "\n"
-        for p in ("/payload.bin", "/ucode-part.bin"):
+        for p in PARTS:
             assert t.get(f"sha256:{p}") == s["sha256"][p], p
         for p, want in extra_sha.items():
             assert t.get(f"sha256:{p}") == want, p
@@ -235,7 +256,8 @@ def test_same_as_systemd_stub_under_ovmf(platform_harness, ovmf_setup, how, prof
         return
     files = {"/esp/EFI/Linux/uki.efi": s["uki"], "/esp/EFI/Linux/uki.efi.extra.d/a.addon.efi": s["addon"],
              "/esp/loader/addons/g.addon.efi": s["global_addon"], "/esp/EFI/Linux/uki.efi.extra.d/a.cred": s["cred"],
-             "/esp/loader/credentials/g.cred": s["global_cred"]}
+             "/esp/loader/credentials/g.cred": s["global_cred"],
+             "/esp/EFI/Linux/uki.efi.extra.d/b.addon.efi": s["parts_addon"]}
     script = (f"run load kexloader -{how} -l /esp/EFI/Linux/uki.efi --uki-profile={profile} -d\n"
               "run exec kexloader -e\nmark exec_returned\n")
     guest = h.full(stages={"first": script}, files=files, kernel=True)
@@ -243,5 +265,5 @@ def test_same_as_systemd_stub_under_ovmf(platform_harness, ovmf_setup, how, prof
                firmware="ovmf", timeout=OVMF_TIMEOUT, idle_timeout=300)
     assert t.rc("load") == 0, t.out("load")
     _assert_second(t, expected, {**s["sha256"], **extra_sha},
-                   parts=("/payload.bin", "/ucode-part.bin", *extra_sha))
+                   parts=(*PARTS, *extra_sha))
     assert t.get("extra").strip() == extra_modes
