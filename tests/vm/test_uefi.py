@@ -31,8 +31,8 @@ from tools.vm.qemu import OVMF_FD, ovmf_args
 pytestmark = pytest.mark.vm
 
 TIMEOUT = 600  # OVMF under TCG adds seconds per boot; this only bounds a hang
-# The first kernel's warnings (e.g. "clocksource: Long readout interval" on a loaded host) can land inside a long
-# marker line on the shared serial console and break it: keep its console to errors (dmesg still has everything)
+# The kernels' warnings (e.g. "clocksource: Long readout interval" on a loaded host) can land inside a long
+# marker line on the shared serial console and break it: keep their consoles to errors (dmesg has everything)
 QUIET = "loglevel=3"
 VGA = ["-vga", "std"]  # a GOP for OVMF, so screen_info describes an EFI framebuffer
 
@@ -220,7 +220,7 @@ def boot_efi_xen(h, guest, name: str, *, end: str, dom0_extra: str = "", xen_arg
     """OVMF starts xen.efi from a fresh ESP; dom0 (Debian's kernel) runs stage dom0 of `guest`. Waits for the
     console regex `end` (a dom0 that powers off halts Xen without ending QEMU), then stops QEMU."""
     image = h.build(guest, name)
-    dom0 = f"console=hvc0 panic=-1 stage=dom0 token={new_token()} {dom0_extra}".strip()
+    dom0 = f"console=hvc0 panic=-1 {QUIET} stage=dom0 token={new_token()} {dom0_extra}".strip()
     esp = esp_image(h, h.out_dir / f"{name}-esp.img", dom0_args=dom0, initrd=image, xen_args=xen_args)
     image.unlink(missing_ok=True)
     vm = h.start(None, "", name=name, kernel=False, base_append="", firmware="ovmf", cpu=XEN_CPU,
@@ -326,7 +326,7 @@ def test_uefi_linux_to_xen(platform_harness, platform_xen_inputs, style):
     h = platform_harness
     payload = os.urandom(64 * 1024)
     xen_args = "console=com1 com1=115200,8n1 dom0_mem=512M"
-    dom0 = f"console=hvc0 panic=-1 stage=report token={new_token()}"
+    dom0 = f"console=hvc0 panic=-1 {QUIET} stage=report token={new_token()}"
     leaf = h.leaf(stages={"report": XEN_REPORT}, files={"/payload.bin": payload})
     files = {"/boot/xen.gz": h.inputs.xen_gz, **xen_modules(h)}
     if style == "elf-mb1":
@@ -370,7 +370,7 @@ def test_efi_xen_to_xen(platform_harness, platform_xen_inputs):
     require_ovmf()
     h = platform_harness
     payload = os.urandom(64 * 1024)
-    dom0 = f"console=hvc0 panic=-1 stage=report token={new_token()}"
+    dom0 = f"console=hvc0 panic=-1 {QUIET} stage=report token={new_token()}"
     leaf = h.leaf(stages={"report": XEN_REPORT}, files={"/payload.bin": payload})
     script = f"XEN={shlex.quote(XEN_EFI_ARGS)}\nDOM0={shlex.quote(dom0)}\n{EFI_XEN_TO_XEN}"
     t = boot_efi_xen(h, xen_guest(h, script, leaf), "uefi-xen-xen", end=r"KXM\|end\|stage=report ")
