@@ -126,7 +126,8 @@ def dump_leaf(h):
 
 
 def crash_append(token: str) -> str:
-    return f"console=ttyS0 panic=-1 stage=dump irqpoll nr_cpus=1 reset_devices token={token}"
+    # loglevel=3: under a loaded TCG host the crash kernel's clocksource warning can split a marker line
+    return f"console=ttyS0 panic=-1 loglevel=3 stage=dump irqpoll nr_cpus=1 reset_devices token={token}"
 
 
 def boot_first(h, name: str, stage: str, append: str, crashkernel: str | None = CRASHKERNEL, files=None):
