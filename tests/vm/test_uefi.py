@@ -28,6 +28,8 @@ import pytest
 from tools.vm import new_token
 from tools.vm.qemu import OVMF_FD, ovmf_args
 
+from tests.vm.test_xen import XEN_SETUP
+
 pytestmark = pytest.mark.vm
 
 TIMEOUT = 600  # OVMF under TCG adds seconds per boot; this only bounds a hang
@@ -237,15 +239,7 @@ def boot_efi_xen(h, guest, name: str, *, end: str, dom0_extra: str = "", xen_arg
     return vm.transcript()
 
 
-XEN_DOM0_SETUP = EFI_REPORT + r"""
-insmod /lib/xen/xen-privcmd.ko
-insmod /lib/xen/xenfs.ko
-mkdir -p /proc/xen
-mount -t xenfs xenfs /proc/xen
-mark caps "$(cat /proc/xen/capabilities)"
-mark hypervisor "$(cat /sys/hypervisor/type)"
-efi_report dom0
-"""
+XEN_DOM0_SETUP = EFI_REPORT + XEN_SETUP + "efi_report dom0\n"  # the BIOS dom0's set-up, then its EFI report
 
 XEN_NEXT_REPORT = EFI_REPORT + r"""
 efi_report next
