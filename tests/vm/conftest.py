@@ -218,6 +218,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                       f"{pyruntime.PYVER}")
         for name, secs in h.timings.items():
             tr.write_line(f"{name:<28} {secs:6.1f} s")
+        for t in h.retried:
+            tr.write_line(f"retried after a stall in a kernel's boot (tools/vm/harness.py _boot_flake): "
+                          f"{t.log_path.name}: {t.timed_out}")
         for t in h.booted:
             if isinstance(t, Qemu):
                 t = t.transcript()

@@ -187,3 +187,21 @@ def test_platform_inputs_and_modules(tmp_path, monkeypatch):
     assert "deb12" in " ".join(env.find_inputs("deb12").missing())
     with pytest.raises(ValueError):
         env.find_inputs("deb11")
+
+
+def test_boot_flake_is_only_a_stall_inside_a_kernels_boot():
+    from tools.vm.harness import _boot_flake
+
+    first = "[ 0.0] Linux version 6.1\nKXM|boot|stage=first uptime=3.2|MXK\nKXM|exec.cmd|kexloader -e|MXK\n"
+    stall = "no console output for 300s"
+    # before /init, or a kexec'd kernel silent before its /init: booted once more
+    assert _boot_flake(Transcript(text="[ 0.0] Linux version 6.1\n[ 1.5] IP idents", cmd=[], timed_out=stall))
+    assert _boot_flake(Transcript(text=first + "[ 0.0] Linux version 6.1\n[ 1.5] IP idents", cmd=[],
+                                  timed_out=stall))
+    # silence after our own command, a run that ended, or a later kernel that hit the hard timeout: not
+    assert not _boot_flake(Transcript(text=first, cmd=[], timed_out=stall))
+    assert not _boot_flake(Transcript(text=first + "[ 0.0] Linux version 6.1\n", cmd=[], returncode=0))
+    assert not _boot_flake(Transcript(text=first + "[ 0.0] Linux version 6.1\n", cmd=[],
+                                      timed_out="timed out after 600s"))
+    assert not _boot_flake(Transcript(text=first + "Linux version 6.1\nKXM|boot|stage=report|MXK\n", cmd=[],
+                                      timed_out=stall))
