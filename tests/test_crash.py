@@ -2,7 +2,7 @@
 
 Golden values are written by hand from the snapshots' raw numbers and reference/interfaces.md §5 (and,
 for the kexec-tools comparison, kexec-tools-anatomy.md §5), and the header bytes are packed with
-`struct` here, not with formats/elfcore.py.
+`struct` here, not with kexloader/formats/elfcore.py.
 
 Snapshots:
 * qemu-debian12-kdump-384m.json: `python3 -m kexloader.system save` in a QEMU guest (Debian 6.1, 2 CPUs,

@@ -2,7 +2,7 @@
 -l and -p, --noefi, the refusals that boot the next kernel without EFI, and SETUP_E820_EXT.
 
 Expected values are the snapshots' raw numbers (fixtures/snapshots/ovmf-2g-kdump.json: Debian 12's 6.1 booted
-by Debian 12's OVMF under QEMU, 2 GiB, crashkernel=256M), unpacked here with `struct`, not formats/efi.py.
+by Debian 12's OVMF under QEMU, 2 GiB, crashkernel=256M), unpacked here with `struct`, not kexloader/formats/efi.py.
 """
 
 import dataclasses

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the small synthetic images under fixtures/ (deterministic; rerun after changing formats/).
+"""Build the small synthetic images under fixtures/ (deterministic; rerun after changing kexloader/formats/).
 
     python3 tools/mkfixtures.py            # rewrite the fixtures
     python3 tools/mkfixtures.py --check    # exit 1 if a fixture differs from what this script builds

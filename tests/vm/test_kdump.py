@@ -7,7 +7,7 @@ machine with sysrq c. The crash kernel (the same Debian kernel) boots the leaf i
 busybox plus makedumpfile and its libraries, Python and the kexloader wheel; stage "dump" reports
 /proc/cmdline, the first 64 KiB of /proc/vmcore (ELF header, program headers, the merged notes),
 makedumpfile --dump-dmesg's output and kexloader's `vmcore-dmesg /proc/vmcore`.
-The host parses the core header and notes itself (formats/elfcore.py's parser, independent of what
+The host parses the core header and notes itself (kexloader/formats/elfcore.py's parser, independent of what
 built the elfcorehdr).
 """
 
