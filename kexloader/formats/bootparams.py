@@ -1,5 +1,7 @@
 """`struct boot_params`, the Linux "zero page" (arch/x86/include/uapi/asm/bootparam.h, zero-page.rst)."""
 
+from collections.abc import Callable, Iterable, Sequence
+
 from construct import Array, Bytes, Int8ul, Int32ul, Int64ul, Padding, Struct
 
 from .bzimage import SETUP_HEADER_SIZE, SetupHeader
@@ -92,10 +94,11 @@ SetupDataHeader = Struct(
 assert SetupDataHeader.sizeof() == SETUP_DATA_HEADER_SIZE
 
 
-def build_setup_chain(records, base: int) -> bytes:
+def build_setup_chain(records: Sequence[tuple[int, bytes]], base: int) -> bytes:
     """One buffer holding the chain of `records` ((type, payload) pairs, in chain order) when it is loaded at
     physical `base`: records 8-byte aligned, each `next` pointing at the following one, the last 0."""
-    offsets, at = [], 0
+    offsets: list[int] = []
+    at = 0
     for _, payload in records:
         offsets.append(at)
         at += -(-(SETUP_DATA_HEADER_SIZE + len(payload)) // SETUP_DATA_ALIGN) * SETUP_DATA_ALIGN
@@ -107,10 +110,13 @@ def build_setup_chain(records, base: int) -> bytes:
     return bytes(out)
 
 
-def parse_setup_chain(read, first: int, limit: int = 64) -> list[tuple[int, int, bytes]]:
+def parse_setup_chain(read: Callable[[int, int], bytes | None], first: int,
+                      limit: int = 64) -> list[tuple[int, int, bytes]]:
     """(address, type, payload) along a chain starting at `first`; `read(addr, size)` returns bytes or None
     when nothing is loaded there. Stops at next = 0, an unreadable record, a loop, or `limit` records."""
-    out, addr, seen = [], first, set()
+    out: list[tuple[int, int, bytes]] = []
+    seen: set[int] = set()
+    addr = first
     while addr and addr not in seen and len(out) < limit:
         seen.add(addr)
         head = read(addr, SETUP_DATA_HEADER_SIZE)
@@ -125,6 +131,6 @@ def parse_setup_chain(read, first: int, limit: int = 64) -> list[tuple[int, int,
     return out
 
 
-def e820_records(entries) -> bytes:
+def e820_records(entries: Iterable[tuple[int, int, int]]) -> bytes:
     """boot_e820_entry records (addr, size, type) packed back to back, as SETUP_E820_EXT carries them."""
     return b"".join(E820Entry.build(dict(addr=a, size=s, type=t)) for a, s, t in entries)

@@ -47,10 +47,17 @@ from __future__ import annotations
 import bz2
 import lzma
 import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import lz4.block
 import lz4.frame
 import zstandard
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer     # collections.abc.Buffer from Python 3.12 on
+
+_B = TypeVar("_B", bound="Buffer")
 
 __all__ = [
     "DEFAULT_LIMIT", "FORMATS", "CompressionError", "CorruptStreamError", "TruncatedStreamError",
@@ -101,37 +108,37 @@ class DecompressionLimitError(CompressionError):
 # ---------------------------------------------------------------------------------------------
 # Header checks: view -> bool. Exact, and cheap except lzma's trial decode.
 
-def _u32(view, pos: int) -> int:
+def _u32(view: memoryview, pos: int) -> int:
     return int.from_bytes(view[pos:pos + 4], "little")
 
 
-def _is_gzip(h) -> bool:
+def _is_gzip(h: memoryview) -> bool:
     return len(h) >= 10 and h[:3] == _GZIP_MAGIC and not h[3] & 0xE0
 
 
-def _is_xz(h) -> bool:
+def _is_xz(h: memoryview) -> bool:
     return (len(h) >= 12 and h[:6] == _XZ_MAGIC and h[6] == 0 and h[7] < 16
             and zlib.crc32(h[6:8]) == _u32(h, 8))
 
 
-def _is_bzip2(h) -> bool:
-    return len(h) >= 10 and h[:3] == b"BZh" and 0x31 <= h[3] <= 0x39 and h[4:10] in (_BZIP2_BLOCK, _BZIP2_EOS)
+def _is_bzip2(h: memoryview) -> bool:
+    return len(h) >= 10 and h[:3].tobytes() == b"BZh" and 0x31 <= h[3] <= 0x39 and h[4:10] in (_BZIP2_BLOCK, _BZIP2_EOS)
 
 
-def _is_zstd(h) -> bool:
+def _is_zstd(h: memoryview) -> bool:
     return len(h) >= 5 and h[:4] == _ZSTD_MAGIC and not h[4] & 0x08
 
 
-def _is_lz4(h) -> bool:
+def _is_lz4(h: memoryview) -> bool:
     return (len(h) >= 7 and h[:4] == _LZ4_MAGIC and h[4] >> 6 == 1 and not h[4] & 0x02
             and not h[5] & 0x8F and h[5] >> 4 >= 4)
 
 
-def _is_lz4_legacy(h) -> bool:
+def _is_lz4_legacy(h: memoryview) -> bool:
     return len(h) >= 4 and h[:4] == _LZ4_LEGACY_MAGIC
 
 
-def _is_lzma(h) -> bool:
+def _is_lzma(h: memoryview) -> bool:
     if len(h) < 14:
         return False
     props, dict_size, size = h[0], _u32(h, 1), int.from_bytes(h[5:13], "little")
@@ -155,19 +162,19 @@ _CHECKS = (("gzip", _is_gzip), ("xz", _is_xz), ("bzip2", _is_bzip2), ("zstd", _i
 _CHECK = dict(_CHECKS)
 
 
-def _view(data) -> memoryview:
+def _view(data: Buffer) -> memoryview:
     view = memoryview(data)
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-def _skippable(view, pos: int) -> int | None:
+def _skippable(view: memoryview, pos: int) -> int | None:
     """Length of the skippable frame at `pos` (zstd and lz4 share them), or None."""
-    if len(view) - pos >= 4 and view[pos] & 0xF0 == 0x50 and view[pos + 1:pos + 4] == b"\x2a\x4d\x18":
+    if len(view) - pos >= 4 and view[pos] & 0xF0 == 0x50 and view[pos + 1:pos + 4].tobytes() == b"\x2a\x4d\x18":
         return 8 + _u32(view, pos + 4)
     return None
 
 
-def _skip_frames(view, pos: int, fmt: str) -> int:
+def _skip_frames(view: memoryview, pos: int, fmt: str) -> int:
     """Skip the skippable frames at `pos`; a cut one is a `TruncatedStreamError`."""
     while (n := _skippable(view, pos)) is not None:
         if pos + n > len(view):
@@ -176,7 +183,7 @@ def _skip_frames(view, pos: int, fmt: str) -> int:
     return pos
 
 
-def sniff(data) -> str | None:
+def sniff(data: Buffer) -> str | None:
     """The compression of `data` (one of `FORMATS`), or None for data that is not compressed."""
     view = _view(data)
     start = 0
@@ -193,8 +200,9 @@ def sniff(data) -> str | None:
 # Decoders: one stream at the start of `view`, output into `out`; return the input consumed.
 
 class _Out:
-    def __init__(self, fmt: str, limit: int):
-        self.fmt, self.limit, self.size, self.chunks = fmt, limit, 0, []
+    def __init__(self, fmt: str, limit: int) -> None:
+        self.fmt, self.limit, self.size = fmt, limit, 0
+        self.chunks: list[bytes] = []
 
     def room(self) -> int:
         """One byte more than allowed, so that passing the limit is seen."""
@@ -204,7 +212,7 @@ class _Out:
         """Output to ask for in one call: peak memory stays near the limit."""
         return min(self.room(), _CHUNK)
 
-    def add(self, chunk) -> None:
+    def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.limit:
             raise DecompressionLimitError(
@@ -217,24 +225,41 @@ class _Out:
         return TruncatedStreamError(f"{self.fmt} stream is truncated after {self.size} bytes of output",
                                     format=self.fmt, output_size=self.size)
 
-    def corrupt(self, why) -> CorruptStreamError:
+    def corrupt(self, why: object) -> CorruptStreamError:
         return CorruptStreamError(f"{self.fmt} stream is corrupt after {self.size} bytes of output: {why}",
                                   format=self.fmt, output_size=self.size)
+
+
+class _Decompressor(Protocol):
+    """What `_stream` uses of a decompressor object: lzma's and bz2's shape."""
+
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def needs_input(self) -> bool: ...
+    @property
+    def unused_data(self) -> bytes: ...
+    def decompress(self, buf: bytes | memoryview, max_length: int, /) -> bytes: ...
 
 
 class _Zlib:
     """zlib's object in the shape of lzma's and bz2's (needs_input, unconsumed input kept)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._d, self.needs_input = zlib.decompressobj(wbits=31), True
 
-    def decompress(self, buf, max_length: int) -> bytes:
+    def decompress(self, buf: bytes | memoryview, max_length: int, /) -> bytes:
         chunk = self._d.decompress(buf or self._d.unconsumed_tail, max_length)
         self.needs_input = not self._d.unconsumed_tail and len(chunk) < max_length
         return chunk
 
-    eof = property(lambda self: self._d.eof)
-    unused_data = property(lambda self: self._d.unused_data)
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data
 
 
 class _Zstd:
@@ -242,20 +267,25 @@ class _Zstd:
 
     needs_input = True
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._d = zstandard.ZstdDecompressor().decompressobj()
 
-    def decompress(self, buf, max_length: int) -> bytes:
+    def decompress(self, buf: bytes | memoryview, max_length: int, /) -> bytes:
         return self._d.decompress(buf)
 
     def step(self, room: int) -> int:
         return min(_STEP, max(64, room // (4 * _ZSTD_MAX_RATIO)))   # a step inflates to <= room / 4
 
-    eof = property(lambda self: self._d.eof)
-    unused_data = property(lambda self: self._d.unused_data)
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data
 
 
-_MAKERS = {
+_MAKERS: dict[str, tuple[Callable[[], _Decompressor], type[Exception] | tuple[type[Exception], ...]]] = {
     "gzip": (_Zlib, zlib.error),
     "xz": (lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_LZMA_MEMLIMIT), lzma.LZMAError),
     "lzma": (lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=_LZMA_MEMLIMIT), lzma.LZMAError),
@@ -265,14 +295,15 @@ _MAKERS = {
 }
 
 
-def _stream(fmt: str, view, out: _Out) -> int:
+def _stream(fmt: str, view: memoryview, out: _Out) -> int:
     make, errors = _MAKERS[fmt]
     dec, pos = make(), 0
+    buf: bytes | memoryview
     while not dec.eof:
         if dec.needs_input:
             if pos >= len(view):
                 raise out.truncated()
-            step = dec.step(out.room()) if hasattr(dec, "step") else _STEP
+            step = dec.step(out.room()) if isinstance(dec, _Zstd) else _STEP
             buf, pos = view[pos:pos + step], pos + step
         else:
             buf = b""
@@ -287,7 +318,7 @@ def _stream(fmt: str, view, out: _Out) -> int:
     return min(pos, len(view)) - len(dec.unused_data or b"")
 
 
-def _stream_lz4_legacy(view, out: _Out) -> int:
+def _stream_lz4_legacy(view: memoryview, out: _Out) -> int:
     pos = 4
     while pos < len(view):
         if len(view) - pos < 4:                     # a cut size field, or padding
@@ -308,7 +339,7 @@ def _stream_lz4_legacy(view, out: _Out) -> int:
     return pos
 
 
-def _skip_zeros(view, pos: int) -> int:
+def _skip_zeros(view: memoryview, pos: int) -> int:
     while pos < len(view):
         chunk = bytes(view[pos:pos + 4096])
         rest = chunk.lstrip(b"\0")
@@ -318,7 +349,7 @@ def _skip_zeros(view, pos: int) -> int:
     return pos
 
 
-def decompress(data, *, limit: int = DEFAULT_LIMIT, allow_trailing: bool = False) -> bytes:
+def decompress(data: Buffer, *, limit: int = DEFAULT_LIMIT, allow_trailing: bool = False) -> bytes:
     """Inflate every stream of `data`'s format in turn (members, streams, frames).
 
     Raises `CompressionError` for data that is not compressed, `CorruptStreamError`,
@@ -335,7 +366,7 @@ def decompress(data, *, limit: int = DEFAULT_LIMIT, allow_trailing: bool = False
     raise error
 
 
-def _decompress(data, limit: int, allow_trailing: bool) -> bytes:
+def _decompress(data: Buffer, limit: int, allow_trailing: bool) -> bytes:
     fmt = sniff(data)
     if fmt is None:
         raise CompressionError("data is not compressed (no gzip, xz, lzma, bzip2, zstd or lz4 header)")
@@ -358,7 +389,7 @@ def _decompress(data, limit: int, allow_trailing: bool) -> bytes:
     return b"".join(out.chunks)
 
 
-def maybe_decompress(data, *, limit: int = DEFAULT_LIMIT) -> tuple[object, str | None]:
+def maybe_decompress(data: _B, *, limit: int = DEFAULT_LIMIT) -> tuple[_B | bytes, str | None]:
     """(inflated data, format) for compressed `data`; (`data` itself, None) otherwise."""
     fmt = sniff(data)
     return (data, None) if fmt is None else (decompress(data, limit=limit), fmt)
@@ -370,7 +401,7 @@ _SCAN = (("gzip", _GZIP_MAGIC), ("xz", _XZ_MAGIC), ("bzip2", b"BZh"), ("zstd", _
          ("lz4", _LZ4_MAGIC), ("lz4-legacy", _LZ4_LEGACY_MAGIC), ("lzma", b"\x5d\x00\x00"))
 
 
-def _plausible(fmt: str, view) -> bool:
+def _plausible(fmt: str, view: memoryview) -> bool:
     """The stream at the start of `view` has output, and its first 4 KiB decode without error."""
     out = _Out(fmt, 4096)
     try:
@@ -387,13 +418,14 @@ def _plausible(fmt: str, view) -> bool:
     return out.size > 0
 
 
-def find_payloads(data) -> list[tuple[int, str]]:
+def find_payloads(data: Buffer) -> list[tuple[int, str]]:
     """(offset, format) of every embedded stream whose header checks out and whose start decodes.
 
     Candidates, not proof: the caller decompresses each (e.g. a bzImage's payload is the one that
     inflates to an ELF file)."""
     buf = data if isinstance(data, (bytes, bytearray)) else bytes(data)
-    view, found = _view(buf), []
+    view = _view(buf)
+    found: list[tuple[int, str]] = []
     for name, magic in _SCAN:
         pos = buf.find(magic)
         while pos >= 0:

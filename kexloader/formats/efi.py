@@ -7,7 +7,9 @@ Sources: Documentation/arch/x86/zero-page.rst (efi_info at 0x1c0), arch/x86/incl
 (`struct efi_setup_data`, the kexec ABI).
 """
 
-from construct import Array, Bytes, Int32ul, Int64ul, Struct
+from collections.abc import Iterable, Mapping
+
+from construct import Array, Bytes, Container, Int32ul, Int64ul, Struct
 
 EFI_INFO_SIZE = 0x20
 EFI64_LOADER_SIGNATURE = b"EL64"
@@ -61,7 +63,7 @@ EfiSetupData = Struct(  # struct efi_setup_data, the payload of SETUP_EFI (arch/
 assert EfiSetupData.sizeof() == EFI_SETUP_DATA_SIZE
 
 
-def build_memmap(descriptors, desc_size: int) -> bytes:
+def build_memmap(descriptors: Iterable[Mapping[str, int]], desc_size: int) -> bytes:
     """Descriptors (dicts or Containers with MemoryDescriptor's fields) `desc_size` bytes apart, zero padded."""
     if desc_size < MEMORY_DESCRIPTOR_SIZE:
         raise ValueError(f"EFI memory descriptor size {desc_size} is smaller than {MEMORY_DESCRIPTOR_SIZE}")
@@ -69,7 +71,7 @@ def build_memmap(descriptors, desc_size: int) -> bytes:
     return b"".join(MemoryDescriptor.build(dict(d, pad=0)) + pad for d in descriptors)
 
 
-def parse_memmap(blob: bytes, desc_size: int) -> list:
+def parse_memmap(blob: bytes, desc_size: int) -> list[Container]:
     """The descriptors of an EFI memory map `desc_size` bytes apart (a trailing partial descriptor is ignored)."""
     if desc_size < MEMORY_DESCRIPTOR_SIZE:
         raise ValueError(f"EFI memory descriptor size {desc_size} is smaller than {MEMORY_DESCRIPTOR_SIZE}")

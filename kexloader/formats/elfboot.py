@@ -22,7 +22,7 @@ def ip_checksum(data: bytes) -> int:
     """RFC 1071: ones' complement of the ones' complement sum of 16-bit words (little-endian, odd byte padded)."""
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"<{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"<{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -32,7 +32,8 @@ def build_boot_notes(records: list[tuple[int, bytes]]) -> bytes:
     """The block for `records` [(type, desc)], each desc padded to 4 bytes, with its checksum filled in."""
     body = b"".join(struct.pack("<III", 0, len(desc), kind) + desc + bytes(-len(desc) % 4) for kind, desc in records)
     size = ElfBhdr.sizeof() + len(body)
-    unsummed = ElfBhdr.build(dict(b_signature=ELF_BHDR_MAGIC, b_size=size, b_checksum=0, b_records=len(records)))
+    unsummed: bytes = ElfBhdr.build(dict(b_signature=ELF_BHDR_MAGIC, b_size=size, b_checksum=0, b_records=len(records)))
     checksum = ip_checksum(unsummed + body)
-    return ElfBhdr.build(dict(b_signature=ELF_BHDR_MAGIC, b_size=size, b_checksum=checksum,
-                              b_records=len(records))) + body
+    header: bytes = ElfBhdr.build(dict(b_signature=ELF_BHDR_MAGIC, b_size=size, b_checksum=checksum,
+                                       b_records=len(records)))
+    return header + body

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from construct import Array, Bytes, Const, ConstructError, Int16ul, Int32ul, Int64ul, Struct
 
@@ -100,7 +101,7 @@ def build_core(phdrs: Sequence[Phdr], *, machine: int = EM_X86_64) -> bytes:
     reads it: `64 + e_phnum * 56` bytes from the header's address (interfaces.md §5.1)."""
     if not 0 < len(phdrs) < PN_XNUM:
         raise ElfCoreError(f"{len(phdrs)} program headers; a core header needs 1 to {PN_XNUM - 1}")
-    ehdr = Elf64_Ehdr.build(dict(
+    ehdr: bytes = Elf64_Ehdr.build(dict(
         e_ident=dict(ei_class=bytes([ELFCLASS64]), ei_data=bytes([ELFDATA2LSB]), ei_version=bytes([EV_CURRENT]),
                      ei_osabi=b"\0", ei_abiversion=b"\0", pad=bytes(7)),
         e_type=ET_CORE, e_machine=machine, e_version=EV_CURRENT, e_entry=0, e_phoff=EHDR_SIZE, e_shoff=0,
@@ -112,7 +113,7 @@ def build_core(phdrs: Sequence[Phdr], *, machine: int = EM_X86_64) -> bytes:
         raise ElfCoreError(f"a program header field does not fit: {e}") from None
 
 
-def vars_of(p: Phdr) -> dict:
+def vars_of(p: Phdr) -> dict[str, int]:
     return {name: getattr(p, name) for name in Phdr.__slots__}
 
 
@@ -161,7 +162,7 @@ def _pad4(n: int) -> int:
 def build_note(name: bytes, type_: int, desc: bytes) -> bytes:
     """One note: Nhdr, name with its NUL padded to 4, descriptor padded to 4."""
     raw_name = name + b"\0"
-    return (Elf64_Nhdr.build(dict(n_namesz=len(raw_name), n_descsz=len(desc), n_type=type_))
+    return (cast(bytes, Elf64_Nhdr.build(dict(n_namesz=len(raw_name), n_descsz=len(desc), n_type=type_)))
             + raw_name.ljust(_pad4(len(raw_name)), b"\0") + desc.ljust(_pad4(len(desc)), b"\0"))
 
 

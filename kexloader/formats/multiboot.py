@@ -136,7 +136,7 @@ MB2BasicMeminfo = Struct("mem_lower" / Int32ul, "mem_upper" / Int32ul)
 
 def mb2_tag(tag_type: int, body: bytes) -> bytes:
     """One info tag, padded to 8 bytes (size excludes the padding)."""
-    raw = MB2Tag.build(dict(type=tag_type, size=8 + len(body), body=body))
+    raw: bytes = MB2Tag.build(dict(type=tag_type, size=8 + len(body), body=body))
     return raw + bytes(-len(raw) % 8)
 
 
