@@ -16,11 +16,13 @@ import struct
 import sys
 from pathlib import Path
 
-from . import efi
+from . import efi, hypercall
 from .errors import SystemFactsError
 from .formats import elfcore
-from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, E820_UNUSABLE, IomemEntry,
-                    KernelText, KexecSysfs, MemRegion, Range, SystemFacts, XenFacts)
+from .formats import xen as xf
+from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, E820_UNUSABLE,
+                    KEXEC_SYSFS_DIR, KEXEC_SYSFS_FILES, IomemEntry, KernelText, KexecSysfs, MemRegion, Range,
+                    SystemFacts, XenFacts)
 
 SNAPSHOT_VERSION = 1
 
@@ -218,20 +220,11 @@ def page_offset_from(kcore: tuple[elfcore.Phdr, ...]) -> int | None:
 # crash_elfcorehdr_size, crash_cma_ranges}; Debian 12's 6.1 has only the old kexec_loaded, kexec_crash_loaded and
 # kexec_crash_size.
 
-KEXEC_DIR = "sys/kernel/kexec"
-KEXEC_FILES = {  # attribute -> (name in /sys/kernel/kexec, old name in /sys/kernel)
-    "loaded": ("loaded", "kexec_loaded"),
-    "crash_loaded": ("crash_loaded", "kexec_crash_loaded"),
-    "crash_size": ("crash_size", "kexec_crash_size"),
-    "crash_elfcorehdr_size": ("crash_elfcorehdr_size", "crash_elfcorehdr_size"),  # 6.5+, CONFIG_CRASH_HOTPLUG
-    "crash_cma_ranges": ("crash_cma_ranges", "kexec_crash_cma_ranges"),  # crashkernel=...,cma (old name: 6.19 rc)
-}
-
 
 def kexec_file(root: Path, attribute: str) -> Path | None:
     """The file that holds `attribute`: /sys/kernel/kexec/NAME, else the old /sys/kernel/OLDNAME; None if neither."""
-    new, old = KEXEC_FILES[attribute]
-    for path in (root / KEXEC_DIR / new, root / "sys/kernel" / old):
+    new, old = KEXEC_SYSFS_FILES[attribute]
+    for path in (root / KEXEC_SYSFS_DIR / new, root / "sys/kernel" / old):
         if path.is_file():
             return path
     return None
@@ -258,20 +251,6 @@ def parse_cma_ranges(text: str) -> tuple[Range, ...]:
         if sep and b >= a:
             out.append(Range(a, b - a + 1))
     return tuple(sorted(out))
-
-
-def read_kexec_loaded(root: Path = Path("/"), crash: bool = False) -> bool:
-    """Is a normal (or crash) image loaded? /sys/kernel/kexec/[crash_]loaded, else the old kexec_[crash_]loaded."""
-    attribute = "crash_loaded" if crash else "loaded"
-    path = kexec_file(root, attribute)
-    if path is None:
-        raise SystemFactsError(f"neither {root / KEXEC_DIR / KEXEC_FILES[attribute][0]} nor "
-                               f"{root / 'sys/kernel' / KEXEC_FILES[attribute][1]} exists",
-                               hint="is this kernel built with CONFIG_KEXEC?")
-    try:
-        return path.read_text().strip() == "1"
-    except OSError as e:
-        raise SystemFactsError(f"cannot read {path}: {e.strerror}") from e
 
 
 def read_kexec_sysfs(root: Path = Path("/")) -> KexecSysfs:
@@ -333,16 +312,13 @@ def _xen_guest_type(root: Path) -> str:
 
 def read_xen_facts() -> tuple[tuple[MemRegion, ...], XenFacts]:
     """The machine memory map and Xen's kexec ranges, through hypercalls (dom0 only)."""
-    from .backends import xen  # the hypercall edge; imported only in a dom0
-    from .formats import xen as xf
-
-    crash_area = xen.get_range(xf.KEXEC_RANGE_MA_CRASH)
+    crash_area = hypercall.get_range(xf.KEXEC_RANGE_MA_CRASH)
     notes, vmcoreinfo = (), None
     if crash_area is not None:  # Xen keeps note buffers and VMCOREINFO only when it has a crash area
-        notes = tuple(xen.cpu_note_ranges())
-        vmcoreinfo = xen.get_range(xf.KEXEC_RANGE_MA_VMCOREINFO)
-    return xen.machine_memory_map(), XenFacts(crash_area=crash_area, cpu_notes=notes, vmcoreinfo=vmcoreinfo,
-                                               xen_image=xen.get_range(xf.KEXEC_RANGE_MA_XEN))
+        notes = tuple(hypercall.cpu_note_ranges())
+        vmcoreinfo = hypercall.get_range(xf.KEXEC_RANGE_MA_VMCOREINFO)
+    return hypercall.machine_memory_map(), XenFacts(crash_area=crash_area, cpu_notes=notes, vmcoreinfo=vmcoreinfo,
+                                                     xen_image=hypercall.get_range(xf.KEXEC_RANGE_MA_XEN))
 
 
 def read_cmdline(root: Path = Path("/")) -> str:

@@ -23,11 +23,11 @@ import pytest
 
 from kexloader import api, cli, system
 from kexloader.backends import linux
-from kexloader.backends.linux import LinuxKexecBackend, kernel_log, parse_kmsg
+from kexloader.backends.linux import LinuxKexecBackend, kernel_log, kexec_loaded, parse_kmsg
 from kexloader.backends.recording import RecordingBackend
-from kexloader.errors import SystemFactsError
+from kexloader.errors import BackendError
 from kexloader.formats import elfcore
-from kexloader.model import (E820_RAM, KEXEC_UPDATE_ELFCOREHDR, KexecSysfs, LoadRequest, MiB, Range)
+from kexloader.model import (E820_RAM, KEXEC_SYSFS_FILES, KEXEC_UPDATE_ELFCOREHDR, KexecSysfs, LoadRequest, MiB, Range)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_PATH = ROOT / "fixtures/bzimage/tiny.bzImage"
@@ -66,7 +66,7 @@ def sys_tree(root: Path, layout: str, values: dict[str, str]) -> Path:
     kernel = root / "sys/kernel"
     kernel.mkdir(parents=True)
     for attribute, text in values.items():
-        new, old = system.KEXEC_FILES[attribute]
+        new, old = KEXEC_SYSFS_FILES[attribute]
         if layout == "new":
             (kernel / "kexec").mkdir(exist_ok=True)
             (kernel / "kexec" / new).write_text(text)
@@ -90,7 +90,7 @@ def test_kexec_sysfs_new_directory_then_old_names(tmp_path, layout, directory):
     assert (k.loaded, k.crash_loaded, k.crash_size, k.crash_elfcorehdr_size) == (True, False, 384 * MiB, 917616)
     assert k.crash_cma_ranges == (CMA, Range(0x100000000, 0x10000000))
     assert (k.cpu_crash_hotplug, k.memory_crash_hotplug) == (1, 0) and k.hotplug_capable
-    assert system.read_kexec_loaded(root, crash=False) and not system.read_kexec_loaded(root, crash=True)
+    assert kexec_loaded(root, crash=False) and not kexec_loaded(root, crash=True)
 
 
 def test_the_new_directory_wins_when_both_exist(tmp_path):
@@ -98,15 +98,15 @@ def test_the_new_directory_wins_when_both_exist(tmp_path):
     root = sys_tree(tmp_path, "old", {"loaded": "0\n"})
     (root / "sys/kernel/kexec").mkdir()
     (root / "sys/kernel/kexec/loaded").write_text("1\n")
-    assert system.read_kexec_loaded(root) is True
+    assert kexec_loaded(root, False) is True
 
 
 def test_a_kernel_without_kexec_files(tmp_path):
     (tmp_path / "sys/kernel").mkdir(parents=True)
     k = system.read_kexec_sysfs(tmp_path)
     assert k == KexecSysfs() and not k.hotplug_capable
-    with pytest.raises(SystemFactsError, match="kexec_crash_loaded"):
-        system.read_kexec_loaded(tmp_path, crash=True)
+    with pytest.raises(BackendError, match="kexec_crash_loaded"):
+        kexec_loaded(tmp_path, crash=True)
 
 
 def test_61_has_no_hotplug_files(tmp_path):

@@ -7,13 +7,14 @@ import struct
 
 import pytest
 
+from kexloader import hypercall
 from kexloader.backends import xen
 from kexloader.errors import BackendError
 from kexloader.formats import xen as x
 from kexloader.model import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, MAP_ONLY, Plan, Range, Segment
 
 
-class AnonBuffer(xen.HypercallBuffer):
+class AnonBuffer(hypercall.HypercallBuffer):
     """Anonymous memory in place of /dev/xen/hypercall."""
 
     def __init__(self, size):
@@ -79,8 +80,8 @@ class FakeXen:
 @pytest.fixture
 def fake(monkeypatch):
     hv = FakeXen()
-    monkeypatch.setattr(xen, "raw_hypercall", hv)
-    monkeypatch.setattr(xen, "HypercallBuffer", AnonBuffer)
+    monkeypatch.setattr(hypercall, "raw_hypercall", hv)
+    monkeypatch.setattr(hypercall, "HypercallBuffer", AnonBuffer)
     return hv
 
 
@@ -119,16 +120,16 @@ def test_status_stays_true_through_reloads_and_unloads(fake):
 
 
 def test_ranges_and_machine_map(fake):
-    assert xen.get_range(x.KEXEC_RANGE_MA_CRASH) == Range(0x10000000, 0x8000000)
-    assert xen.get_range(x.KEXEC_RANGE_MA_XEN) is None
-    assert [c for c, _ in xen.cpu_note_ranges()] == [0, 1]
-    regions = xen.machine_memory_map()
+    assert hypercall.get_range(x.KEXEC_RANGE_MA_CRASH) == Range(0x10000000, 0x8000000)
+    assert hypercall.get_range(x.KEXEC_RANGE_MA_XEN) is None
+    assert [c for c, _ in hypercall.cpu_note_ranges()] == [0, 1]
+    regions = hypercall.machine_memory_map()
     assert [r.range for r in regions if r.is_ram] == [Range(0, 0x9FC00), Range(0x100000, 0x7FF00000)]
 
 
 def test_errors_become_sentences(monkeypatch):
-    monkeypatch.setattr(xen, "raw_hypercall", lambda *a: -errno.EPERM)
-    monkeypatch.setattr(xen, "HypercallBuffer", AnonBuffer)
+    monkeypatch.setattr(hypercall, "raw_hypercall", lambda *a: -errno.EPERM)
+    monkeypatch.setattr(hypercall, "HypercallBuffer", AnonBuffer)
     with pytest.raises(BackendError, match="may not use kexec") as e:
         xen.XenKexecBackend().loaded(False)
     assert e.value.exit_code == 255 and "only from dom0" in e.value.hint
@@ -154,5 +155,5 @@ def test_no_crash_area_means_no_cpu_notes(fake, monkeypatch):
                 return -errno.EINVAL  # Xen 4.17 kexec_get_cpu() without crash_notes
         return fake(op, *args)
 
-    monkeypatch.setattr(xen, "raw_hypercall", without_crash_area)
-    assert xen.cpu_note_ranges() == []
+    monkeypatch.setattr(hypercall, "raw_hypercall", without_crash_area)
+    assert hypercall.cpu_note_ranges() == []

@@ -21,9 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from .. import system
-from ..errors import BackendError, SystemFactsError
-from ..model import MAP_ONLY, Plan
+from ..errors import BackendError
+from ..model import KEXEC_SYSFS_DIR, KEXEC_SYSFS_FILES, MAP_ONLY, Plan
 
 SYS_REBOOT = 169  # arch/x86/entry/syscalls/syscall_64.tbl
 SYS_KEXEC_LOAD = 246
@@ -175,6 +174,20 @@ def kernel_log(path: Path = Path("/dev/kmsg"), out=None):
             out.write(f"kernel: {text}\n")
 
 
+def kexec_loaded(root: Path, crash: bool) -> bool:
+    """Is a normal (or crash) image loaded? The kernel's answer, read after a load (the facts hold the answer from
+    before): /sys/kernel/kexec/[crash_]loaded (6.19+), else the old /sys/kernel/kexec_[crash_]loaded."""
+    new, old = KEXEC_SYSFS_FILES["crash_loaded" if crash else "loaded"]
+    paths = (root / KEXEC_SYSFS_DIR / new, root / "sys/kernel" / old)
+    for path in paths:
+        if path.is_file():
+            try:
+                return path.read_text().strip() == "1"
+            except OSError as e:
+                raise BackendError(f"cannot read {path}: {e.strerror}") from None
+    raise BackendError(f"neither {paths[0]} nor {paths[1]} exists", hint="is this kernel built with CONFIG_KEXEC?")
+
+
 class LinuxKexecBackend:
     """Loads through kexec_load(2) and starts through reboot(LINUX_REBOOT_CMD_KEXEC)."""
 
@@ -258,16 +271,17 @@ class LinuxKexecBackend:
 
     def loaded(self, crash: bool) -> bool:
         """/sys/kernel/kexec/[crash_]loaded (6.19+), else /sys/kernel/kexec_[crash_]loaded."""
-        try:
-            return system.read_kexec_loaded(self.root, crash)
-        except SystemFactsError as e:
-            raise BackendError(str(e), hint=e.hint) from None
+        return kexec_loaded(self.root, crash)
 
     def hotplug_active(self) -> bool | None:
         """After a crash load with --hotplug: will the kernel update it? /sys/devices/system/{cpu,memory}/
         crash_hotplug (1: yes; they report on the loaded crash image). None when neither file exists."""
-        k = system.read_kexec_sysfs(self.root)
-        values = [v for v in (k.cpu_crash_hotplug, k.memory_crash_hotplug) if v is not None]
+        values = []
+        for kind in ("cpu", "memory"):
+            try:
+                values.append(int((self.root / "sys/devices/system" / kind / "crash_hotplug").read_text().strip()))
+            except (OSError, ValueError):
+                pass
         return any(values) if values else None
 
     def execute(self) -> None:

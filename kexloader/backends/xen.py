@@ -1,163 +1,17 @@
-"""Xen's kexec hypercall from a PV dom0: /dev/xen/privcmd ioctls, with every buffer Xen reads in
-memory from /dev/xen/hypercall (kernel pages that stay present while Xen copies from them).
+"""Xen's kexec hypercall from a PV dom0 (Xen public/kexec.h, KEXEC_CMD_kexec_load and friends), through the
+hypercall edge (kexloader.hypercall).
 
 Thin on purpose: lay out the argument structs, call, turn errno into a sentence.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno as E
-import fcntl
-import mmap
 import os
 
+from .. import hypercall as hc
 from ..errors import BackendError
 from ..formats import xen as x
-from ..model import E820_RESERVED, KEXEC_ON_CRASH, MAP_ONLY, MemRegion, Plan, Range, align_up
-
-PRIVCMD_PATHS = ("/dev/xen/privcmd", "/proc/xen/privcmd")
-HYPERCALL_BUF = "/dev/xen/hypercall"
-
-_privcmd = None
-
-
-def raw_hypercall(op: int, *args: int) -> int:
-    """The one place a hypercall leaves the process; tests replace it (tests/conftest.py).
-
-    Returns the hypercall's result, or -errno."""
-    global _privcmd
-    if _privcmd is None:
-        for path in PRIVCMD_PATHS:
-            try:
-                _privcmd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-                break
-            except OSError:
-                continue
-        else:
-            raise BackendError("cannot open /dev/xen/privcmd",
-                               hint="load xen-privcmd (modprobe xen-privcmd) and mount xenfs on /proc/xen")
-    padded = list(args) + [0] * (5 - len(args))
-    call = bytearray(x.PrivcmdHypercall.build(dict(op=op, arg0=padded[0], arg1=padded[1], arg2=padded[2],
-                                                    arg3=padded[3], arg4=padded[4])))
-    try:
-        return fcntl.ioctl(_privcmd, x.IOCTL_PRIVCMD_HYPERCALL, call)
-    except OSError as e:
-        return -e.errno
-
-
-class HypercallBuffer:
-    """Pages Xen may read and write during a hypercall, addressed by dom0 virtual address."""
-
-    def __init__(self, size: int):
-        try:
-            fd = os.open(HYPERCALL_BUF, os.O_RDWR | os.O_CLOEXEC)
-        except OSError as e:
-            raise BackendError(f"cannot open {HYPERCALL_BUF}: {e.strerror}",
-                               hint="needs Linux 4.18+ with xen-privcmd loaded") from e
-        try:
-            self.map = mmap.mmap(fd, align_up(max(size, 1), mmap.PAGESIZE), mmap.MAP_SHARED,
-                                 mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
-        self._anchor = ctypes.c_char.from_buffer(self.map)
-        self.base = ctypes.addressof(self._anchor)
-        self.used = 0
-
-    def put(self, data, align: int = 8) -> int:
-        """Copy `data` in; returns its address."""
-        self.used = align_up(self.used, align)
-        n = len(data)
-        self.map[self.used:self.used + n] = data
-        addr = self.base + self.used
-        self.used += n
-        return addr
-
-    def read(self, addr: int, size: int) -> bytes:
-        off = addr - self.base
-        return self.map[off:off + size]
-
-    def close(self) -> None:
-        del self._anchor
-        self.map.close()
-
-
-ERRORS = {
-    E.EPERM: ("Xen refused: this domain may not use kexec (EPERM)", "kexec works only from dom0"),
-    E.EINVAL: ("Xen rejected the image (EINVAL)", "segments overlap, are more than 15, or the type is unknown"),
-    E.EADDRNOTAVAIL: ("a segment or the entry lies where Xen will not put it (EADDRNOTAVAIL)",
-                      "for -p everything must be inside Xen's crash area"),
-    E.ENOMEM: ("Xen ran out of memory for the image (ENOMEM)", None),
-    E.EFAULT: ("Xen could not read a buffer (EFAULT)", "this is a kexloader bug; please report it"),
-    E.ENOENT: ("no image of that kind is loaded in Xen (ENOENT)", "load one with -l (or -p) first"),
-    E.EBUSY: ("a kexec is in progress in Xen (EBUSY)", None),
-    E.ENOSYS: ("this Xen has no kexec support (ENOSYS)", "Xen was built without CONFIG_KEXEC"),
-}
-
-
-def _call(what: str, op: int, *args: int) -> int:
-    rc = raw_hypercall(op, *args)
-    if rc < 0:
-        known = ERRORS if what in ("kexec_load", "kexec") else {}
-        message, hint = known.get(-rc, (f"Xen answered {E.errorcode.get(-rc, -rc)} ({os.strerror(-rc)})", None))
-        if -rc == E.EPERM:
-            message, hint = ERRORS[E.EPERM]
-        raise BackendError(f"{what}: {message}", errno=-rc, hint=hint)
-    return rc
-
-
-def kexec_op(what: str, cmd: int, arg: bytes) -> bytes:
-    """One kexec_op with its argument struct in a hypercall buffer; returns the struct as Xen left it."""
-    buf = HypercallBuffer(len(arg))
-    try:
-        addr = buf.put(arg)
-        _call(what, x.HYPERVISOR_kexec_op, cmd, addr)
-        return buf.read(addr, len(arg))
-    finally:
-        buf.close()
-
-
-def get_range(kind: int, nr: int = 0) -> Range | None:
-    """A machine range Xen reports (crash area, a CPU's note buffer, VMCOREINFO, Xen itself); None if absent."""
-    arg = x.XenKexecRange.build(dict(range=kind, nr=nr, size=0, start=0))
-    out = x.XenKexecRange.parse(kexec_op("kexec_get_range", x.KEXEC_CMD_kexec_get_range, arg))
-    return Range(out.start, out.size) if out.size else None
-
-
-def cpu_note_ranges(limit: int = 4096) -> list[tuple[int, Range]]:
-    """Every physical CPU's crash note buffer, until Xen answers ERANGE (past the last CPU).
-
-    Xen allocates the buffers only when it has a crash area; without one it answers EINVAL."""
-    found = []
-    for cpu in range(limit):
-        try:
-            r = get_range(x.KEXEC_RANGE_MA_CPU, cpu)
-        except BackendError as e:
-            if e.errno in (E.ERANGE, E.EINVAL):
-                break
-            raise
-        if r is not None:
-            found.append((cpu, r))
-    return found
-
-
-def machine_memory_map(capacity: int = 1024) -> tuple[MemRegion, ...]:
-    """The host's e820 (XENMEM_machine_memory_map), not dom0's pseudo-physical view."""
-    buf = HypercallBuffer(capacity * 20 + 16)
-    try:
-        entries = buf.put(bytes(capacity * 20))
-        hdr = buf.put(x.XenMemoryMap.build(dict(nr_entries=capacity, buffer=entries)))
-        _call("XENMEM_machine_memory_map", x.HYPERVISOR_memory_op, x.XENMEM_machine_memory_map, hdr)
-        count = x.XenMemoryMap.parse(buf.read(hdr, 16)).nr_entries
-        raw = buf.read(entries, count * 20)
-    finally:
-        buf.close()
-    regions = []
-    for i in range(count):
-        e = x.XenE820Entry.parse(raw[i * 20:(i + 1) * 20])
-        if e.size:
-            regions.append(MemRegion(Range(e.addr, e.size), e.type if 1 <= e.type <= 5 else E820_RESERVED))
-    return tuple(sorted(regions))
+from ..model import KEXEC_ON_CRASH, MAP_ONLY, Plan, align_up
 
 
 class XenKexecBackend:
@@ -172,7 +26,7 @@ class XenKexecBackend:
         kind = x.KEXEC_TYPE_CRASH if plan.flags & KEXEC_ON_CRASH else x.KEXEC_TYPE_DEFAULT
         arch = (plan.flags >> 16) or x.EM_X86_64
         size = sum(align_up(s.bufsz, 8) for s in segs) + 32 * len(segs) + 24 + 64
-        buf = HypercallBuffer(size)
+        buf = hc.HypercallBuffer(size)
         try:
             table = []
             for s in segs:
@@ -186,7 +40,7 @@ class XenKexecBackend:
             load = buf.put(x.XenKexecLoad.build(dict(type=kind, arch=arch, nr_segments=len(segs),
                                                      segments=array, entry_maddr=plan.entry)))
             self.unload(bool(kind))  # keeps Xen's status bit meaning "loaded" (see unload)
-            _call("kexec_load", x.HYPERVISOR_kexec_op, x.KEXEC_CMD_kexec_load, load)
+            hc.call("kexec_load", x.HYPERVISOR_kexec_op, x.KEXEC_CMD_kexec_load, load)
         finally:
             buf.close()
 
@@ -196,17 +50,17 @@ class XenKexecBackend:
         # loading only into an empty slot keeps that bit equal to "an image is loaded".
         if not self.loaded(crash):
             return
-        kexec_op("kexec_unload", x.KEXEC_CMD_kexec_unload, x.XenKexecType.build(dict(type=int(crash))))
+        hc.kexec_op("kexec_unload", x.KEXEC_CMD_kexec_unload, x.XenKexecType.build(dict(type=int(crash))))
 
     def loaded(self, crash: bool) -> bool:
-        buf = HypercallBuffer(8)
+        buf = hc.HypercallBuffer(8)
         try:
             addr = buf.put(x.XenKexecType.build(dict(type=int(crash))))
-            return _call("kexec_status", x.HYPERVISOR_kexec_op, x.KEXEC_CMD_kexec_status, addr) == 1
+            return hc.call("kexec_status", x.HYPERVISOR_kexec_op, x.KEXEC_CMD_kexec_status, addr) == 1
         finally:
             buf.close()
 
     def execute(self) -> None:
         os.sync()
-        kexec_op("kexec", x.KEXEC_CMD_kexec, x.XenKexecExec.build(dict(type=x.KEXEC_TYPE_DEFAULT)))
+        hc.kexec_op("kexec", x.KEXEC_CMD_kexec, x.XenKexecExec.build(dict(type=x.KEXEC_TYPE_DEFAULT)))
         raise BackendError("Xen returned from kexec without starting the new image")
