@@ -16,7 +16,9 @@ or `rip()`), and label names (str) where an address is meant (jumps, `rip()`, `d
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from ..errors import KexloaderError
 
@@ -69,7 +71,7 @@ ES: Reg; CS: Reg; SS: Reg; DS: Reg; FS: Reg; GS: Reg; CR0: Reg; CR2: Reg; CR3: R
 
 def reg(name: str) -> Reg:
     """Look a register up by its lower-case name ("r13d", "xmm9")."""
-    return globals()[name.upper()]
+    return cast(Reg, globals()[name.upper()])
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,10 @@ class Mem:
     disp: int = 0
     label: str | None = None  # with base=RIP: rip-relative; with base=None: absolute address (label + disp)
     size: int | None = None  # operand size in bits when no register gives it (e.g. `mov dword [x], 1`)
+
+
+RM = Reg | Mem  # a ModRM r/m operand: a register or memory
+_MemFixup = tuple[int, int, str, str, int]  # (offset in the ModRM bytes, size, kind, label, addend)
 
 
 def mem(base: Reg | None = None, disp: int = 0, index: Reg | None = None, scale: int = 1,
@@ -163,7 +169,7 @@ class Assembler:
     def raw(self, data: bytes) -> None:
         self.buf += data
 
-    def _data(self, size: int, values) -> None:
+    def _data(self, size: int, values: Iterable[int | str]) -> None:
         for v in values:
             if isinstance(v, str):
                 self.fixups.append(_Fixup(len(self.buf), size, "abs", v, 0, 0, False))
@@ -172,21 +178,21 @@ class Assembler:
                 raise AsmError(f"value {v:#x} does not fit in {size} bytes")
             self.buf += (v & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
-    def db(self, *values) -> None:
+    def db(self, *values: int | str | bytes | bytearray) -> None:
         for v in values:
             if isinstance(v, (bytes, bytearray)):
                 self.buf += v
             else:
                 self._data(1, [v])
 
-    def dw(self, *values) -> None:
+    def dw(self, *values: int | str) -> None:
         self._data(2, values)
 
-    def dd(self, *values) -> None:
+    def dd(self, *values: int | str) -> None:
         """32-bit data; a label name stores its absolute address."""
         self._data(4, values)
 
-    def dq(self, *values) -> None:
+    def dq(self, *values: int | str) -> None:
         """64-bit data; a label name stores its absolute address."""
         self._data(8, values)
 
@@ -219,7 +225,7 @@ class Assembler:
 
     def _emit(self, *, prefixes: bytes = b"", opcode: bytes, reg: int | Reg = 0, rm: Reg | Mem,
               w: bool = False, imm: bytes = b"", force_rex: bool = False,
-              imm_fixup: tuple | None = None) -> None:
+              imm_fixup: tuple[str, int, str] | None = None) -> None:
         """Emit [prefixes] [REX] opcode ModRM [SIB] [disp] [imm] (SDM vol. 2A §2.1).
 
         `reg` is the ModRM.reg field: a register or an opcode extension (/digit)."""
@@ -234,7 +240,7 @@ class Assembler:
         if regnum >= 8:
             rex |= 0x44
         body = bytearray()
-        fixup = None
+        fixup: _MemFixup | None = None
         if isinstance(rm, Reg):
             self._check_reg(rm)
             if rm.kind == "gpr" and rm.size == 8 and rm.num >= 4:
@@ -267,7 +273,7 @@ class Assembler:
             label, size, kind = imm_fixup
             self.fixups.append(_Fixup(end - size, size, kind, label, 0, end, kind == "rel"))
 
-    def _modrm_mem(self, regnum: int, m: Mem, rex: int):
+    def _modrm_mem(self, regnum: int, m: Mem, rex: int) -> tuple[bytearray, _MemFixup | None, int]:
         """ModRM + SIB + displacement for a memory operand, with the rbp/r13 and rsp/r12 special cases."""
         out = bytearray()
         r = (regnum & 7) << 3
@@ -276,6 +282,8 @@ class Assembler:
                 raise AsmError("rip-relative addressing exists only in 64-bit mode")
             if m.index is not None:
                 raise AsmError("no index register with rip-relative addressing")
+            if m.label is None:
+                raise AsmError("rip-relative addressing needs a label (use rip())")
             out.append(0x05 | r)
             out += b"\0\0\0\0"
             return out, (1, 4, "rel", m.label, m.disp), rex
@@ -335,7 +343,7 @@ class Assembler:
         self._check_reg(r)
 
     @staticmethod
-    def _size(a, b=None) -> int:
+    def _size(a: RM | int | None, b: RM | int | None = None) -> int:
         for x in (a, b):
             if isinstance(x, Reg) and x.kind == "gpr":
                 return x.size
@@ -344,8 +352,9 @@ class Assembler:
                 return x.size
         raise AsmError("operand size unknown: give a register or Mem(size=...)")
 
-    def _gpr_form(self, opc8: int, opc: int, reg, rm, *, size: int | None = None, imm: bytes = b"",
-                  imm_fixup=None, extra_opcode: bytes = b"") -> None:
+    def _gpr_form(self, opc8: int, opc: int, reg: int | Reg, rm: RM, *, size: int | None = None,
+                  imm: bytes = b"", imm_fixup: tuple[str, int, str] | None = None,
+                  extra_opcode: bytes = b"") -> None:
         """An integer op in 8/16/32/64 bits: byte form `opc8`, else `opc` with 66h or REX.W as needed."""
         size = size or self._size(reg if isinstance(reg, Reg) else None, rm)
         prefixes = b"\x66" if size == 16 else b""
@@ -353,7 +362,7 @@ class Assembler:
         self._emit(prefixes=prefixes, opcode=opcode, reg=reg, rm=rm, w=size == 64, imm=imm, imm_fixup=imm_fixup)
 
     def _op_plus_reg(self, opc: int, r: Reg, *, w: bool = False, imm: bytes = b"", prefix: bytes = b"",
-                     two_byte: bool = False, imm_fixup=None) -> None:
+                     two_byte: bool = False, imm_fixup: tuple[str, int, str] | None = None) -> None:
         """Forms with the register in the opcode's low 3 bits (50+r, B8+r, 0F C8+r); REX.B for r8-r15."""
         self._check_reg(r)
         rex = (0x48 if w else 0) | (0x41 if r.num >= 8 else 0)
@@ -377,12 +386,12 @@ class Assembler:
 
     # ----- data movement
 
-    def mov(self, dst, src) -> None:
+    def mov(self, dst: RM, src: RM | int) -> None:
         """MOV in all the forms we use (SDM vol. 2B "MOV"):
         r/m, r: 88/89 /r · r, r/m: 8A/8B /r · r32, imm32: B8+rd · r64, imm: REX.W C7 /0 id (sign-extended)
         or REX.W B8+rd io · r/m, imm: C6/C7 /0 · Sreg, r/m16: 8E /r · r/m, Sreg: 8C /r ·
         CRn, r: 0F 22 /r · r, CRn: 0F 20 /r."""
-        if isinstance(dst, Reg) and dst.kind == "seg":
+        if isinstance(dst, Reg) and dst.kind == "seg" and not isinstance(src, int):
             return self._emit(opcode=b"\x8e", reg=dst.num, rm=src)
         if isinstance(src, Reg) and src.kind == "seg":
             return self._emit(opcode=b"\x8c", reg=src.num, rm=dst)
@@ -415,7 +424,7 @@ class Assembler:
             return self._gpr_form(0x88, 0x89, src, dst)
         raise AsmError(f"mov {dst!r}, {src!r}: no such form")
 
-    def _mov_cr(self, opc: int, cr: Reg, r: Reg) -> None:
+    def _mov_cr(self, opc: int, cr: Reg, r: RM | int) -> None:
         want = 64 if self.bits == 64 else 32
         if not isinstance(r, Reg) or r.kind != "gpr" or r.size != want:
             raise AsmError(f"mov to/from {cr.name} takes a {want}-bit register")
@@ -436,7 +445,7 @@ class Assembler:
             raise AsmError("lea needs a memory operand")
         self._gpr_form(0x8D, 0x8D, dst, src)
 
-    def movzx(self, dst: Reg, src) -> None:
+    def movzx(self, dst: Reg, src: RM) -> None:
         """MOVZX r, r/m8: 0F B6 /r · r, r/m16: 0F B7 /r."""
         ssize = src.size if isinstance(src, Reg) else src.size
         if ssize not in (8, 16):
@@ -444,7 +453,7 @@ class Assembler:
         self._emit(prefixes=b"\x66" if dst.size == 16 else b"", opcode=b"\x0f" + bytes([0xB6 if ssize == 8 else 0xB7]),
                    reg=dst, rm=src, w=dst.size == 64)
 
-    def xchg(self, a: Reg, b) -> None:
+    def xchg(self, a: Reg, b: RM) -> None:
         """XCHG r/m, r: 86/87 /r."""
         self._gpr_form(0x86, 0x87, a, b)
 
@@ -454,7 +463,7 @@ class Assembler:
             raise AsmError("bswap takes a 32- or 64-bit register")
         self._op_plus_reg(0xC8, r, w=r.size == 64, two_byte=True)
 
-    def push(self, x) -> None:
+    def push(self, x: Reg | int) -> None:
         """PUSH r64: 50+rd · imm8: 6A ib · imm32: 68 id (sign-extended to the stack width)."""
         if isinstance(x, int):
             if _fits_s8(x):
@@ -478,7 +487,7 @@ class Assembler:
 
     _ALU = {"add": 0, "or": 1, "adc": 2, "sbb": 3, "and": 4, "sub": 5, "xor": 6, "cmp": 7}
 
-    def _alu(self, name: str, dst, src) -> None:
+    def _alu(self, name: str, dst: RM, src: RM | int) -> None:
         """Group-1 ALU ops (SDM "ADD" etc.): r/m, r: 00+8k /r (01 for 16/32/64) · r, r/m: 02+8k /r ·
         r/m, imm8 (sign-extended): 83 /k ib · r/m, imm: 80 /k ib, 81 /k id."""
         k = self._ALU[name]
@@ -503,16 +512,16 @@ class Assembler:
             return self._gpr_form(8 * k + 2, 8 * k + 3, dst, src)
         raise AsmError(f"{name} {dst!r}, {src!r}: no such form")
 
-    def add(self, dst, src) -> None: self._alu("add", dst, src)
-    def or_(self, dst, src) -> None: self._alu("or", dst, src)
-    def adc(self, dst, src) -> None: self._alu("adc", dst, src)
-    def sbb(self, dst, src) -> None: self._alu("sbb", dst, src)
-    def and_(self, dst, src) -> None: self._alu("and", dst, src)
-    def sub(self, dst, src) -> None: self._alu("sub", dst, src)
-    def xor(self, dst, src) -> None: self._alu("xor", dst, src)
-    def cmp(self, dst, src) -> None: self._alu("cmp", dst, src)
+    def add(self, dst: RM, src: RM | int) -> None: self._alu("add", dst, src)
+    def or_(self, dst: RM, src: RM | int) -> None: self._alu("or", dst, src)
+    def adc(self, dst: RM, src: RM | int) -> None: self._alu("adc", dst, src)
+    def sbb(self, dst: RM, src: RM | int) -> None: self._alu("sbb", dst, src)
+    def and_(self, dst: RM, src: RM | int) -> None: self._alu("and", dst, src)
+    def sub(self, dst: RM, src: RM | int) -> None: self._alu("sub", dst, src)
+    def xor(self, dst: RM, src: RM | int) -> None: self._alu("xor", dst, src)
+    def cmp(self, dst: RM, src: RM | int) -> None: self._alu("cmp", dst, src)
 
-    def test(self, dst, src) -> None:
+    def test(self, dst: RM, src: Reg | int) -> None:
         """TEST r/m, r: 84/85 /r · r/m, imm: F6 /0 ib, F7 /0 id."""
         if isinstance(src, int):
             size = self._size(dst)
@@ -523,34 +532,34 @@ class Assembler:
             return self._gpr_form(0xF6, 0xF7, 0, dst, size=size, imm=self._imm(src, min(size, 32) // 8))
         self._gpr_form(0x84, 0x85, src, dst)
 
-    def _unary(self, digit: int, opc8: int, opc: int, x) -> None:
+    def _unary(self, digit: int, opc8: int, opc: int, x: RM) -> None:
         self._gpr_form(opc8, opc, digit, x, size=self._size(x))
 
-    def inc(self, x) -> None: self._unary(0, 0xFE, 0xFF, x)  # FE/FF /0 (not 40+r: that is REX in 64-bit mode)
-    def dec(self, x) -> None: self._unary(1, 0xFE, 0xFF, x)  # FE/FF /1
-    def not_(self, x) -> None: self._unary(2, 0xF6, 0xF7, x)  # F6/F7 /2
-    def neg(self, x) -> None: self._unary(3, 0xF6, 0xF7, x)  # F6/F7 /3
-    def mul(self, x) -> None: self._unary(4, 0xF6, 0xF7, x)  # F6/F7 /4: rdx:rax = rax * x (unsigned)
-    def div(self, x) -> None: self._unary(6, 0xF6, 0xF7, x)  # F6/F7 /6: rax = rdx:rax / x, rdx = remainder
+    def inc(self, x: RM) -> None: self._unary(0, 0xFE, 0xFF, x)  # FE/FF /0 (not 40+r: that is REX in 64-bit mode)
+    def dec(self, x: RM) -> None: self._unary(1, 0xFE, 0xFF, x)  # FE/FF /1
+    def not_(self, x: RM) -> None: self._unary(2, 0xF6, 0xF7, x)  # F6/F7 /2
+    def neg(self, x: RM) -> None: self._unary(3, 0xF6, 0xF7, x)  # F6/F7 /3
+    def mul(self, x: RM) -> None: self._unary(4, 0xF6, 0xF7, x)  # F6/F7 /4: rdx:rax = rax * x (unsigned)
+    def div(self, x: RM) -> None: self._unary(6, 0xF6, 0xF7, x)  # F6/F7 /6: rax = rdx:rax / x, rdx = remainder
 
     _SHIFT = {"rol": 0, "ror": 1, "shl": 4, "shr": 5, "sar": 7}
 
-    def _shift(self, name: str, dst, count) -> None:
+    def _shift(self, name: str, dst: RM, count: Reg | int) -> None:
         """Group-2 shifts/rotates: r/m, 1: D0/D1 /k · r/m, CL: D2/D3 /k · r/m, imm8: C0/C1 /k ib."""
         k = self._SHIFT[name]
         if count is CL:
             return self._gpr_form(0xD2, 0xD3, k, dst)
         if count == 1:
             return self._gpr_form(0xD0, 0xD1, k, dst)
-        if not 0 <= count < 64:
+        if isinstance(count, Reg) or not 0 <= count < 64:
             raise AsmError(f"{name}: bad count {count}")
         self._gpr_form(0xC0, 0xC1, k, dst, imm=bytes([count]))
 
-    def rol(self, dst, count) -> None: self._shift("rol", dst, count)
-    def ror(self, dst, count) -> None: self._shift("ror", dst, count)
-    def shl(self, dst, count) -> None: self._shift("shl", dst, count)
-    def shr(self, dst, count) -> None: self._shift("shr", dst, count)
-    def sar(self, dst, count) -> None: self._shift("sar", dst, count)
+    def rol(self, dst: RM, count: Reg | int) -> None: self._shift("rol", dst, count)
+    def ror(self, dst: RM, count: Reg | int) -> None: self._shift("ror", dst, count)
+    def shl(self, dst: RM, count: Reg | int) -> None: self._shift("shl", dst, count)
+    def shr(self, dst: RM, count: Reg | int) -> None: self._shift("shr", dst, count)
+    def sar(self, dst: RM, count: Reg | int) -> None: self._shift("sar", dst, count)
 
     # ----- control flow
 
@@ -569,7 +578,7 @@ class Assembler:
         end = len(self.buf)
         self.fixups.append(_Fixup(end - size, size, "rel", target, 0, end, True))
 
-    def jmp(self, target, short: bool | None = None) -> None:
+    def jmp(self, target: str | RM, short: bool | None = None) -> None:
         """JMP rel8: EB cb · rel32: E9 cd · r/m64 (or r/m32 in 32-bit mode): FF /4."""
         if isinstance(target, str):
             return self._rel(b"\xeb", b"\xe9", target, short)
@@ -585,13 +594,13 @@ class Assembler:
             raise AsmError(f"jmp to {address:#x} is out of rel32 reach from {self.base + len(self.buf):#x}")
         self.buf[-4:] = self._imm(rel, 4)
 
-    def call(self, target) -> None:
+    def call(self, target: str | RM) -> None:
         """CALL rel32: E8 cd · r/m64: FF /2."""
         if isinstance(target, str):
             return self._rel(b"", b"\xe8", target, False)
         self._indirect(2, target)
 
-    def _indirect(self, digit: int, target) -> None:
+    def _indirect(self, digit: int, target: RM) -> None:
         want = 64 if self.bits == 64 else 32
         if isinstance(target, Reg) and target.size != want:
             raise AsmError(f"indirect branch takes a {want}-bit register here")
@@ -664,38 +673,43 @@ class Assembler:
 
     # ----- SSE / SHA (operand order as Intel syntax: dst, src)
 
-    def _sse(self, prefix: bytes, opcode: bytes, dst, src, imm: bytes = b"") -> None:
+    def _sse(self, prefix: bytes, opcode: bytes, dst: RM, src: RM, imm: bytes = b"") -> None:
         for x in (dst, src):
             if isinstance(x, Reg) and x.kind != "xmm":
                 raise AsmError(f"{x.name} is not an xmm register")
-        reg, rm = (dst, src) if isinstance(dst, Reg) else (src, dst)
+        if isinstance(dst, Reg):
+            reg, rm = dst, src
+        elif isinstance(src, Reg):
+            reg, rm = src, dst
+        else:
+            raise AsmError("an SSE instruction needs an xmm register operand")
         self._emit(prefixes=prefix, opcode=opcode, reg=reg, rm=rm, imm=imm)
 
-    def movdqu(self, dst, src) -> None:
+    def movdqu(self, dst: RM, src: RM) -> None:
         """MOVDQU xmm, m128: F3 0F 6F /r · m128, xmm: F3 0F 7F /r."""
         self._sse(b"\xf3", b"\x0f\x6f" if isinstance(dst, Reg) else b"\x0f\x7f", dst, src)
 
-    def movdqa(self, dst, src) -> None:
+    def movdqa(self, dst: RM, src: RM) -> None:
         """MOVDQA xmm, xmm/m128: 66 0F 6F /r · m128, xmm: 66 0F 7F /r (memory must be 16-byte aligned)."""
         self._sse(b"\x66", b"\x0f\x6f" if isinstance(dst, Reg) else b"\x0f\x7f", dst, src)
 
-    def paddd(self, dst, src) -> None: self._sse(b"\x66", b"\x0f\xfe", dst, src)  # 66 0F FE /r
-    def pxor(self, dst, src) -> None: self._sse(b"\x66", b"\x0f\xef", dst, src)  # 66 0F EF /r
-    def punpcklqdq(self, dst, src) -> None: self._sse(b"\x66", b"\x0f\x6c", dst, src)  # 66 0F 6C /r
-    def punpckhqdq(self, dst, src) -> None: self._sse(b"\x66", b"\x0f\x6d", dst, src)  # 66 0F 6D /r
-    def pshufb(self, dst, src) -> None: self._sse(b"\x66", b"\x0f\x38\x00", dst, src)  # 66 0F 38 00 /r (SSSE3)
+    def paddd(self, dst: RM, src: RM) -> None: self._sse(b"\x66", b"\x0f\xfe", dst, src)  # 66 0F FE /r
+    def pxor(self, dst: RM, src: RM) -> None: self._sse(b"\x66", b"\x0f\xef", dst, src)  # 66 0F EF /r
+    def punpcklqdq(self, dst: RM, src: RM) -> None: self._sse(b"\x66", b"\x0f\x6c", dst, src)  # 66 0F 6C /r
+    def punpckhqdq(self, dst: RM, src: RM) -> None: self._sse(b"\x66", b"\x0f\x6d", dst, src)  # 66 0F 6D /r
+    def pshufb(self, dst: RM, src: RM) -> None: self._sse(b"\x66", b"\x0f\x38\x00", dst, src)  # 66 0F 38 00 /r (SSSE3)
 
-    def pshufd(self, dst, src, order: int) -> None:
+    def pshufd(self, dst: RM, src: RM, order: int) -> None:
         """PSHUFD xmm, xmm/m128, imm8: 66 0F 70 /r ib."""
         self._sse(b"\x66", b"\x0f\x70", dst, src, self._imm(order, 1, False))
 
-    def palignr(self, dst, src, shift: int) -> None:
+    def palignr(self, dst: RM, src: RM, shift: int) -> None:
         """PALIGNR xmm, xmm/m128, imm8: 66 0F 3A 0F /r ib (SSSE3)."""
         self._sse(b"\x66", b"\x0f\x3a\x0f", dst, src, self._imm(shift, 1, False))
 
-    def sha256rnds2(self, dst, src) -> None:
+    def sha256rnds2(self, dst: RM, src: RM) -> None:
         """SHA256RNDS2 xmm1, xmm2/m128, <XMM0>: NP 0F 38 CB /r. dst = CDGH in, ABEF out; src = ABEF."""
         self._sse(b"", b"\x0f\x38\xcb", dst, src)
 
-    def sha256msg1(self, dst, src) -> None: self._sse(b"", b"\x0f\x38\xcc", dst, src)  # NP 0F 38 CC /r
-    def sha256msg2(self, dst, src) -> None: self._sse(b"", b"\x0f\x38\xcd", dst, src)  # NP 0F 38 CD /r
+    def sha256msg1(self, dst: RM, src: RM) -> None: self._sse(b"", b"\x0f\x38\xcc", dst, src)  # NP 0F 38 CC /r
+    def sha256msg2(self, dst: RM, src: RM) -> None: self._sse(b"", b"\x0f\x38\xcd", dst, src)  # NP 0F 38 CD /r

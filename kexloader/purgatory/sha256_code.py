@@ -17,11 +17,14 @@ Round structure and constants are from FIPS 180-4 §4.2.2, §5.3.3 and §6.2; th
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .asm import (CR0, CR4, EAX, EBP, EBX, ECX, EDX, ESI, R8, R8D, R9D, R10D, R11D, R12, R12D, R13, R13D, R14,
                   R14D, R15, R15D, RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP, XMM0, XMM1, XMM2, XMM3, XMM4, XMM5,
-                  XMM6, XMM7, XMM8, XMM9, XMM10, Assembler, Mem, mem, rip)
+                  XMM6, XMM7, XMM8, XMM9, XMM10, Assembler, Mem, Reg, mem, rip)
+
+if TYPE_CHECKING:
+    from .program import Region  # program imports this module
 
 # FIPS 180-4 §4.2.2: first 32 bits of the fractional parts of the cube roots of the first 64 primes
 K = (
@@ -314,7 +317,7 @@ def emit_regions(a: Assembler, name: str = "sha256_regions") -> None:
     a.dd(*H0)
 
 
-def _call_blocks(a: Assembler, ws) -> None:
+def _call_blocks(a: Assembler, ws: Reg) -> None:
     """blocks_fn(state, buffer, 1)."""
     a.mov(RDI, ws)
     a.lea(RSI, mem(ws, WS_BUF))
@@ -384,7 +387,7 @@ def emit_verify(a: Assembler, count: int, fail_label: str, workspace: str = "wor
         a.j("ne", fail_label)
 
 
-def emit_verify_data(a: Assembler, regions: Sequence, digest: bytes) -> None:
+def emit_verify_data(a: Assembler, regions: Sequence[Region], digest: bytes) -> None:
     a.align(8, 0)
     a.label("sha_regions")  # {u64 start, u64 len}[], in the order the loader hashed them
     for r in regions:
