@@ -36,9 +36,8 @@ from . import cmdline as cmdlines
 from .errors import NoCrashRegionError, PlacementError, SystemFactsError, UsageError
 from .formats import elfcore
 from .memory import Layout, merge, subtract
-from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, GiB, KiB, MemRegion, MiB,
-                    PAGE_SIZE, Range, SystemFacts, align_up)
-from .purgatory.program import Backup
+from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, Backup, GiB, KiB, MemRegion,
+                    MiB, PAGE_SIZE, Range, SystemFacts, align_up)
 
 # Direct-map base of x86-64 with 4-level paging since Linux 4.20, used when /proc/kcore could not tell the
 # randomized one. A wrong p_vaddr does not matter to makedumpfile or /proc/vmcore (they use VMCOREINFO and

@@ -10,8 +10,8 @@ import hashlib
 from collections.abc import Sequence
 
 from .memory import Layout
-from .model import MAP_ONLY, PurgatoryOptions, Range, Segment
-from .purgatory.program import Backup, Region, build_purgatory, purgatory_size
+from .model import MAP_ONLY, Backup, PurgatoryOptions, Range, Segment
+from .purgatory.program import Region, build_purgatory, purgatory_size
 
 ZEROS = bytes(1 << 20)
 

@@ -179,6 +179,16 @@ class PurgatoryOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Backup:
+    """kdump: the purgatory copies size bytes from src to dst after verification, before the hand-off (crash.py
+    picks the range, the purgatory does the copy)."""
+
+    src: int
+    dst: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     """A multiboot module: its bytes and its command line (which starts with its name)."""
 

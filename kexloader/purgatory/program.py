@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..errors import KexloaderError, NotSupportedYet
-from ..model import PAGE_SIZE, PurgatoryOptions, align_up
+from ..model import PAGE_SIZE, Backup, PurgatoryOptions, align_up
 from . import sha256_code
 from .asm import (AL, CR0, CR3, CR4, DS, DX, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, FS, GS, R8D, R9D, R10D, R11D,
                   R12D, R13D, R14D, R15D, RAX, RCX, RDI, RSI, RSP, SS, Assembler, absolute, mem, rip)
@@ -67,15 +67,6 @@ class Region:
     """A physical range the purgatory hashes."""
 
     start: int
-    size: int
-
-
-@dataclass(frozen=True)
-class Backup:
-    """kdump: copy size bytes from src to dst after verification, before the hand-off."""
-
-    src: int
-    dst: int
     size: int
 
 
