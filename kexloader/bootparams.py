@@ -60,7 +60,8 @@ def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memma
     params.e820_table = table + [dict(addr=0, size=0, type=0)] * (bp.E820_MAX_ENTRIES_ZEROPAGE - len(table))
     params.e820_entries = len(table)
     params.alt_mem_k = _kib_above_1m(entries)
-    return bp.BootParams.build(params)
+    zero_page: bytes = bp.BootParams.build(params)
+    return zero_page
 
 
 VIDEO_TYPES = {0x23: "VESA framebuffer", 0x70: "EFI framebuffer"}  # screen_info.orig_video_isVGA (VIDEO_TYPE_*)

@@ -23,13 +23,13 @@ Pure: facts and bytes in, bytes and notes out; `place` records one segment in a 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .formats import bzimage as bz
 from .formats import efi as fe
 from .memory import Layout
-from .model import EfiFacts, MemRegion, Range, SystemFacts
+from .model import EfiFacts, EfiRuntimeRegion, MemRegion, Range, SystemFacts
 
 XLOADFLAGS_SINCE = 0x020C  # boot protocol that introduced xloadflags
 FIRMWARE_RUNTIME_TYPES = (fe.RUNTIME_SERVICES_CODE, fe.RUNTIME_SERVICES_DATA)
@@ -47,11 +47,12 @@ class EfiHandover:
 
     def efi_info(self, memmap_at: int) -> bytes:
         """The 32 bytes of boot_params.efi_info once the memory map sits at `memmap_at`."""
-        return fe.EfiInfo.build(dict(
+        info: bytes = fe.EfiInfo.build(dict(
             efi_loader_signature=fe.EFI64_LOADER_SIGNATURE, efi_systab=self.efi.systab & 0xFFFFFFFF,
             efi_systab_hi=self.efi.systab >> 32, efi_memdesc_size=self.efi.memdesc_size,
             efi_memdesc_version=self.efi.memdesc_version, efi_memmap=memmap_at & 0xFFFFFFFF,
             efi_memmap_hi=memmap_at >> 32, efi_memmap_size=len(self.memmap)))
+        return info
 
 
 def xloadflags(header_page: bytes) -> int:
@@ -103,7 +104,7 @@ def decide(facts: SystemFacts, *, kernel_flags: int, noefi: bool, what: str,
                       f"{efi.smbios or 0:#x}: the next kernel keeps EFI runtime services")
 
 
-def runtime_map_problem(regions, memmap: Sequence[MemRegion]) -> str | None:
+def runtime_map_problem(regions: Iterable[EfiRuntimeRegion], memmap: Sequence[MemRegion]) -> str | None:
     """Why a runtime map cannot be handed over with `memmap`, or None: two regions overlap, or a region of the
     firmware's runtime code or data is RAM in the map (the next kernel would allocate over the firmware). Boot
     services regions tagged EFI_MEMORY_RUNTIME by Linux itself (efi_mem_reserve: ESRT, TPM log, ...) may be

@@ -73,6 +73,7 @@ class BackendError(KexloaderError):
 
     exit_code = EXIT_FAILURE
 
-    def __init__(self, message: str, *, errno: int | None = None, **kw):
-        super().__init__(message, **kw)
+    def __init__(self, message: str, *, errno: int | None = None, hint: str | None = None,
+                 exit_code: int | None = None):
+        super().__init__(message, hint=hint, exit_code=exit_code)
         self.errno = errno

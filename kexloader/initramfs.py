@@ -15,10 +15,10 @@ Two ways to hand the parts over, same contents to the kernel:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from .memory import Layout
+from .memory import Layout, SegmentData
 from .model import PAGE_SIZE, Range, Segment, align_up
 
 # Parts beyond this many are joined into one segment: kexec_load takes 16 segments at most, and the
@@ -31,15 +31,15 @@ class InitrdPart:
     """One piece of the initramfs: where it came from (a file, a UKI section) and its bytes."""
 
     name: str
-    data: Any = None  # bytes-like
+    data: SegmentData = b""
 
 
-def padded_size(parts) -> int:
+def padded_size(parts: Iterable[InitrdPart]) -> int:
     """Bytes of the joined initramfs: each part padded to 4 bytes."""
     return sum(align_up(len(p.data), 4) for p in parts)
 
 
-def join(parts) -> bytes:
+def join(parts: Sequence[InitrdPart]) -> bytes:
     """The parts concatenated, each padded with zeros to a multiple of 4 bytes (one copy)."""
     out = bytearray(padded_size(parts))
     at = 0
@@ -49,16 +49,17 @@ def join(parts) -> bytes:
     return bytes(out)
 
 
-def describe(parts) -> str:
+def describe(parts: Iterable[InitrdPart]) -> str:
     return " + ".join(f"{p.name} ({len(p.data)} bytes)" for p in parts)
 
 
-def coalesce(parts) -> list:
+def coalesce(parts: Iterable[InitrdPart]) -> list[InitrdPart]:
     """Runs of generated parts (bytes: the stub's /.extra archives) joined into one part each; parts that are
     views of files (sections of a UKI, --initrd files) stay as they are, to be passed without a copy."""
-    out, run = [], []
+    out: list[InitrdPart] = []
+    run: list[InitrdPart] = []
 
-    def flush():
+    def flush() -> None:
         if run:
             out.append(run[0] if len(run) == 1 else InitrdPart(describe(run), join(run)))
             run.clear()
@@ -72,7 +73,7 @@ def coalesce(parts) -> list:
     return out
 
 
-def place(layout: Layout, parts, *, window: Range, what: str = "") -> Segment:
+def place(layout: Layout, parts: Iterable[InitrdPart], *, window: Range, what: str = "") -> Segment:
     """Place the parts contiguously in `layout`, top-down inside `window`; the returned Segment spans the
     whole initramfs (its `mem`, and `data` sized as the kernel's ramdisk_size) and is not itself recorded.
 
@@ -100,14 +101,15 @@ def place(layout: Layout, parts, *, window: Range, what: str = "") -> Segment:
 class _Sized:
     """Stands for the joined initramfs where only its length is read (the zero page's ramdisk_size)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int) -> None:
         self.size = size
 
     def __len__(self) -> int:
         return self.size
 
 
-def newc_cpio(directory: str, files, *, dir_mode: int = 0o555, file_mode: int = 0o444) -> bytes:
+def newc_cpio(directory: str, files: Iterable[tuple[str, SegmentData]], *, dir_mode: int = 0o555,
+              file_mode: int = 0o444) -> bytes:
     """A newc cpio archive of `files` ((name, bytes) pairs) in `directory`, its parent directories first, as
     systemd-stub packs the files it passes to the kernel (inodes from 1, owner root, mtime 0, mode as given;
     Documentation/driver-api/early-userspace/buffer-format.rst)."""

@@ -25,6 +25,7 @@ Pure: facts in, bytes out.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .model import E820_RESERVED, MemRegion, Range, SystemFacts
@@ -87,7 +88,7 @@ def build(facts: SystemFacts, mem_lower_kib: int) -> BiosArea | None:
     return BiosArea(bytes(page0), ebda & ~(PAGE - 1), ebda, ebda // KiB, tables, tuple(notes))
 
 
-def _checksum(data: bytes) -> int:
+def _checksum(data: bytes | bytearray) -> int:
     return -sum(data) & 0xFF
 
 
@@ -99,11 +100,12 @@ def build_rsdp(xsdt: int) -> bytes:
     return bytes(raw)
 
 
-def build_acpi_blob(tables, base: int) -> tuple[bytes, int]:
+def build_acpi_blob(tables: Sequence[tuple[str, bytes]], base: int) -> tuple[bytes, int]:
     """(the bytes at `base`: an XSDT listing copies of `tables`, then the copies, 16-byte aligned; the XSDT's
     address). ACPI 6.5 5.2.8: a table header then 64-bit physical addresses."""
     header = 36 + 8 * len(tables)
-    body, addrs = bytearray(), []
+    body = bytearray()
+    addrs: list[int] = []
     at = (header + 15) & ~15
     for _, data in tables:
         body += bytes(at - header - len(body))
@@ -116,10 +118,10 @@ def build_acpi_blob(tables, base: int) -> tuple[bytes, int]:
     return bytes(xsdt) + bytes(body), base
 
 
-def memmap_for(memmap, area: BiosArea, acpi: Range | None) -> list[MemRegion]:
+def memmap_for(memmap: Iterable[MemRegion], area: BiosArea, acpi: Range | None) -> list[MemRegion]:
     """`memmap` with page 0 and [ebda, 640 KiB or the end of that RAM range) reserved (BIOSes report their EBDA
     so), and the range holding the ACPI copies typed ACPI (reclaimable)."""
-    out = []
+    out: list[MemRegion] = []
     for r in memmap:
         # page 0 reserved too: a PV dom0 reads the EBDA pointer through /dev/mem-style identity mappings, which it
         # gets only for non-RAM (its own RAM page 0 would read as zeros), and Linux reserves page 0 anyway

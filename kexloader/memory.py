@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from .errors import PlacementError
 from .model import KEXEC_SEGMENT_MAX, PAGE_SIZE, Plan, Range, Segment, align_down, align_up
 
+SegmentData = bytes | bytearray | memoryview  # a segment's bytes: a memoryview of an mmap'ed file is not copied
+
 ADDRESS_LIMIT = 1 << 46  # KEXEC_DESTINATION_MEMORY_LIMIT with 4-level paging (MAXMEM)
 EVERYWHERE = Range(0, ADDRESS_LIMIT)
 
@@ -76,7 +78,7 @@ class Layout:
     def free(self) -> list[Range]:
         return subtract(self.usable, (s.range for s in self.segments))
 
-    def place(self, role: str, data, *, memsz: int | None = None, align: int = PAGE_SIZE,
+    def place(self, role: str, data: SegmentData, *, memsz: int | None = None, align: int = PAGE_SIZE,
               window: Range = EVERYWHERE, top_down: bool = True, what: str = "") -> Segment:
         """Find room for `data` (zero-filled up to `memsz`) and record the segment."""
         size = align_up(max(memsz or 0, len(data), 1), PAGE_SIZE)
@@ -86,7 +88,7 @@ class Layout:
             raise PlacementError(f"{role} ({what or 'data'}): {e}", hint=e.hint) from None
         return self.put(role, data, spot.start, size, what)
 
-    def put(self, role: str, data, mem: int, memsz: int, what: str = "") -> Segment:
+    def put(self, role: str, data: SegmentData, mem: int, memsz: int, what: str = "") -> Segment:
         """Record a segment at a fixed address (an ELF PT_LOAD, a non-relocatable kernel)."""
         seg = Segment(role, mem, align_up(max(memsz, len(data)), PAGE_SIZE), data, what)
         for other in self.segments:
@@ -98,7 +100,7 @@ class Layout:
         self.segments.append(seg)
         return seg
 
-    def replace(self, seg: Segment, data) -> Segment:
+    def replace(self, seg: Segment, data: SegmentData) -> Segment:
         """Swap in the final bytes of a segment placed earlier (e.g. code built once its address is known)."""
         if len(data) > seg.memsz:
             raise PlacementError(f"{seg.role} grew to {len(data):#x} bytes, more than the {seg.memsz:#x} reserved")
