@@ -36,6 +36,7 @@ import struct
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO, Protocol
 
 from .errors import KexloaderError
 from .formats import elfcore
@@ -109,10 +110,17 @@ def parse_vmcoreinfo(desc: bytes) -> dict[str, str]:
     return info
 
 
+class CoreBuffer(Protocol):
+    """What a Core reads of its buffer (bytes, an mmap, a memoryview): its length and slices."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, s: slice, /) -> bytes | memoryview: ...
+
+
 class Core:
     """An ELF64 little-endian core in a buffer (mmap, bytes): its PT_LOADs and its notes."""
 
-    def __init__(self, buf, name: str = "vmcore"):
+    def __init__(self, buf: CoreBuffer, name: str = "vmcore"):
         self.buf = buf
         self.name = name
         self.size = len(buf)
@@ -206,7 +214,8 @@ class P2M:
         self._leaves: dict[int, int] = {}
 
     def _entry(self, mfn: int, index: int, what: str) -> int:
-        return struct.unpack("<Q", self.core.phys(mfn * PAGE_SIZE + index * 8, 8, what, EXIT_POINTER))[0]
+        entry: int = struct.unpack("<Q", self.core.phys(mfn * PAGE_SIZE + index * 8, 8, what, EXIT_POINTER))[0]
+        return entry
 
     def __call__(self, paddr: int) -> int:
         pfn = paddr // PAGE_SIZE
@@ -260,9 +269,11 @@ class KernelMemory:
 
     def _walk(self, va: int) -> int | None:
         table = self.root
+        if table is None:  # no page tables known (callers check)
+            return None
         for level in range(self.levels, 0, -1):
             shift = 12 + 9 * (level - 1)
-            entry = struct.unpack("<Q", self.core.phys(table + ((va >> shift) & 511) * 8, 8,
+            entry: int = struct.unpack("<Q", self.core.phys(table + ((va >> shift) & 511) * 8, 8,
                                                        "a page table", EXIT_POINTER))[0]
             if not entry & PTE_PRESENT:
                 return None
@@ -282,8 +293,8 @@ class KernelMemory:
                 base = self.to_machine(page - START_KERNEL_MAP + self.phys_base)
             elif self.root is not None and (got := self._walk(page)) is not None:
                 base = got
-            elif (got := self.core.by_vaddr(page)) is not None:
-                base = got[0]
+            elif (hit := self.core.by_vaddr(page)) is not None:
+                base = hit[0]
             else:
                 raise VmcoreError(f"{self.core.name}: {what}: no program header or page table maps virtual address "
                                   f"{va:#x}", EXIT_NO_MAPPING)
@@ -300,14 +311,24 @@ class KernelMemory:
         return bytes(out)
 
     def u64(self, va: int, what: str) -> int:
-        return struct.unpack("<Q", self.read(va, 8, what, EXIT_POINTER))[0]
+        value: int = struct.unpack("<Q", self.read(va, 8, what, EXIT_POINTER))[0]
+        return value
 
     def u32(self, va: int, what: str) -> int:
-        return struct.unpack("<I", self.read(va, 4, what, EXIT_VALUE))[0]
+        value: int = struct.unpack("<I", self.read(va, 4, what, EXIT_VALUE))[0]
+        return value
 
 
 def symbol(info: dict[str, str], name: str) -> int | None:
     return _number(info, f"SYMBOL({name})", 16)
+
+
+def _required_symbol(info: dict[str, str], name: str, code: int) -> int:
+    """SYMBOL(name), which must be there and non-zero."""
+    value = symbol(info, name)
+    if not value:
+        raise VmcoreError(f"VMCOREINFO has no SYMBOL({name})", code)
+    return value
 
 
 # ------------------------------------------------------------------------------------------ the log formats
@@ -342,7 +363,7 @@ class Layout:
 def lockless_records(mem: KernelMemory, info: dict[str, str]) -> Iterator[bytes]:
     """Linux 5.10+: the lines of the printk ring buffer SYMBOL(prb) points at."""
     L = Layout(info, EXIT_RING_LAYOUT)
-    prb = mem.u64(symbol(info, "prb"), "the prb pointer")
+    prb = mem.u64(_required_symbol(info, "prb", EXIT_RING_LAYOUT), "the prb pointer")
     rb = mem.read(prb, L("SIZE(printk_ringbuffer)"), "the printk_ringbuffer")
     dr, tr, counter = L("OFFSET(printk_ringbuffer.desc_ring)"), L("OFFSET(printk_ringbuffer.text_data_ring)"), \
         L("OFFSET(atomic_long_t.counter)")
@@ -351,7 +372,8 @@ def lockless_records(mem: KernelMemory, info: dict[str, str]) -> Iterator[bytes]
         if offset + struct.calcsize(fmt) > len(blob):
             raise VmcoreError(f"VMCOREINFO's offsets point past SIZE() of their structure ({offset})",
                               EXIT_RING_LAYOUT)
-        return struct.unpack_from(fmt, blob, offset)[0]
+        value: int = struct.unpack_from(fmt, blob, offset)[0]
+        return value
 
     count_bits = field(rb, dr + L("OFFSET(prb_desc_ring.count_bits)"), "<I")
     size_bits = field(rb, tr + L("OFFSET(prb_data_ring.size_bits)"), "<I")
@@ -400,13 +422,10 @@ def lockless_records(mem: KernelMemory, info: dict[str, str]) -> Iterator[bytes]
 
 def record_log(mem: KernelMemory, info: dict[str, str]) -> Iterator[bytes]:
     """Linux 3.5-5.9: struct printk_log records from log_first_idx to log_next_idx in log_buf."""
-    need = [("log_buf", symbol(info, "log_buf"), EXIT_REC_LOG_BUF),
-            ("log_buf_len", symbol(info, "log_buf_len"), EXIT_REC_LEN),
-            ("log_first_idx", symbol(info, "log_first_idx"), EXIT_REC_FIRST),
-            ("log_next_idx", symbol(info, "log_next_idx"), EXIT_REC_NEXT)]
-    for name, value, code in need:
-        if not value:
-            raise VmcoreError(f"VMCOREINFO has no SYMBOL({name})", code)
+    log_buf_at = _required_symbol(info, "log_buf", EXIT_REC_LOG_BUF)
+    log_buf_len_at = _required_symbol(info, "log_buf_len", EXIT_REC_LEN)
+    log_first_idx_at = _required_symbol(info, "log_first_idx", EXIT_REC_FIRST)
+    log_next_idx_at = _required_symbol(info, "log_next_idx", EXIT_REC_NEXT)
 
     def layout(names: Sequence[str], code: int) -> int:
         for key in names:
@@ -420,9 +439,9 @@ def record_log(mem: KernelMemory, info: dict[str, str]) -> Iterator[bytes]:
     text_len_at = layout(("OFFSET(log.text_len)", "OFFSET(printk_log.text_len)"), EXIT_REC_TEXTLEN)
     if not 0 < log_sz <= 4096 or max(ts_at + 8, len_at + 2, text_len_at + 2) > log_sz:
         raise VmcoreError(f"VMCOREINFO's struct printk_log layout is unusable (size {log_sz})", EXIT_REC_SIZE)
-    log_buf = mem.u64(need[0][1], "the log_buf pointer")
-    buf_len = mem.u32(need[1][1], "log_buf_len")
-    first, nxt = mem.u32(need[2][1], "log_first_idx"), mem.u32(need[3][1], "log_next_idx")
+    log_buf = mem.u64(log_buf_at, "the log_buf pointer")
+    buf_len = mem.u32(log_buf_len_at, "log_buf_len")
+    first, nxt = mem.u32(log_first_idx_at, "log_first_idx"), mem.u32(log_next_idx_at, "log_next_idx")
     buf_len = buf_len if buf_len < 1 << 31 else 0  # an int in the kernel
     idx, wrapped = first, False
     while idx != nxt:
@@ -446,13 +465,13 @@ def record_log(mem: KernelMemory, info: dict[str, str]) -> Iterator[bytes]:
 
 def char_log(mem: KernelMemory, info: dict[str, str]) -> Iterator[bytes]:
     """Linux before 3.5: log_buf is a ring of characters ending at log_end."""
-    for name, code in (("log_buf", EXIT_LEGACY_LOG_BUF), ("log_end", EXIT_LEGACY_LOG_END),
-                       ("log_buf_len", EXIT_LEGACY_LEN), ("logged_chars", EXIT_LEGACY_CHARS)):
-        if not symbol(info, name):
-            raise VmcoreError(f"VMCOREINFO has no SYMBOL({name})", code)
-    log_buf = mem.u64(symbol(info, "log_buf"), "the log_buf pointer")
-    end = mem.u32(symbol(info, "log_end"), "log_end")
-    buf_len = mem.u32(symbol(info, "log_buf_len"), "log_buf_len")
+    log_buf_at = _required_symbol(info, "log_buf", EXIT_LEGACY_LOG_BUF)
+    log_end_at = _required_symbol(info, "log_end", EXIT_LEGACY_LOG_END)
+    log_buf_len_at = _required_symbol(info, "log_buf_len", EXIT_LEGACY_LEN)
+    _required_symbol(info, "logged_chars", EXIT_LEGACY_CHARS)
+    log_buf = mem.u64(log_buf_at, "the log_buf pointer")
+    end = mem.u32(log_end_at, "log_end")
+    buf_len = mem.u32(log_buf_len_at, "log_buf_len")
     if not 0 < buf_len <= LOG_BUF_LEN_MAX:
         raise VmcoreError(f"log_buf_len is {buf_len}: the printk log is corrupt", EXIT_LEGACY_LEN)
     chars = min(end, buf_len)
@@ -505,7 +524,7 @@ def dmesg(core: Core) -> Iterator[bytes]:
 class _Pread:
     """A read-only buffer over a file that cannot be mapped (len() and slices only)."""
 
-    def __init__(self, fd: int, size: int):
+    def __init__(self, fd: int, size: int) -> None:
         self.fd, self.size = fd, size
 
     def __len__(self) -> int:
@@ -515,7 +534,7 @@ class _Pread:
         return os.pread(self.fd, s.stop - s.start, s.start)
 
 
-def open_core(path: str):
+def open_core(path: str) -> tuple[Core, Callable[[], None]]:
     """(Core, closer): the file mapped read-only (or read with pread when mmap is refused)."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -523,17 +542,23 @@ def open_core(path: str):
         raise VmcoreError(f"cannot open {path}: {e.strerror}", EXIT_OPEN) from None
     try:
         size = os.fstat(fd).st_size
+        buf: mmap.mmap | _Pread
         try:
             buf = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else _Pread(fd, 0)
         except (OSError, ValueError):
             buf = _Pread(fd, size)
-        return Core(buf, path), lambda: (buf.close() if isinstance(buf, mmap.mmap) else None, os.close(fd))
+
+        def close() -> None:
+            if isinstance(buf, mmap.mmap):
+                buf.close()
+            os.close(fd)
+        return Core(buf, path), close
     except BaseException:
         os.close(fd)
         raise
 
 
-def main(argv: Sequence[str] | None = None, out=None) -> int:
+def main(argv: Sequence[str] | None = None, out: BinaryIO | None = None) -> int:
     """kexec-tools' `vmcore-dmesg FILE`: the log on stdout, or one line on stderr and its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv in (["-h"], ["--help"]):
@@ -560,7 +585,7 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
             closer()
 
 
-def _write_all(chunks: Iterator[bytes], out) -> None:
+def _write_all(chunks: Iterator[bytes], out: BinaryIO) -> None:
     """Write as the chunks come (a partial log is still worth having), as kexec-tools does."""
     written = 0
     try:
@@ -587,7 +612,7 @@ def _silence_stdout() -> None:
         pass
 
 
-def _flush_quietly(out) -> None:
+def _flush_quietly(out: BinaryIO) -> None:
     try:
         out.flush()
     except OSError:
