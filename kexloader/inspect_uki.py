@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .errors import KexloaderError
 from .images import uki
+from .memory import SegmentData
 
 
-def report(data, name: str) -> dict | None:
+def report(data: SegmentData, name: str) -> dict[str, Any] | None:
     """A JSON-able description of a PE image's UKI sections, or None when it is not a PE image."""
     if not uki.is_pe(data):
         return None
@@ -14,7 +17,7 @@ def report(data, name: str) -> dict | None:
         img = uki.read_pe(data, name)
     except KexloaderError as e:
         return {"error": str(e)}
-    out: dict = {
+    out: dict[str, Any] = {
         "machine": img.machine,
         "sections": [{"index": s.index, "name": s.name, "offset": s.file_offset, "size": s.file_size,
                       "vaddr": s.vaddr, "vsize": s.vsize} for s in img.sections],
@@ -28,11 +31,11 @@ def report(data, name: str) -> dict | None:
         value = uki.text(data, base.get(key))
         if value is not None:
             out[key[1:]] = uki.mangle_cmdline(value) if key == ".cmdline" else value.strip()
-    profiles = []
+    profiles: list[dict[str, Any]] = []
     for n, run in enumerate(img.profiles):
         own = {s.name: s for s in reversed(run)}
         info = uki.key_values(uki.text(data, own[".profile"]))
-        entry = {"index": n, "id": info.get("ID"), "title": info.get("TITLE"),
+        entry: dict[str, Any] = {"index": n, "id": info.get("ID"), "title": info.get("TITLE"),
                  "sections": [s.name for s in run[1:]]}
         if ".cmdline" in own:
             entry["cmdline"] = uki.mangle_cmdline(uki.text(data, own[".cmdline"]) or "")
@@ -48,8 +51,8 @@ def report(data, name: str) -> dict | None:
     return out
 
 
-def text_rows(u: dict) -> list[tuple[str, str]]:
-    rows = []
+def text_rows(u: dict[str, Any]) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
     if "osrel" in u:
         rows.append(("  .osrel", u["osrel"].get("PRETTY_NAME") or " ".join(f"{k}={v}" for k, v in u["osrel"].items())))
     if "uname" in u:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import cast
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.enums import ENUM_CORE_NOTE_N_TYPE, ENUM_NOTE_N_TYPE
+from elftools.elf.segments import NoteSegment
 
 from ..errors import MalformedImageError, UnsupportedImageError
 
@@ -23,7 +25,7 @@ EM_X86_64 = 62
 class ElfLoad:
     paddr: int
     memsz: int
-    data: object = field(repr=False)  # a slice of the file: p_filesz bytes
+    data: memoryview = field(repr=False)  # a slice of the file: p_filesz bytes
     vaddr: int = 0
     align: int = 0  # p_align
     flags: int = 0  # p_flags (PF_X 1, PF_W 2, PF_R 4)
@@ -40,18 +42,19 @@ class ElfImage:
     interp: bool = False  # has a PT_INTERP (a program, not a kernel)
 
 
-def _note_type(value) -> int:
+def _note_type(value: int | str) -> int:
     """The note type as a number: pyelftools names the GNU ones (NT_GNU_BUILD_ID ...) whatever the owner."""
     if isinstance(value, int):
         return value
     return ENUM_NOTE_N_TYPE.get(value, ENUM_CORE_NOTE_N_TYPE.get(value, -1))
 
 
-def is_elf(blob) -> bool:
+def is_elf(blob: bytes | bytearray | memoryview) -> bool:
     return bytes(blob[:4]) == b"\x7fELF"
 
 
-def read_elf(blob, name: str, *, machines: tuple[int, ...] = (EM_386, EM_X86_64)) -> ElfImage:
+def read_elf(blob: bytes | bytearray | memoryview, name: str, *,
+             machines: tuple[int, ...] = (EM_386, EM_X86_64)) -> ElfImage:
     try:
         elf = ELFFile(io.BytesIO(blob))
         machine = elf.header["e_machine"]
@@ -60,7 +63,9 @@ def read_elf(blob, name: str, *, machines: tuple[int, ...] = (EM_386, EM_X86_64)
             raise UnsupportedImageError(f"{name}: ELF for {machine}, not x86")
         if elf.little_endian is False:
             raise UnsupportedImageError(f"{name}: big-endian ELF")
-        loads, notes, interp = [], [], False
+        loads: list[ElfLoad] = []
+        notes: list[tuple[str, int, bytes]] = []
+        interp = False
         for seg in elf.iter_segments():
             kind = seg["p_type"]
             off, filesz, memsz = seg["p_offset"], seg["p_filesz"], seg["p_memsz"]
@@ -75,7 +80,7 @@ def read_elf(blob, name: str, *, machines: tuple[int, ...] = (EM_386, EM_X86_64)
                                      vaddr=seg["p_vaddr"], align=seg["p_align"], flags=seg["p_flags"]))
             elif kind == "PT_NOTE":
                 notes.extend((n["n_name"], _note_type(n["n_type"]), bytes(n.get("n_descdata", b"")))
-                             for n in seg.iter_notes())
+                             for n in cast(NoteSegment, seg).iter_notes())  # pyelftools: PT_NOTE
         if not loads:
             raise MalformedImageError(f"{name}: ELF without loadable segments")
         return ElfImage(elf.elfclass, machine_no, elf.header["e_type"], elf.header["e_entry"], tuple(loads),

@@ -26,13 +26,15 @@ systemd's pe.c does for files), and handed on as memoryview slices of the mapped
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from construct import ConstructError
+from construct import ConstructError, Container
 
 from ..errors import EXIT_FAILURE, MalformedImageError, UnknownFormatError, UsageError
 from ..formats import pe
 from ..initramfs import InitrdPart, newc_cpio
+from ..memory import SegmentData
 from ..model import LoadRequest, Plan, Range, SystemFacts
 from . import bzimage
 
@@ -84,7 +86,7 @@ class PeImage:
         return any(s.name == name for s in self.sections)
 
 
-def _pe_offsets(data) -> tuple[int, object] | None:
+def _pe_offsets(data: SegmentData) -> tuple[int, Container] | None:
     """(e_lfanew, COFF header) when data starts like a PE image, else None. Never raises."""
     if len(data) < pe.DosHeader.sizeof() or bytes(data[:2]) != pe.DOS_MAGIC:
         return None
@@ -98,11 +100,11 @@ def _pe_offsets(data) -> tuple[int, object] | None:
     return dos.e_lfanew, coff
 
 
-def is_pe(data) -> bool:
+def is_pe(data: SegmentData) -> bool:
     return _pe_offsets(data) is not None
 
 
-def probe(data) -> bool:
+def probe(data: SegmentData) -> bool:
     """A PE image with a .linux section (kexec-tools' uki probe), counting the section headers present
     even when the table is cut short (planning then says it is truncated)."""
     found = _pe_offsets(data)
@@ -119,7 +121,7 @@ def probe(data) -> bool:
     return False
 
 
-def read_pe(data, name: str) -> PeImage:
+def read_pe(data: SegmentData, name: str) -> PeImage:
     """The PE headers and section table, checked: every section's bytes inside the file, no two sections
     sharing file bytes or addresses."""
     found = _pe_offsets(data)
@@ -140,7 +142,7 @@ def read_pe(data, name: str) -> PeImage:
     if end > len(data):
         raise MalformedImageError(f"{name}: truncated PE section table: {count} sections need "
                                   f"[{table:#x}, {end:#x}), the file has {len(data):#x} bytes", exit_code=EXIT_FAILURE)
-    sections = []
+    sections: list[Section] = []
     for i in range(count):
         at = table + i * pe.SECTION_HEADER_SIZE
         h = pe.SectionHeader.parse(bytes(data[at:at + pe.SECTION_HEADER_SIZE]))
@@ -151,8 +153,9 @@ def read_pe(data, name: str) -> PeImage:
                                       f"{s.file_offset + s.file_size:#x}) passes the end of the file "
                                       f"({len(data):#x} bytes)", exit_code=EXIT_FAILURE)
         sections.append(s)
-    for what, key in (("file bytes", lambda s: Range(s.file_offset, s.file_size)),
-                      ("addresses", lambda s: Range(s.vaddr, s.vsize))):
+    spans_of: tuple[tuple[str, Callable[[Section], Range]], ...] = (
+        ("file bytes", lambda s: Range(s.file_offset, s.file_size)), ("addresses", lambda s: Range(s.vaddr, s.vsize)))
+    for what, key in spans_of:
         spans = sorted((key(s), s) for s in sections if key(s).size)
         for (ra, a), (rb, b) in zip(spans, spans[1:]):
             if ra.overlaps(rb):
@@ -161,7 +164,7 @@ def read_pe(data, name: str) -> PeImage:
     return PeImage(coff.Machine, tuple(sections))
 
 
-def section_data(data, s: Section):
+def section_data(data: SegmentData, s: Section) -> memoryview:
     """The section's content as a slice of `data` (no copy for a memoryview or mmap)."""
     return memoryview(data)[s.file_offset:s.file_offset + s.file_size]
 
@@ -190,7 +193,7 @@ def select(img: PeImage, profile: int | None, name: str) -> dict[str, Section]:
     return chosen
 
 
-def text(data, s: Section | None) -> str | None:
+def text(data: SegmentData, s: Section | None) -> str | None:
     """A text section (.cmdline, .osrel, .uname, .profile) up to its first NUL."""
     if s is None:
         return None
@@ -205,7 +208,7 @@ def mangle_cmdline(line: str) -> str:
 
 def key_values(txt: str | None) -> dict[str, str]:
     """os-release style KEY=value lines (.osrel, .profile); quotes around values removed."""
-    out = {}
+    out: dict[str, str] = {}
     for line in (txt or "").splitlines():
         key, sep, value = line.strip().partition("=")
         if sep and key and not key.startswith("#"):
@@ -218,15 +221,15 @@ class UkiContents:
     """What a UKI hands the next kernel for one profile."""
 
     profile: int
-    kernel: object  # the .linux section (memoryview)
+    kernel: memoryview  # the .linux section
     initrd_parts: tuple[InitrdPart, ...]  # .ucode, .initrd
     cmdline: str | None  # the mangled .cmdline, or None without one
     uname: str | None
     notes: tuple[str, ...]
 
 
-def contents(data, name: str, profile: int | None = None, sidecars: tuple = (),
-             addon_parts: tuple = ()) -> UkiContents:
+def contents(data: SegmentData, name: str, profile: int | None = None, sidecars: tuple[InitrdPart, ...] = (),
+             addon_parts: tuple[tuple[str, InitrdPart], ...] = ()) -> UkiContents:
     """The kernel, initrd parts and command line of `profile` (None: 0), checked.
 
     sidecars: InitrdParts the stub would build from files beside the UKI (credentials, system and
@@ -260,7 +263,7 @@ def contents(data, name: str, profile: int | None = None, sidecars: tuple = (),
                        text(data, chosen.get(".uname")), tuple(notes))
 
 
-def with_command_line(line: str, addon_cmdlines) -> str:
+def with_command_line(line: str, addon_cmdlines: Iterable[str]) -> str:
     """A command line with the addons' command lines appended, each mangled as the stub does."""
     for extra in addon_cmdlines:
         extra = mangle_cmdline(extra)
