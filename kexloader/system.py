@@ -1,4 +1,5 @@
-"""Facts about a machine, read live from /sys and /proc, or saved to and loaded from a JSON snapshot.
+"""Facts about a machine, read live from /sys and /proc (the JSON snapshot form is kexloader.snapshot; its
+load_snapshot and save_snapshot are re-exported here).
 
 Every reader takes `root` so tests (and offline builds) can point it at a copy of another machine's files.
 Readers report; they decide nothing.
@@ -9,8 +10,6 @@ Readers report; they decide nothing.
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import struct
 import sys
@@ -23,8 +22,8 @@ from .formats import xen as xf
 from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, E820_UNUSABLE,
                     KEXEC_SYSFS_DIR, KEXEC_SYSFS_FILES, IomemEntry, KernelText, KexecSysfs, MemRegion, Range,
                     SystemFacts, XenFacts)
-
-SNAPSHOT_VERSION = 1
+# re-exported: `system.load_snapshot` is what callers of the library have used
+from .snapshot import SNAPSHOT_VERSION, facts_from_json, facts_to_json, load_snapshot, save_snapshot  # noqa: F401
 
 # Type names of /sys/firmware/memmap/N/type and /proc/iomem (arch/x86/kernel/e820.c e820_type_to_string).
 TYPE_BY_NAME = {
@@ -376,109 +375,6 @@ def read_facts(root: Path = Path("/")) -> SystemFacts:
                                                     iomem),
                        page_offset=page_offset_from(kcore), os_release=read_os_release(root),
                        kexec=read_kexec_sysfs(root))
-
-
-def facts_to_json(facts: SystemFacts) -> dict:
-    return {
-        "version": SNAPSHOT_VERSION,
-        "memmap": [[r.range.start, r.range.size, r.type] for r in facts.memmap],
-        "iomem": [[e.range.start, e.range.last, e.name, e.depth] for e in facts.iomem],
-        "boot_params": base64.b64encode(facts.boot_params).decode() if facts.boot_params else None,
-        "cmdline": facts.cmdline,
-        "acpi_rsdp": facts.acpi_rsdp,
-        "efi": efi.to_json(facts.efi),
-        "xen": _xen_to_json(facts.xen),
-        "crash_notes": [[cpu, r.start, r.size] for cpu, r in facts.crash_notes],
-        "vmcoreinfo": _range_json(facts.vmcoreinfo),
-        "kernel_text": ([facts.kernel_text.vaddr, facts.kernel_text.paddr, facts.kernel_text.size]
-                        if facts.kernel_text else None),
-        "page_offset": facts.page_offset,
-        "os_release": facts.os_release,
-        "kexec": _kexec_to_json(facts.kexec),
-    }
-
-
-def _kexec_to_json(k: KexecSysfs | None):
-    if k is None:
-        return None
-    return {"directory": k.directory, "loaded": k.loaded, "crash_loaded": k.crash_loaded, "crash_size": k.crash_size,
-            "crash_elfcorehdr_size": k.crash_elfcorehdr_size,
-            "crash_cma_ranges": [[r.start, r.size] for r in k.crash_cma_ranges],
-            "cpu_crash_hotplug": k.cpu_crash_hotplug, "memory_crash_hotplug": k.memory_crash_hotplug}
-
-
-def _kexec_from_json(doc) -> KexecSysfs | None:
-    if doc is None:
-        return None
-    return KexecSysfs(directory=doc.get("directory", ""), loaded=doc.get("loaded"),
-                      crash_loaded=doc.get("crash_loaded"), crash_size=doc.get("crash_size"),
-                      crash_elfcorehdr_size=doc.get("crash_elfcorehdr_size"),
-                      crash_cma_ranges=tuple(Range(s, n) for s, n in doc.get("crash_cma_ranges", [])),
-                      cpu_crash_hotplug=doc.get("cpu_crash_hotplug"),
-                      memory_crash_hotplug=doc.get("memory_crash_hotplug"))
-
-
-def _range_json(r: Range | None):
-    return [r.start, r.size] if r else None
-
-
-def _xen_to_json(x: XenFacts | None):
-    if x is None:
-        return None
-    return {"crash_area": _range_json(x.crash_area), "cpu_notes": [[c, r.start, r.size] for c, r in x.cpu_notes],
-            "vmcoreinfo": _range_json(x.vmcoreinfo), "xen_image": _range_json(x.xen_image)}
-
-
-def _xen_from_json(doc) -> XenFacts | None:
-    if doc is None:
-        return None
-    return XenFacts(crash_area=_range_from_json(doc.get("crash_area")),
-                    cpu_notes=tuple((c, Range(s, n)) for c, s, n in doc.get("cpu_notes", [])),
-                    vmcoreinfo=_range_from_json(doc.get("vmcoreinfo")),
-                    xen_image=_range_from_json(doc.get("xen_image")))
-
-
-def _range_from_json(v) -> Range | None:
-    return Range(*v) if v else None
-
-
-def facts_from_json(doc: dict, source: str = "snapshot") -> SystemFacts:
-    try:
-        if doc.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {doc.get('version')!r}, expected {SNAPSHOT_VERSION}")
-        bp = base64.b64decode(doc["boot_params"]) if doc.get("boot_params") else None
-        return SystemFacts(
-            memmap=tuple(sorted(MemRegion(Range(s, n), t) for s, n, t in doc["memmap"])),
-            iomem=tuple(IomemEntry(Range(s, last - s + 1), name, depth) for s, last, name, depth in doc.get("iomem", [])),
-            boot_params=bp,
-            cmdline=doc.get("cmdline", ""),
-            acpi_rsdp=doc.get("acpi_rsdp"),
-            efi=efi.from_json(doc.get("efi")),  # absent in older snapshots: no EFI
-            source=source,
-            xen=_xen_from_json(doc.get("xen")),
-            crash_notes=tuple((int(cpu), Range(a, n)) for cpu, a, n in doc.get("crash_notes", [])),
-            vmcoreinfo=Range(*doc["vmcoreinfo"]) if doc.get("vmcoreinfo") else None,
-            kernel_text=KernelText(*doc["kernel_text"]) if doc.get("kernel_text") else None,
-            page_offset=doc.get("page_offset"),
-            os_release=doc.get("os_release", ""),
-            kexec=_kexec_from_json(doc.get("kexec")),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise SystemFactsError(f"{source}: not a kexloader snapshot: {e}") from e
-
-
-def save_snapshot(facts: SystemFacts, path: Path) -> None:
-    path.write_text(json.dumps(facts_to_json(facts), indent=1) + "\n")
-
-
-def load_snapshot(path: Path) -> SystemFacts:
-    try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise SystemFactsError(f"cannot read snapshot {path}: {e.strerror}") from e
-    except json.JSONDecodeError as e:
-        raise SystemFactsError(f"snapshot {path} is not JSON: {e}") from e
-    return facts_from_json(doc, f"snapshot {path}")
 
 
 def describe(facts: SystemFacts) -> str:

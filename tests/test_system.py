@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kexloader import system
+from kexloader import snapshot, system
 from kexloader.errors import SystemFactsError
 from kexloader.model import E820_ACPI, E820_RAM, E820_RESERVED, Range
 
@@ -81,8 +81,8 @@ def test_no_ram_at_all_is_a_clear_error(tmp_path):
 def test_snapshot_roundtrip(tmp_path):
     facts = system.read_facts(make_root(tmp_path / "root", MEMMAP, bytes(range(256)) * 16))
     path = tmp_path / "snap.json"
-    system.save_snapshot(facts, path)
-    again = system.load_snapshot(path)
+    snapshot.save_snapshot(facts, path)
+    again = snapshot.load_snapshot(path)
     assert again.memmap == facts.memmap and again.boot_params == facts.boot_params
     assert again.iomem == facts.iomem and again.cmdline == facts.cmdline
 
@@ -96,12 +96,12 @@ def test_bad_snapshots(tmp_path, content, words):
     path = tmp_path / "bad.json"
     path.write_text(content)
     with pytest.raises(SystemFactsError, match=words):
-        system.load_snapshot(path)
+        snapshot.load_snapshot(path)
 
 
 @pytest.mark.parametrize("path", sorted(SNAPSHOTS.glob("*.json")), ids=lambda p: p.stem)
 def test_committed_snapshots_load(path):
-    facts = system.load_snapshot(path)
+    facts = snapshot.load_snapshot(path)
     assert any(r.type == E820_RAM for r in facts.memmap)
     assert facts.boot_params is None or len(facts.boot_params) == 4096
 
