@@ -3,8 +3,8 @@
     .venv/bin/python -m tools.docs [OUT]        # HTML into OUT (default build/api), exit 1 on a problem
 
 Docstrings are Markdown. A reference written in backticks with its full dotted name (`kexloader.plan.read_dir`)
-becomes a link, and must name something the reference documents: pdoc leaves an unresolved name as plain
-text without a word, so this script checks them itself.
+becomes a link, and must name something the reference documents (or a name imported from there): pdoc leaves
+an unresolved name as plain text without a word, so this script checks them itself.
 """
 
 from __future__ import annotations
@@ -89,8 +89,18 @@ def _resolves(ref: str, docs: dict) -> bool:
             rest = parts[i:]
             if any(p.startswith("_") and not p.endswith("__") for p in rest):
                 return False  # private: not rendered
-            return not rest or mod.get(".".join(rest)) is not None
+            return not rest or mod.get(".".join(rest)) is not None or _reexported(mod.obj, rest, docs)
     return False
+
+
+def _reexported(obj, rest: list[str], docs: dict) -> bool:
+    """A name imported into a module (`kexloader.system.load_snapshot`): fine when its home is documented."""
+    for part in rest:
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return False
+    home = docs.get(getattr(obj, "__module__", None) or "")
+    return home is not None and home.get(getattr(obj, "__qualname__", "")) is not None
 
 
 def main(argv: list[str]) -> int:
