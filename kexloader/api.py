@@ -1,96 +1,211 @@
-"""The library surface: read what the user named, plan it for a machine, hand the plan to a backend.
+"""The library surface: what the user asked for, the machine's facts, a plan, a backend.
 
-    facts = kexloader.system.read_facts()            # or system.load_snapshot("target.json")
-    req = read_request("vmlinuz", initrd="initrd.img", cmdline="console=ttyS0")
-    plan = make_plan(req, facts)                     # pure: bytes + facts -> Plan
+    facts = api.load_facts()                         # the running system; load_facts("target.json"): a snapshot
+    req = api.build_request(LoadIntent(kernel="vmlinuz", initrds=("initrd.img",), append="console=ttyS0"), facts)
+    plan = api.make_plan(req, facts)                 # pure: bytes + facts -> Plan
     LinuxKexecBackend().load(plan)
+
+`LoadIntent` says it in kexec-tools' terms (--append, --reuse-cmdline, --vmm, -p, --module, ...);
+`build_request` turns it into a `LoadRequest` with every file read, applying kexec-tools' rules. The planners
+(images, crash) are imported when a plan is made: -S, -u and -e start faster (it shows under QEMU's
+emulation, and on small boards).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import mmap
+import enum
 import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-from . import crash, images
-from .errors import UsageError, DecompressionError, KexloaderError, PlacementError, UnsupportedImageError
-from .formats import compression
-from .memory import EVERYWHERE
+from . import cmdline, system
+from . import plan as plans
+from .errors import BackendError, EXIT_FALLBACK, PlacementError, UnsupportedImageError, UsageError
+# re-exported: the library reads files through these
+from .files import DECOMPRESSED_LIMIT, inflate, open_for_file_load, read_file, read_image  # noqa: F401
+from .files import read_module as _read_module
+from .memory import ADDRESS_LIMIT, EVERYWHERE
 from .model import LoadRequest, Module, Plan, PurgatoryOptions, Range, SystemFacts
 
-DECOMPRESSED_LIMIT = 1 << 30  # a kernel, hypervisor or module larger than 1 GiB is a decompression bomb
+if TYPE_CHECKING:
+    from .fileload import FileLoad
+
+__all__ = ["ADDRESS_LIMIT", "EVERYWHERE", "ArgsStyle", "FileLoadRefused", "LoadIntent", "Plan",
+           "PurgatoryOptions", "Range", "SystemFacts", "build_request", "check_crash", "check_file_load",
+           "command_line", "describe_plan", "inspect_file", "list_boot_entries", "load_facts", "make_plan",
+           "open_file_load", "plan_intent", "read_module", "read_plan", "read_request",
+           "resolve_boot_entry", "rng_seed", "write_plan", "xen_dma_limit", "xen_role"]
 
 
-def read_file(path: str | Path, what: str):
-    """The file's bytes as a copy-on-write mapping (no copy, writable for ctypes), or bytes when empty."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            if size == 0:
-                return b""
-            return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
-    except OSError as e:
-        raise KexloaderError(f"cannot read {what} {path}: {e.strerror}") from e
-    except ValueError as e:  # mmap of something that is not a regular file
-        raise KexloaderError(f"cannot read {what} {path}: {e}") from e
+class ArgsStyle(enum.StrEnum):
+    """What an ELF kernel is handed (--args-linux, --args-elf, --args-none)."""
+
+    LINUX = "linux"
+    ELF = "elf"
+    NONE = "none"
 
 
-def read_image(path: str | Path, what: str):
-    """An image file, decompressed when its content says it is compressed (never by its name)."""
-    return inflate(read_file(path, what), what, path)
+@dataclass(frozen=True)
+class LoadIntent:
+    """What the user asked to load, in kexec-tools' terms; no file read yet.
+
+    append: --append/--command-line (None: not given); reuse_cmdline: start from the running kernel's line.
+    vmm: the seed's --vmm=XEN: `kernel` becomes dom0's, `append` is "XEN_ARGS -- DOM0_ARGS".
+    boot_entry, esp, boot_dir: a Boot Loader Specification entry names the kernel, initrds and options."""
+
+    kernel: str | None = None
+    initrds: tuple[str, ...] = ()  # every --initrd, in order
+    append: str | None = None
+    reuse_cmdline: bool = False
+    vmm: str | None = None
+    modules: tuple[str, ...] = ()  # --module="FILE args", in order
+    crash: bool = False  # -p
+    hotplug: bool = False  # --hotplug
+    image_type: str | None = None  # --type
+    args_style: ArgsStyle | None = None
+    purgatory: PurgatoryOptions = PurgatoryOptions()
+    uki_profile: int | None = None
+    noefi: bool = False
+    window: Range = EVERYWHERE  # --mem-min/--mem-max
+    boot_entry: str | None = None
+    esp: str | None = None
+    boot_dir: str | None = None
 
 
-def inflate(data, what: str, path):
-    """`data` decompressed when its content is compressed, else `data` itself."""
-    try:
-        out, _ = compression.maybe_decompress(data, limit=DECOMPRESSED_LIMIT)
-    except compression.CompressionError as e:
-        raise DecompressionError(f"{what} {path}: {e}") from e
-    return out
+def load_facts(snapshot: str | Path | None = None) -> SystemFacts:
+    """The machine to plan for: the running system, or the one a saved snapshot describes."""
+    return system.load_snapshot(Path(snapshot)) if snapshot is not None else system.read_facts()
+
+
+def xen_role() -> str | None:
+    """"dom0", "domU" or None (bare metal, HVM): which backend can load here."""
+    return system.xen_role()
+
+
+def resolve_boot_entry(intent: LoadIntent) -> LoadIntent:
+    """--boot-entry: the entry's kernel, initrds (before any --initrd) and, unless given, its options."""
+    if intent.boot_entry is None:
+        return intent
+    from . import bootentries
+    if intent.kernel:
+        raise UsageError(f"--boot-entry names the kernel; an image was given too ({intent.kernel})")
+    e = bootentries.find(intent.boot_entry, intent.esp, intent.boot_dir)
+    given = intent.append is not None or intent.reuse_cmdline
+    return dataclasses.replace(
+        intent, kernel=str(e.kernel), initrds=tuple(str(p) for p in e.initrds) + intent.initrds, boot_entry=None,
+        append=e.options if e.options is not None and not given else intent.append,
+        uki_profile=e.profile if e.profile is not None and intent.uki_profile is None else intent.uki_profile)
+
+
+def list_boot_entries(esp: str | None, boot_dir: str | None, out: TextIO | None = None) -> int:
+    """--list-boot-entries: systemd-boot's order, the default marked."""
+    from . import bootentries
+    return bootentries.run_list(esp, boot_dir, out or sys.stdout)
+
+
+def inspect_file(path: str, *, as_json: bool = False, out: TextIO | None = None) -> int:
+    """--inspect: what the file is; 0 when a kind claims it."""
+    from . import inspect
+    return inspect.run(path, as_json=as_json, out=out)
+
+
+def check_crash(intent: LoadIntent, facts: SystemFacts) -> None:
+    """-p and --hotplug: say what is missing before any image is read, as kexec-tools (one line, exit 1)."""
+    from . import crash
+    if intent.crash:
+        crash.crash_region(facts)
+    if intent.hotplug:
+        crash.hotplug_header_size(facts)
+
+
+def command_line(intent: LoadIntent, running: str) -> str | None:
+    """--reuse-cmdline (the running kernel's `running` line, minus what must not be passed on) then
+    --append; None when neither was given (a UKI's .cmdline or a boot entry's options apply)."""
+    if intent.append is None and not intent.reuse_cmdline:
+        return None
+    return cmdline.compose(cmdline.reused(running, crash=intent.crash) if intent.reuse_cmdline else None,
+                           intent.append)
+
+
+def build_request(intent: LoadIntent, facts: SystemFacts) -> LoadRequest:
+    """Read what `intent` names for the machine `facts` describe: the crash region first (no region: nothing
+    is read), the command line composed, the seed's --vmm syntax turned into multiboot modules."""
+    intent = resolve_boot_entry(intent)
+    if not intent.kernel:
+        raise UsageError("no kernel image given", hint="kexloader -l KERNEL [--initrd=FILE] [--append=STRING]")
+    check_crash(intent, facts)
+    line = command_line(intent, facts.cmdline)
+    kernel, initrds, modules = intent.kernel, intent.initrds, list(intent.modules)
+    if intent.vmm:
+        # kexec -l --append="XEN_ARGS -- DOM0_ARGS" --vmm=XEN DOM0 [--initrd=I] (Xen's docs/misc/kexec_and_kdump.txt)
+        xen_args, _, dom0_args = f" {line or ''} ".partition(" -- ")
+        modules = [cmdline.compose(kernel, dom0_args.strip())] + list(initrds) + modules
+        kernel, initrds, line = intent.vmm, (), xen_args.strip()
+    req = read_request(kernel, initrds=initrds, cmdline=line, uki_profile=intent.uki_profile,
+                       image_type=intent.image_type, crash=intent.crash, modules=modules,
+                       purgatory=intent.purgatory, args_style=intent.args_style, hotplug=intent.hotplug)
+    return dataclasses.replace(req, noefi=True) if intent.noefi else req
+
+
+def plan_intent(intent: LoadIntent, facts: SystemFacts) -> Plan:
+    """build_request then make_plan, inside the intent's window."""
+    return make_plan(build_request(intent, facts), facts, window=intent.window)
+
+
+class FileLoadRefused(BackendError):
+    """kexec_file_load cannot load this (a multiboot image): -a falls back to kexec_load, -s stops."""
+
+
+def check_file_load(intent: LoadIntent, snapshot: str | Path | None = None) -> None:
+    """kexec_file_load (-s) of `intent` (boot entry resolved), checked before anything is read. As kexec-tools,
+    even here -p without a crash region (and --hotplug without kernel support) is one line and no load."""
+    if not intent.kernel:
+        raise UsageError("no kernel image given", hint="kexloader -s -l KERNEL [--initrd=FILE] [--append=STRING]")
+    if intent.vmm or intent.modules:
+        raise FileLoadRefused("kexec_file_load cannot load multiboot images", hint="use -c (kexec_load)",
+                              exit_code=EXIT_FALLBACK)
+    if intent.crash or intent.hotplug:
+        check_crash(intent, load_facts(snapshot))  # the kernel updates file-loaded crash images by itself, if it can
 
 
 @contextlib.contextmanager
-def open_for_file_load(kernel: str | Path, initrd: str | Path | None):
-    """File descriptors for kexec_file_load: the kernel as is, or, when compressed, decompressed into a memfd
-    (the kernel parses only a plain bzImage); the initrd as is, or -1."""
-    fds = []
-    try:
-        raw = read_file(kernel, "kernel")
-        if compression.sniff(raw):
-            fd = os.memfd_create("kernel", os.MFD_CLOEXEC)
-            fds.append(fd)
-            os.write(fd, inflate(raw, "kernel", kernel))
-            os.lseek(fd, 0, os.SEEK_SET)
-        else:
-            fds.append(_open(kernel, "kernel"))
-        fds.append(_open(initrd, "initrd") if initrd is not None else -1)
-        yield fds[0], fds[1]
-    finally:
-        for fd in fds:
-            if fd >= 0:
-                os.close(fd)
+def open_file_load(intent: LoadIntent, snapshot: str | Path | None = None) -> Iterator[FileLoad]:
+    """The file descriptors and command line for kexec_file_load (after check_file_load): the kernel parses
+    the image itself. The running command line (--reuse-cmdline) is the snapshot's, or /proc/cmdline."""
+    intent = resolve_boot_entry(intent)
+    running = ""
+    if intent.reuse_cmdline:
+        running = load_facts(snapshot).cmdline if snapshot is not None else system.read_cmdline()
+    from . import fileload  # a UKI's sections and several initrds go in memfds
+    with fileload.open_files(intent.kernel or "", intent.initrds, command_line(intent, running),
+                             uki_profile=intent.uki_profile) as f:
+        yield f
 
 
-def _open(path, what: str) -> int:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise KexloaderError(f"cannot read {what} {path}: {e.strerror}") from e
+def describe_plan(plan: Plan) -> str:
+    return plans.describe(plan)
+
+
+def write_plan(plan: Plan, directory: str | Path) -> None:
+    """plan.json and one file per segment (--plan-out)."""
+    plans.write_dir(plan, Path(directory))
+
+
+def read_plan(directory: str | Path) -> Plan:
+    """A plan written by write_plan, every segment checked against its SHA-256 (--plan-in)."""
+    return plans.read_dir(Path(directory))
 
 
 def read_module(spec: str) -> Module:
     """--module="FILE args": the file, decompressed only when what comes out is a kernel (a gzip'ed dom0
     kernel; Xen wants it plain), and the whole string as its command line (Xen drops the first word)."""
-    path = spec.split()[0]
-    raw = read_file(path, "module")
-    data = raw
-    if compression.sniff(raw):
-        inflated = inflate(raw, "module", path)
-        if images.looks_like_kernel(inflated):
-            data = inflated
-    return Module(path, data, spec.strip())
+    from . import images
+    return _read_module(spec, images.looks_like_kernel)
 
 
 def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdline: str | None = "",
@@ -106,6 +221,7 @@ def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdlin
     if len(initrds) == 1 and initrd is None:
         initrd, initrds = initrds[0], ()
     extra = {}
+    from . import images
     if initrds:
         from .initramfs import InitrdPart
         extra["initrd_parts"] = tuple(InitrdPart(str(p), read_file(p, "initrd")) for p in initrds)
@@ -136,6 +252,7 @@ def rng_seed() -> bytes | None:
 
 def make_plan(req: LoadRequest, facts: SystemFacts, *, window: Range = EVERYWHERE) -> Plan:
     """Pure: the plan that loads `req` on the machine `facts` describe, inside `window` (--mem-min/--mem-max)."""
+    from . import images
     kind = images.detect(req.kernel, req.kernel_name, req.image_type)
     if req.initrd_parts and kind.name not in ("bzImage64", "bzImage", "uki"):  # planners of one initrd segment
         from . import initramfs
@@ -168,15 +285,13 @@ def xen_dma_limit(facts: SystemFacts) -> int:
 
 def _crash_plan(kind, req: LoadRequest, facts: SystemFacts, window: Range) -> Plan:
     """-p: plan inside the crash kernel region; say by how much it is too small when it is."""
+    from . import crash
     usable = crash.usable(facts, window)  # NoCrashRegionError first, as kexec-tools checks before loading
-    if kind.name.startswith("multiboot"):
+    if not kind.crash_kernel:
         raise UnsupportedImageError(f"{req.kernel_name}: a {kind.name} image cannot be a crash kernel",
                                     hint="kdump boots a Linux kernel: load a bzImage with -p")
     try:
         plan = kind.plan(req, facts, usable)
     except PlacementError as e:
         raise crash.shortfall(facts, window, lambda pretend: kind.plan(req, facts, pretend), e) from None
-    if not any(s.role == "elfcorehdr" for s in plan.segments):  # a planner that does not call crash.prepare
-        raise UnsupportedImageError(f"{req.kernel_name}: {kind.name} images cannot be crash kernels",
-                                    hint="load a Linux bzImage with -p")
     return plan

@@ -27,7 +27,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import KexloaderError, UsageError
+from .errors import KexloaderError
+from .files import read_file
 from .images import uki
 
 ESP_CANDIDATES = ("/efi", "/boot", "/boot/efi")
@@ -128,7 +129,6 @@ def type1(path: Path, root: Path) -> Entry | None:
 
 
 def type2(path: Path) -> list[Entry]:
-    from .api import read_file
     try:
         data = read_file(path, "UKI")
         img = uki.read_pe(data, str(path))
@@ -213,25 +213,17 @@ def choose(all_entries: list[Entry], wanted: str, pattern: str | None) -> Entry:
                          hint="entries: " + ", ".join(e.id for e in all_entries))
 
 
-def apply(o) -> None:
-    """--boot-entry: the entry's kernel, initrds (before any --initrd) and, unless given, its options."""
-    if o.kernel:
-        raise UsageError(f"--boot-entry names the kernel; an image was given too ({o.kernel})")
-    esp, boot = locate(o.esp, o.boot_dir)
-    e = choose(entries(esp, boot), o.boot_entry, default_pattern(esp, boot))
-    o.kernel = str(e.kernel)
-    o.initrds = [str(p) for p in e.initrds] + list(o.initrds)
-    o.initrd = o.initrds[-1] if o.initrds else None
-    if e.options is not None and o.append is None and not o.reuse_cmdline:
-        o.append = e.options
-    if e.profile is not None and o.uki_profile is None:
-        o.uki_profile = e.profile
+def find(wanted: str, esp: str | None, boot_dir: str | None) -> Entry:
+    """--boot-entry=ID|default: the entry, found where systemd-boot looks (`esp`, `boot_dir`: None for the
+    usual places)."""
+    esp_path, boot = locate(esp, boot_dir)
+    return choose(entries(esp_path, boot), wanted, default_pattern(esp_path, boot))
 
 
-def run_list(o, out=None) -> int:
+def run_list(esp_dir: str | None, boot_dir: str | None, out=None) -> int:
     """--list-boot-entries."""
     out = out or sys.stdout
-    esp, boot = locate(o.esp, o.boot_dir)
+    esp, boot = locate(esp_dir, boot_dir)
     found = entries(esp, boot)
     pattern = default_pattern(esp, boot)
     default = choose(found, "default", pattern) if found else None
@@ -263,7 +255,6 @@ def scan_addons(uki_path: str | Path, uname: str | None) -> list[Addon]:
     (when it is in such a tree), then <uki>.extra.d/, each in name order. Skipped as the stub skips them:
     names starting with '.', PE files that do not parse, UKIs (a .linux section), a .uname other than the
     UKI's, and addons with none of .cmdline, .initrd, .ucode."""
-    from .api import read_file
     path = Path(uki_path).resolve()
     dirs = []
     root = next((p for p in path.parents if p.name.upper() == "EFI"), None)
@@ -329,7 +320,6 @@ def sidecars(uki_path: str | Path) -> list:
     loader/credentials/ and loader/extensions/ of that partition. Each directory's files in name order;
     names starting with '.', not ASCII or longer than 255 characters are skipped, as the stub does."""
     from . import initramfs
-    from .api import read_file
     path = Path(uki_path).resolve()
     root = next((p.parent for p in path.parents if p.name.upper() == "EFI"), None)
     out = []

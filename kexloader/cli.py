@@ -7,7 +7,6 @@ This module is the only place an exception becomes an exit code.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import getopt
 import logging
@@ -18,12 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, cmdline, memory, system
+from . import __version__, api
 from .backends.base import Backend
 from .backends.linux import FILE_FALLBACK_ERRNOS, LinuxKexecBackend
 from .backends.recording import RecordingBackend
 from .errors import EXIT_DIE, EXIT_FALLBACK, BackendError, KexloaderError, NotSupportedYet, UsageError
-from .model import PurgatoryOptions, Range
 
 log = logging.getLogger("kexloader")
 
@@ -138,7 +136,7 @@ class Options:
     sync: bool = True
     status_kind: str | None = None  # which image -S asks about
     mem_min: int = 0
-    mem_max: int = memory.ADDRESS_LIMIT - 1
+    mem_max: int = api.ADDRESS_LIMIT - 1
     dry_run: bool = False
     syscall: str = "classic"  # -c classic kexec_load, -s file (kexec_file_load), -a auto (file, then classic)
     plan_out: str | None = None
@@ -288,11 +286,14 @@ def _serial_port(value: str) -> int:
     return port
 
 
-def _planning():
-    """The planner modules, imported only when a command plans something: -S, -u and -e start faster
-    (it shows under QEMU's emulation, and on small boards)."""
-    from . import api, crash, plan as plans
-    return api, crash, plans
+def intent(o: Options) -> api.LoadIntent:
+    """What the options ask to load, in the library's terms."""
+    return api.LoadIntent(
+        kernel=o.kernel, initrds=tuple(o.initrds), append=o.append, reuse_cmdline=o.reuse_cmdline, vmm=o.vmm,
+        modules=tuple(o.modules), crash=o.crash, hotplug=o.hotplug, image_type=o.image_type,
+        args_style=o.args_style, purgatory=api.PurgatoryOptions(**o.purgatory), uki_profile=o.uki_profile,
+        noefi=o.noefi, window=api.Range.between(o.mem_min, o.mem_max + 1), boot_entry=o.boot_entry, esp=o.esp,
+        boot_dir=o.boot_dir)
 
 
 def run(o: Options, backend: Backend, out=None) -> int:
@@ -307,16 +308,13 @@ def run(o: Options, backend: Backend, out=None) -> int:
         sys.stderr.write(USAGE)
         return EXIT_DIE
     if o.inspect is not None:
-        from . import inspect
-        return inspect.run(o.inspect, as_json=o.json, out=out)
+        return api.inspect_file(o.inspect, as_json=o.json, out=out)
     if o.print_ckr_size:
-        out.write(f"{system.read_facts().crash_size()}\n")
+        out.write(f"{api.load_facts().crash_size()}\n")
         return 0
-    if o.list_boot_entries or o.boot_entry is not None:  # Boot Loader Specification entries (bootentries.py)
-        from . import bootentries
-        if o.list_boot_entries:
-            return bootentries.run_list(o, out)
-        bootentries.apply(o)  # fills in kernel, initrds and (unless given) the command line
+    if o.list_boot_entries:  # Boot Loader Specification entries
+        return api.list_boot_entries(o.esp, o.boot_dir, out)
+    what = api.resolve_boot_entry(intent(o))  # --boot-entry: its kernel, initrds and (unless given) options
     if o.action == "status":
         kind = o.crash or o.status_kind != "load"
         return 1 if backend.loaded(kind) else 0
@@ -338,25 +336,17 @@ def run(o: Options, backend: Backend, out=None) -> int:
         backend.execute()
         return 0
     # load (-l), force (-f), or no action: load then shut down, as kexec-tools
-    if _file_syscall(o, backend) and _load_with_file_syscall(o, backend, out):
+    if _file_syscall(o, backend) and _load_with_file_syscall(o, what, backend, out):
         return _after_load(o, backend)
-    the_plan = _build_plan(o)
-    _, _, plans = _planning()
+    the_plan = _build_plan(o, what)
     if o.debug or o.dry_run:
-        print(plans.describe(the_plan), file=out if o.dry_run else sys.stderr)
+        print(api.describe_plan(the_plan), file=out if o.dry_run else sys.stderr)
     if o.plan_out:
-        plans.write_dir(the_plan, Path(o.plan_out))
+        api.write_plan(the_plan, o.plan_out)
     if o.dry_run:
         return 0
     backend.load(the_plan)
     return _after_load(o, backend)
-
-
-def _check_hotplug(o: Options, facts) -> None:
-    """--hotplug needs a kernel that updates crash images (kexec-tools dies the same way, exit 1)."""
-    if o.hotplug:
-        _, crash, _ = _planning()
-        crash.hotplug_header_size(facts)
 
 
 def _after_load(o: Options, backend: Backend) -> int:
@@ -378,21 +368,14 @@ def _file_syscall(o: Options, backend: Backend) -> bool:
     return o.syscall != "classic" and hasattr(backend, "load_file") and not o.plan_in
 
 
-def _load_with_file_syscall(o: Options, backend: Backend, out) -> bool:
+def _load_with_file_syscall(o: Options, what: api.LoadIntent, backend: Backend, out) -> bool:
     """kexec_file_load of the kernel and initrd; False when -a should fall back to kexec_load."""
-    if not o.kernel:
-        raise UsageError("no kernel image given", hint="kexloader -s -l KERNEL [--initrd=FILE] [--append=STRING]")
-    if o.vmm or o.modules:
+    try:
+        api.check_file_load(what, o.facts)
+    except api.FileLoadRefused:
         if o.syscall == "auto":
             return False
-        raise BackendError("kexec_file_load cannot load multiboot images", hint="use -c (kexec_load)",
-                           exit_code=EXIT_FALLBACK)
-    api, crash, _ = _planning()
-    if o.crash or o.hotplug:  # as kexec-tools, even in file mode: no region, one line and no load
-        facts = system.load_snapshot(Path(o.facts)) if o.facts else system.read_facts()
-        if o.crash:
-            crash.crash_region(facts)
-        _check_hotplug(o, facts)  # the kernel updates file-loaded crash images by itself (no flag), if it can
+        raise
     if o.no_cma and hasattr(backend, "supports") and backend.supports("file-no-cma") is False:
         if o.syscall == "auto":
             log.debug("the kernel has no KEXEC_FILE_NO_CMA: falling back to kexec_load, which never uses CMA")
@@ -400,11 +383,7 @@ def _load_with_file_syscall(o: Options, backend: Backend, out) -> bool:
         raise BackendError("--no-cma: this kernel has no KEXEC_FILE_NO_CMA (Linux 6.17+); syscall kexec_file_load "
                            "not available", hint="leave out --no-cma (older kernels never place kexec images in "
                            "CMA), or use -c", exit_code=EXIT_FALLBACK)
-    facts_cmdline = system.read_cmdline() if o.reuse_cmdline else ""
-    line = cmdline.compose(cmdline.reused(facts_cmdline, crash=o.crash) if o.reuse_cmdline else None, o.append)
-    from . import fileload  # a UKI's sections and several initrds go in memfds
-    with fileload.open_files(o.kernel, o.initrds, line if o.append is not None or o.reuse_cmdline else None,
-                             uki_profile=o.uki_profile) as f:
+    with api.open_file_load(what, o.facts) as f:
         kernel_fd, initrd_fd, line = f.kernel_fd, f.initrd_fd, f.cmdline
         if o.dry_run or o.debug:
             print(f"kexec_file_load(kernel={f.kernel_what}, initrd={f.initrd_what or 'none'}, cmdline={line!r}, "
@@ -421,34 +400,14 @@ def _load_with_file_syscall(o: Options, backend: Backend, out) -> bool:
     return True
 
 
-def _build_plan(o: Options):
-    api, crash, plans = _planning()
+def _build_plan(o: Options, what: api.LoadIntent) -> api.Plan:
     if o.plan_in:
-        return plans.read_dir(Path(o.plan_in))
-    if not o.kernel:
+        return api.read_plan(o.plan_in)
+    if not what.kernel:
         raise UsageError("no kernel image given", hint="kexloader -l KERNEL [--initrd=FILE] [--append=STRING]")
     if o.facts and not o.dry_run:
         raise UsageError("--facts describes another machine: use it with --dry-run")
-    facts = system.load_snapshot(Path(o.facts)) if o.facts else system.read_facts()
-    if o.crash:
-        crash.crash_region(facts)  # no region: say so before reading any image, as kexec-tools
-    _check_hotplug(o, facts)
-    line = cmdline.compose(cmdline.reused(facts.cmdline, crash=o.crash) if o.reuse_cmdline else None, o.append)
-    kernel, initrd, modules = o.kernel, None, list(o.modules)
-    given = o.append is not None or o.reuse_cmdline
-    if o.vmm:
-        # kexec -l --append="XEN_ARGS -- DOM0_ARGS" --vmm=XEN DOM0 [--initrd=I] (docs/misc/kexec_and_kdump.txt)
-        xen_args, _, dom0_args = f" {line} ".partition(" -- ")
-        modules = [cmdline.compose(kernel, dom0_args.strip())] + list(o.initrds) + modules
-        kernel, o.initrds, line = o.vmm, [], xen_args.strip()
-    req = api.read_request(kernel, initrd=initrd, initrds=o.initrds, cmdline=line if given or o.vmm else None,
-                           uki_profile=o.uki_profile, image_type=o.image_type, crash=o.crash,
-                           modules=modules, purgatory=PurgatoryOptions(**o.purgatory), args_style=o.args_style,
-                           hotplug=o.hotplug)
-    if o.noefi:
-        req = dataclasses.replace(req, noefi=True)
-    window = Range.between(o.mem_min, o.mem_max + 1)
-    return api.make_plan(req, facts, window=window)
+    return api.plan_intent(what, api.load_facts(o.facts))
 
 
 def _shutdown_reboot() -> None:
@@ -462,11 +421,12 @@ def _shutdown_reboot() -> None:
 
 def default_backend() -> Backend:
     """kexec_load on Linux; Xen's kexec hypercall in a Xen PV dom0 (the dom0 kernel's kexec is the wrong door)."""
-    if system.xen_role() == "dom0":
+    role = api.xen_role()
+    if role == "dom0":
         from .backends.xen import XenKexecBackend
         log.debug("running in a Xen dom0: images go to Xen through its kexec hypercall")
         return XenKexecBackend()
-    if system.xen_role() == "domU":
+    if role == "domU":
         raise KexloaderError("kexec does not work from a Xen domU (only from dom0)")
     return LinuxKexecBackend()
 

@@ -3,8 +3,8 @@
 - a UKI: `.linux` in a memfd as the kernel; `.ucode`, `.initrd` and the user's initrds, each padded to
   4 bytes (initramfs.join, as systemd-stub combines them), in a memfd as the initrd; `.cmdline` (plus
   command-line addons) as the command line unless the user gave one;
-- several --initrd files: the kernel as api.open_for_file_load gives it, the initrds joined in a memfd;
-- otherwise exactly api.open_for_file_load.
+- several --initrd files: the kernel as open_for_file_load gives it, the initrds joined in a memfd;
+- otherwise exactly open_for_file_load.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import api, initramfs
+from . import initramfs
+from .files import open_for_file_load, read_file, read_image
 from . import images
 from .images import bzimage, uki
 
@@ -49,14 +50,14 @@ def open_files(kernel: str | Path, initrds: list, cmdline: str | None, *, uki_pr
     initrds = list(initrds)
     fds: list[int] = []
     try:
-        raw = api.read_image(kernel, "kernel")
+        raw = read_image(kernel, "kernel")
         if uki.probe(raw):
             from . import bootentries
             uname = uki.contents(raw, str(kernel), uki_profile).uname
             c = uki.contents(raw, str(kernel), uki_profile, tuple(bootentries.sidecars(kernel)),
                              bootentries.addon_parts(kernel, uname))
             addon_cmdlines = tuple(addon_cmdlines) + tuple(line for _, line in bootentries.addons(kernel, uname))
-            parts = list(c.initrd_parts) + [initramfs.InitrdPart(str(p), api.read_file(p, "initrd")) for p in initrds]
+            parts = list(c.initrd_parts) + [initramfs.InitrdPart(str(p), read_file(p, "initrd")) for p in initrds]
             parts = [p for p in parts if len(p.data)]
             fds.append(memfd("uki-linux", c.kernel))
             fds.append(memfd("uki-initrd", initramfs.join(parts)) if parts else -1)
@@ -66,12 +67,12 @@ def open_files(kernel: str | Path, initrds: list, cmdline: str | None, *, uki_pr
         if uki.is_pe(raw) and not bzimage.probe(raw):  # as -c would say, before the kernel is asked
             images.detect(raw, str(kernel))
         if len(initrds) > 1:
-            parts = [initramfs.InitrdPart(str(p), api.read_file(p, "initrd")) for p in initrds]
-            with api.open_for_file_load(kernel, None) as (kernel_fd, _):
+            parts = [initramfs.InitrdPart(str(p), read_file(p, "initrd")) for p in initrds]
+            with open_for_file_load(kernel, None) as (kernel_fd, _):
                 fds.append(memfd("initrd", initramfs.join(parts)))
                 yield FileLoad(kernel_fd, fds[0], cmdline or "", str(kernel), initramfs.describe(parts))
             return
-        with api.open_for_file_load(kernel, initrds[0] if initrds else None) as (kernel_fd, initrd_fd):
+        with open_for_file_load(kernel, initrds[0] if initrds else None) as (kernel_fd, initrd_fd):
             yield FileLoad(kernel_fd, initrd_fd, cmdline or "", str(kernel), str(initrds[0]) if initrds else "")
     finally:
         for fd in fds:

@@ -17,7 +17,7 @@ import struct
 import sys
 from pathlib import Path
 
-from . import images
+from . import files, images
 from .errors import KexloaderError
 from .formats import bzimage as bz
 from .formats import compression
@@ -27,7 +27,6 @@ from .images import multiboot as mbimg
 from .images import vmlinux
 from .images.elfload import EM_386, EM_X86_64, read_elf
 
-DECOMPRESSED_LIMIT = 1 << 30  # as api.DECOMPRESSED_LIMIT
 
 # boot.rst: the protocol version that introduced each field we show
 FIELD_SINCE = {
@@ -69,14 +68,6 @@ def _flag_names(value: int, names: dict[int, str]) -> list[str]:
     return out + ([f"{rest:#x}"] if rest else [])
 
 
-def _cstring(blob, at: int, limit: int = 256) -> str | None:
-    if not 0 <= at < len(blob):
-        return None
-    raw = bytes(blob[at:at + limit]).split(b"\0", 1)[0]
-    text = raw.decode("ascii", "replace").strip()
-    return text or None
-
-
 # --- per kind ---------------------------------------------------------------------------------------
 
 def _bzimage(data) -> dict:
@@ -96,7 +87,7 @@ def _bzimage(data) -> dict:
         "loadflags": hdr.loadflags, "loadflags_names": _flag_names(hdr.loadflags, LOADFLAGS),
     }
     if has("kernel_version") and hdr.kernel_version:
-        out["kernel_version"] = _cstring(data, hdr.kernel_version + 0x200)
+        out["kernel_version"] = bz.kernel_version_string(data)
     xlf = hdr.xloadflags if has("xloadflags") else 0
     out.update({
         "kernel_64": bool(xlf & bz.XLF_KERNEL_64),
@@ -137,7 +128,7 @@ def _elf(data, name: str) -> dict:
     loads = [{"paddr": ld.paddr, "vaddr": ld.vaddr, "filesz": len(ld.data), "memsz": ld.memsz, "align": ld.align,
               "flags": "".join(c if ld.flags & bit else "-" for c, bit in (("R", 4), ("W", 2), ("X", 1)))}
              for ld in elf.loads]
-    base, end = vmlinux._span(elf)
+    base, end = vmlinux.load_span(elf)
     out = {"class": f"ELF{elf.elfclass}", "machine": MACHINES.get(elf.machine, str(elf.machine)),
            "type": elf.elf_type, "entry": elf.entry, "loads": loads, "load_span": [base, end],
            "memory_size": sum(ld.memsz for ld in elf.loads), "notes": _notes(elf.notes)}
@@ -207,7 +198,7 @@ def inspect_image(raw, name: str) -> dict:
     if fmt is not None:
         info["compression"] = fmt
         try:
-            data = compression.decompress(raw, limit=DECOMPRESSED_LIMIT)
+            data = compression.decompress(raw, limit=files.DECOMPRESSED_LIMIT)
         except compression.CompressionError as e:
             info["errors"].append(f"{fmt}: {e}")
             return info
@@ -339,9 +330,8 @@ def to_text(info: dict) -> str:
 
 def run(path: str, *, as_json: bool = False, out=None) -> int:
     """The CLI's --inspect: read, report, exit status (0: a kind claims it)."""
-    from .api import read_file  # the edge: the only file access here
     out = out or sys.stdout
-    raw = read_file(Path(path), "image")
+    raw = files.read_file(Path(path), "image")  # the edge: the only file access here
     info = inspect_image(raw, str(path))
     out.write((json.dumps(info, indent=1) if as_json else to_text(info)) + "\n")
     return 0 if info["kind"] and not info["errors"] else 1

@@ -17,7 +17,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kexloader import api, cli, images, system
+from kexloader import api, cli, files, images, system
 from kexloader.backends.recording import RecordingBackend
 from kexloader.errors import (KexloaderError, MalformedImageError, NotSupportedYet, PlacementError,
                               UnknownFormatError, UnsupportedImageError, UsageError)
@@ -373,7 +373,7 @@ def test_damaged_compressed_kernel_is_one_line_and_an_exit_code(fmt, damage, tmp
 
 @pytest.mark.parametrize("fmt", sorted(COMPRESSORS))
 def test_decompression_bomb_is_stopped(fmt, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(api, "DECOMPRESSED_LIMIT", 1 << 20)
+    monkeypatch.setattr(files, "DECOMPRESSED_LIMIT", 1 << 20)
     path = tmp_path / f"bomb.{fmt}"
     path.write_bytes(COMPRESSORS[fmt](bytes(8 << 20)))
     code, out, err, backend = run_cli(["--dry-run", "--facts", SNAP, "-l", str(path)], capsys)

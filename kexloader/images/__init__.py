@@ -18,16 +18,19 @@ class Kind:
     name: str
     probe: Callable
     plan: Callable | None  # None: recognised but not built yet
+    crash_kernel: bool = False  # its planner can lay it out as a kdump kernel (-p): elfcorehdr, crash e820
 
 
 KINDS = [
     Kind("multiboot2-x86", multiboot.probe_mb2, partial(multiboot.plan, version=2)),
-    Kind("elf-x86_64", vmlinux.probe_x86_64, vmlinux.plan),
+    Kind("elf-x86_64", vmlinux.probe_x86_64, vmlinux.plan, crash_kernel=True),
     Kind("multiboot-x86", multiboot.probe_mb1, partial(multiboot.plan, version=1)),
     Kind("elf-x86", vmlinux.probe_x86, None),  # a 32-bit (i386) ELF kernel: not built
-    Kind("bzImage64", bzimage.probe, bzimage.plan),
-    Kind("bzImage", bzimage.probe, bzimage.plan),  # a 32-bit-only bzImage gets bzImage64's clear refusal
-    Kind("uki", uki.probe, uki.plan),  # a PE with a .linux section (kexec-tools 2.0.31+: after bzImage)
+    Kind("bzImage64", bzimage.probe, bzimage.plan, crash_kernel=True),
+    # a 32-bit-only bzImage gets bzImage64's clear refusal
+    Kind("bzImage", bzimage.probe, bzimage.plan, crash_kernel=True),
+    # a PE with a .linux section (kexec-tools 2.0.31+: after bzImage)
+    Kind("uki", uki.probe, uki.plan, crash_kernel=True),
 ]
 NAMES = [k.name for k in KINDS]
 

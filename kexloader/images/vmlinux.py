@@ -213,7 +213,8 @@ def _segments(elf: ElfImage, delta: int) -> list[tuple[int, int, object]]:
     return out
 
 
-def _span(elf: ElfImage) -> tuple[int, int]:
+def load_span(elf: ElfImage) -> tuple[int, int]:
+    """The page-aligned physical range [base, end) the PT_LOAD segments cover."""
     base = align_down(min(ld.paddr for ld in elf.loads), PAGE_SIZE)
     end = align_up(max(ld.paddr + ld.memsz for ld in elf.loads), PAGE_SIZE)
     return base, end
@@ -228,7 +229,7 @@ def place_loads(layout: Layout, elf: ElfImage, name: str, *, movable: bool) -> t
     """Put every PT_LOAD in `layout`: at p_paddr (ET_EXEC), or moved as a whole (ET_DYN; or ET_EXEC when
     `movable` and p_paddr does not fit). Returns where it went and notes."""
     notes = []
-    base, end = _span(elf)
+    base, end = load_span(elf)
     if end > ADDRESS_LIMIT:
         raise UnsupportedImageError(f"{name}: loads up to {end:#x}, above the {ADDRESS_LIMIT:#x} kexec limit")
     entry, why = _entry_paddr(elf, name)
@@ -290,6 +291,9 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
     if elf.elf_type not in ("ET_EXEC", "ET_DYN"):
         raise UnsupportedImageError(f"{name}: an ELF {elf.elf_type} file, not an executable kernel")
     style, default_note = choose_style(req.args_style, elf, req.kernel, name)
+    if req.crash and style != ARGS_LINUX:  # only a zero page carries the crash memory map and elfcorehdr=
+        raise UnsupportedImageError(f"{name}: elf-x86_64 images cannot be crash kernels",
+                                    hint="load a Linux bzImage with -p")
     notes = [f"{name}: ELF{elf.elfclass} {elf.elf_type}, {len(elf.loads)} PT_LOAD, entry {elf.entry:#x}, "
              f"argument style {style}"]
     if default_note:
