@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from . import cmdline as cmdlines
 from .errors import NoCrashRegionError, PlacementError, SystemFactsError, UsageError
+from .formats import bzimage as bz
 from .formats import elfcore
 from .memory import Layout, merge, subtract
 from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, Backup, GiB, KiB, MemRegion,
@@ -352,14 +353,6 @@ def prepare(layout: Layout, facts: SystemFacts, *, cmdline: str, capacity: int, 
 
 
 def bzimage_release(data) -> str | None:
-    """The version string a bzImage points at (setup header kernel_version, boot protocol 2.00+): the text
-    at file offset kernel_version + 0x200, e.g. "6.1.0-56-amd64 (debian-kernel@lists.debian.org) #1 ..."."""
-    if len(data) < 0x210:
-        return None
-    ptr = int.from_bytes(bytes(data[0x20E:0x210]), "little")
-    if not ptr:
-        return None
-    start = ptr + 0x200
-    raw = bytes(data[start:start + 256]).split(b"\0", 1)[0]
-    text = raw.decode("ascii", "replace").strip()
-    return text if kernel_version(text) else None
+    """The version string a bzImage points at (setup header kernel_version), when it reads as a release."""
+    text = bz.kernel_version_string(data)
+    return text if text and kernel_version(text) else None

@@ -321,6 +321,7 @@ def read_xen_facts() -> tuple[tuple[MemRegion, ...], XenFacts]:
 
 
 def read_cmdline(root: Path = Path("/")) -> str:
+    """The running kernel's command line (/proc/cmdline), "" when it cannot be read."""
     try:
         return (root / "proc/cmdline").read_text().strip()
     except OSError:
@@ -337,10 +338,7 @@ def read_facts(root: Path = Path("/")) -> SystemFacts:
         # machine: the next system gets Xen's machine map and no boot_params of ours (hardware_subarch=Xen PV
         # would be wrong for a kernel on bare metal).
         memmap, xen_facts = read_xen_facts()
-        try:
-            cmdline = (root / "proc/cmdline").read_text().strip()
-        except OSError:
-            cmdline = ""
+        cmdline = read_cmdline(root)
         # /sys/kernel/vmcoreinfo of a PV dom0 is a machine address (paddr_vmcoreinfo_note, arch/x86/xen/mmu_pv.c):
         # the crash header carries it so that the dump holds dom0's VMCOREINFO next to Xen's. A PVH dom0 reports
         # a guest-physical address, which means nothing in the machine's dump: left out.
@@ -362,10 +360,7 @@ def read_facts(root: Path = Path("/")) -> SystemFacts:
                                hint="run as root on a Linux system, or give a snapshot")
     boot_params = read_boot_params(root)
     rsdp = struct.unpack_from("<Q", boot_params, ACPI_RSDP_OFFSET)[0] if boot_params else 0
-    try:
-        cmdline = (root / "proc/cmdline").read_text().strip()
-    except OSError:
-        cmdline = ""
+    cmdline = read_cmdline(root)
     kcore = read_kcore_loads(root)
     return SystemFacts(memmap=memmap, boot_params=boot_params, cmdline=cmdline, iomem=iomem,
                        acpi_rsdp=rsdp or read_efi_rsdp(root), source=f"live {root}", efi=efi.read_efi(root, boot_params),

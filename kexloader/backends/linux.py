@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BackendError
-from ..model import KEXEC_SYSFS_DIR, KEXEC_SYSFS_FILES, MAP_ONLY, Plan
+from ..model import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_SYSFS_DIR, KEXEC_SYSFS_FILES, MAP_ONLY, Plan
 
 SYS_REBOOT = 169  # arch/x86/entry/syscalls/syscall_64.tbl
 SYS_KEXEC_LOAD = 246
@@ -37,9 +37,7 @@ FILE_FALLBACK_ERRNOS = frozenset({E.ENOSYS, E.EINVAL, E.ENOEXEC, E.EOPNOTSUPP})
 LINUX_REBOOT_MAGIC1 = 0xFEE1DEAD
 LINUX_REBOOT_MAGIC2 = 672274793
 LINUX_REBOOT_CMD_KEXEC = 0x45584543
-KEXEC_ON_CRASH = 0x1
 KEXEC_DEBUG = 0x10  # kexec-tools' name for a kexec_load debug flag; not in mainline as of 7.3 (measured: EINVAL)
-KEXEC_ARCH_X86_64 = 62 << 16
 FEATURES = {  # name -> (syscall, flag): see flag_supported
     "load-debug": (SYS_KEXEC_LOAD, KEXEC_DEBUG),
     "file-debug": (SYS_KEXEC_FILE_LOAD, KEXEC_FILE_DEBUG),

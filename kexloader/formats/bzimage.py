@@ -84,3 +84,20 @@ def setup_size(setup_sects: int) -> int:
 def header_end(jump: int) -> int:
     """End of the header as the image declares it: 0x202 + the jump's 8-bit displacement (boot.rst)."""
     return 0x202 + (jump >> 8)
+
+
+KERNEL_VERSION_FIELD = 0x20E  # kernel_version (protocol 2.00+): a pointer to the version string, less 0x200
+
+
+def kernel_version_string(data: bytes | bytearray | memoryview, limit: int = 256) -> str | None:
+    """The NUL-terminated text kernel_version points at (file offset kernel_version + 0x200), e.g. "6.1.0-56-amd64
+    (debian-kernel@lists.debian.org) #1 ..."; None when the field is 0 or the text is empty or outside the file.
+    boot.rst, "Details of Header Fields", kernel_version. The caller checks the protocol version."""
+    if len(data) < KERNEL_VERSION_FIELD + 2:
+        return None
+    ptr = int.from_bytes(bytes(data[KERNEL_VERSION_FIELD:KERNEL_VERSION_FIELD + 2]), "little")
+    start = ptr + 0x200
+    if not ptr or start >= len(data):
+        return None
+    text = bytes(data[start:start + limit]).split(b"\0", 1)[0].decode("ascii", "replace").strip()
+    return text or None
