@@ -36,8 +36,6 @@ E820_NAMES = {
 KEXEC_ON_CRASH = 0x1
 KEXEC_UPDATE_ELFCOREHDR = 0x4  # Linux 6.5+: the kernel may rewrite the elfcorehdr segment on CPU/memory hotplug
 KEXEC_ARCH_X86_64 = 62 << 16
-KEXEC_ARCH_386 = 3 << 16
-KEXEC_ARCH_MASK = 0xFFFF0000
 KEXEC_SEGMENT_MAX = 16
 MAP_ONLY = "map-only"  # segment role: Xen maps the range for the new image, copies and zeroes nothing
 
@@ -240,7 +238,6 @@ class XenFacts:
     crash_area: Range | None = None
     cpu_notes: tuple[tuple[int, Range], ...] = ()  # (physical CPU, note buffer)
     vmcoreinfo: Range | None = None
-    xen_image: Range | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,8 +53,10 @@ def read_dir(src: Path | str) -> Plan:
         for entry in doc["segments"]:
             if not re.fullmatch(r"[\w.-]+", entry["file"]):
                 raise ValueError(f"bad segment file name {entry['file']!r}")
+            if not entry.get("sha256"):  # write_dir always records it: a plan without one was edited by hand
+                raise ValueError(f"segment {entry['file']} has no sha256 in plan.json")
             data = (src / entry["file"]).read_bytes()
-            if hashlib.sha256(data).hexdigest() != entry.get("sha256", hashlib.sha256(data).hexdigest()):
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
                 raise ValueError(f"{entry['file']} does not match its sha256 in plan.json")
             segs.append(Segment(entry["role"], int(entry["mem"]), int(entry["memsz"]), data, entry.get("what", "")))
         linux = LinuxEntry(**doc["linux"]) if "linux" in doc else None

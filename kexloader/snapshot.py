@@ -64,7 +64,7 @@ def _xen_to_json(x: XenFacts | None):
     if x is None:
         return None
     return {"crash_area": _range_json(x.crash_area), "cpu_notes": [[c, r.start, r.size] for c, r in x.cpu_notes],
-            "vmcoreinfo": _range_json(x.vmcoreinfo), "xen_image": _range_json(x.xen_image)}
+            "vmcoreinfo": _range_json(x.vmcoreinfo)}
 
 
 def _xen_from_json(doc) -> XenFacts | None:
@@ -72,8 +72,7 @@ def _xen_from_json(doc) -> XenFacts | None:
         return None
     return XenFacts(crash_area=_range_from_json(doc.get("crash_area")),
                     cpu_notes=tuple((c, Range(s, n)) for c, s, n in doc.get("cpu_notes", [])),
-                    vmcoreinfo=_range_from_json(doc.get("vmcoreinfo")),
-                    xen_image=_range_from_json(doc.get("xen_image")))
+                    vmcoreinfo=_range_from_json(doc.get("vmcoreinfo")))  # older snapshots' xen_image: unused
 
 
 def _range_from_json(v) -> Range | None:

@@ -316,8 +316,7 @@ def read_xen_facts() -> tuple[tuple[MemRegion, ...], XenFacts]:
     if crash_area is not None:  # Xen keeps note buffers and VMCOREINFO only when it has a crash area
         notes = tuple(hypercall.cpu_note_ranges())
         vmcoreinfo = hypercall.get_range(xf.KEXEC_RANGE_MA_VMCOREINFO)
-    return hypercall.machine_memory_map(), XenFacts(crash_area=crash_area, cpu_notes=notes, vmcoreinfo=vmcoreinfo,
-                                                     xen_image=hypercall.get_range(xf.KEXEC_RANGE_MA_XEN))
+    return hypercall.machine_memory_map(), XenFacts(crash_area=crash_area, cpu_notes=notes, vmcoreinfo=vmcoreinfo)
 
 
 def read_cmdline(root: Path = Path("/")) -> str:

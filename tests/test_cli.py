@@ -115,6 +115,17 @@ def test_plan_in_loads_a_saved_plan(tmp_path, capsys):
     assert code == 1 and "does not match its sha256" in err
 
 
+def test_plan_in_refuses_a_segment_without_sha256(tmp_path, capsys):
+    run(["--dry-run", "-l", TINY, "--facts", SNAP, "--plan-out", str(tmp_path / "p")], capsys)
+    doc = json.loads((tmp_path / "p/plan.json").read_text())
+    del doc["segments"][1]["sha256"]
+    (tmp_path / "p/plan.json").write_text(json.dumps(doc))
+    backend = RecordingBackend()
+    code, out, err, _ = run(["-l", "--plan-in", str(tmp_path / "p")], capsys, backend)
+    assert code == 1 and not backend.plans
+    assert f"not a usable saved plan: segment {doc['segments'][1]['file']} has no sha256 in plan.json" in err
+
+
 def test_reuse_cmdline_with_append(tmp_path, capsys):
     code, out, err, _ = run(["--dry-run", "-l", TINY, "--reuse-cmdline", "--append=extra=1", "--facts", SNAP,
                              "--plan-out", str(tmp_path)], capsys)

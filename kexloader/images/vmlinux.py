@@ -6,8 +6,8 @@ where the allocator finds room. The argument style says what the image gets at i
   linux  (--args-linux)  a fresh zero page built around a synthetic setup header (there is none
                          in an ELF file), rsi = zero page, through the purgatory, at e_entry: the
                          64-bit boot protocol (boot.rst), which a vmlinux's startup_64 follows.
-  elf    (--args-elf)    ELF boot notes in rdi: kexec-tools' default for ELF images. kexloader's
-                         purgatory cannot set rdi yet, so this style is refused (NotSupportedYet).
+  elf    (--args-elf)    ELF boot notes in rdi, through the purgatory: kexec-tools' default for ELF
+                         images (the boot-notes segment: loader name and version, command line).
   none   (--args-none)   no purgatory, no arguments: the old kernel jumps straight to e_entry.
 
 kexec-tools defaults every ELF image to --args-elf, which a Linux vmlinux cannot use (it ignores
