@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from . import cmdline, system
+from . import system
+from .cmdline import Cmdline
 from . import plan as plans
 from .errors import BackendError, EXIT_FALLBACK, PlacementError, UnsupportedImageError, UsageError
 # re-exported: the library reads files through these
@@ -128,8 +129,8 @@ def command_line(intent: LoadIntent, running: str) -> str | None:
     --append; None when neither was given (a UKI's .cmdline or a boot entry's options apply)."""
     if intent.append is None and not intent.reuse_cmdline:
         return None
-    return cmdline.compose(cmdline.reused(running, crash=intent.crash) if intent.reuse_cmdline else None,
-                           intent.append)
+    line = Cmdline.reused(running, crash=intent.crash) if intent.reuse_cmdline else Cmdline()
+    return str(line.append(intent.append))
 
 
 def build_request(intent: LoadIntent, facts: SystemFacts) -> LoadRequest:
@@ -144,7 +145,7 @@ def build_request(intent: LoadIntent, facts: SystemFacts) -> LoadRequest:
     if intent.vmm:
         # kexec -l --append="XEN_ARGS -- DOM0_ARGS" --vmm=XEN DOM0 [--initrd=I] (Xen's docs/misc/kexec_and_kdump.txt)
         xen_args, _, dom0_args = f" {line or ''} ".partition(" -- ")
-        modules = [cmdline.compose(kernel, dom0_args.strip())] + list(initrds) + modules
+        modules = [str(Cmdline(kernel).append(dom0_args))] + list(initrds) + modules
         kernel, initrds, line = intent.vmm, (), xen_args.strip()
     req = read_request(kernel, initrds=initrds, cmdline=line, uki_profile=intent.uki_profile,
                        image_type=intent.image_type, crash=intent.crash, modules=modules,
@@ -184,6 +185,7 @@ def open_file_load(intent: LoadIntent, snapshot: str | Path | None = None) -> It
     from . import fileload  # a UKI's sections and several initrds go in memfds
     with fileload.open_files(intent.kernel or "", intent.initrds, command_line(intent, running),
                              uki_profile=intent.uki_profile) as f:
+        Cmdline(f.cmdline)  # the kernel reads it up to the first NUL: refuse one inside, as kexec_load does
         yield f
 
 

@@ -32,7 +32,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from . import cmdline as cmdlines
 from .errors import NoCrashRegionError, PlacementError, SystemFactsError, UsageError
 from .formats import bzimage as bz
 from .formats import elfcore
@@ -283,7 +282,7 @@ def crash_memmap(facts: SystemFacts, low_ram: Sequence[Range], taken: Sequence[R
 class CrashSetup:
     """What a Linux planner adds for -p, once `prepare` has placed the elfcorehdr (and backup) segments."""
 
-    cmdline: str  # the user's command line with acpi_rsdp= and elfcorehdr= appended
+    cmdline_additions: tuple[str, ...]  # acpi_rsdp=, elfcorehdr=: the caller adds them to its Cmdline
     memmap: tuple[MemRegion, ...]  # the crash kernel's e820
     backup: Backup | None  # for the purgatory
     notes: tuple[str, ...]
@@ -302,9 +301,9 @@ def hotplug_header_size(facts: SystemFacts) -> int:
     return elfcore.EHDR_SIZE + k.crash_elfcorehdr_size
 
 
-def prepare(layout: Layout, facts: SystemFacts, *, cmdline: str, capacity: int, what: str,
-            target_release: str | None = None, hotplug: bool = False) -> CrashSetup:
-    """Place the backup and elfcorehdr segments in `layout` (the crash region) and compose the rest.
+def prepare(layout: Layout, facts: SystemFacts, *, target_release: str | None = None,
+            hotplug: bool = False) -> CrashSetup:
+    """Place the backup and elfcorehdr segments in `layout` (the crash region) and say what else kdump needs.
 
     hotplug: size the elfcorehdr segment for the header the kernel writes on CPU/memory hotplug."""
     if facts.xen is not None:  # what Xen keeps in low memory is not known here: always the copy
@@ -343,13 +342,8 @@ def prepare(layout: Layout, facts: SystemFacts, *, cmdline: str, capacity: int, 
     if facts.acpi_rsdp:
         added.append(f"acpi_rsdp={facts.acpi_rsdp:#x}")
     added.append(f"elfcorehdr={hdr_seg.mem // KiB}K")
-    extra = " ".join(added)
-    full = cmdlines.compose(cmdline, extra)
-    if len(full.encode()) > capacity:
-        raise UsageError(f"the command line is {len(full.encode())} bytes with kdump's \"{extra}\"; "
-                         f"{what} accepts at most {capacity}", hint="shorten --append/--command-line")
     taken = [hdr_seg.range] + ([backup_seg.range] if backup_seg else [])
-    return CrashSetup(full, crash_memmap(facts, low_ram, taken), backup, tuple(notes))
+    return CrashSetup(tuple(added), crash_memmap(facts, low_ram, taken), backup, tuple(notes))
 
 
 def bzimage_release(data) -> str | None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from construct import ConstError, ConstructError
 
-from .. import cmdline, crash, initramfs
+from .. import crash, initramfs
+from ..cmdline import Cmdline
 from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageError
 from ..formats import bzimage as bz
 from ..memory import ADDRESS_LIMIT, Layout
@@ -60,7 +61,7 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
     """Lay out a bzImage in `usable` memory (RAM, or the crash region for -p)."""
     hdr = parse_header(req.kernel, req.kernel_name)
     what = f"kernel ({req.kernel_name})"
-    cmdline.encode(req.cmdline, capacity=hdr.cmdline_size, what=what)  # refused before anything is placed
+    Cmdline(req.cmdline).check(hdr.cmdline_size, what=what)  # refused before anything is placed
     notes = [f"{req.kernel_name}: bzImage, boot protocol {hdr.version >> 8}.{hdr.version & 0xFF:02}"]
     above_4g = bool(hdr.xloadflags & bz.XLF_CAN_BE_LOADED_ABOVE_4G)
     layout = Layout(usable)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import struct
 
-from .. import bootparams, cmdline, crash, efiboot
+from .. import bootparams, crash, efiboot
+from ..cmdline import Cmdline
 from ..formats.bootparams import SETUP_E820_EXT, SETUP_EFI
 from ..handoff import attach_purgatory
 from ..memory import ADDRESS_LIMIT, Layout, validate
@@ -29,12 +30,12 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
     """Place the rest of a Linux load in `layout` and return the validated plan.
 
     header_page: the first page of a bzImage (or a synthetic one) whose setup header the zero page copies."""
-    line = cmdline.encode(req.cmdline, capacity=capacity, what=what)
+    user_line = Cmdline(req.cmdline)
+    line = user_line.encode(capacity, what=what)
     kdump, small = None, SMALL_SEGMENTS
     if req.crash:
-        kdump = crash.prepare(layout, facts, cmdline=req.cmdline, capacity=capacity, what=what,
-                              target_release=target_release, hotplug=req.hotplug)
-        line = cmdline.encode(kdump.cmdline, capacity=capacity, what=what)
+        kdump = crash.prepare(layout, facts, target_release=target_release, hotplug=req.hotplug)
+        line = user_line.add(kdump.cmdline_additions, "kdump").encode(capacity, what=what)
         notes += kdump.notes
         if not any(u.overlaps(SMALL_SEGMENTS) for u in usable):  # a crash region above 4 GiB (crashkernel=,high)
             small = Range.between(1 * MiB, ADDRESS_LIMIT)

@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 
 from .. import __version__, legacybios
+from ..cmdline import Cmdline
 from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageError, UsageError
 from ..formats import multiboot as mb
 from ..handoff import attach_purgatory
@@ -266,7 +267,7 @@ class _Blob:
         return addr
 
     def string(self, text: str) -> int:
-        return self.add(text.encode() + b"\0", 1)
+        return self.add(Cmdline(text).encode(None), 1)
 
 
 def build_mb1_info(base: int, cmdline: str, modules, facts: SystemFacts, *, mem_lower: int | None = None) -> bytes:
@@ -296,11 +297,11 @@ def build_mb2_info(base: int, cmdline: str, modules, facts: SystemFacts, *, load
             mb.mb2_tag(mb.MB2_TAG_MMAP, mb.MB2Mmap.build(dict(entry_size=24, entry_version=0, entries=mmap)))]
     if load_base is not None:
         tags.append(mb.mb2_tag(mb.MB2_TAG_LOAD_BASE, struct.pack("<I", load_base)))
-    tags.append(mb.mb2_tag(mb.MB2_TAG_CMDLINE, cmdline.encode() + b"\0"))
+    tags.append(mb.mb2_tag(mb.MB2_TAG_CMDLINE, Cmdline(cmdline).encode(None)))
     tags.append(mb.mb2_tag(mb.MB2_TAG_LOADER_NAME, LOADER_NAME.encode() + b"\0"))
     for start, end, line in modules:
         tags.append(mb.mb2_tag(mb.MB2_TAG_MODULE, mb.MB2Module.build(dict(mod_start=start, mod_end=end,
-                                                                              cmdline=line.encode() + b"\0"))))
+                                                                              cmdline=Cmdline(line).encode(None)))))
     tags.append(mb.mb2_tag(mb.MB2_TAG_END, b""))
     body = b"".join(tags)
     return mb.MB2InfoHeader.build(dict(total_size=8 + len(body), reserved=0)) + body

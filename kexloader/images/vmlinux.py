@@ -28,7 +28,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from .. import cmdline
+from ..cmdline import Cmdline
 from ..errors import MalformedImageError, PlacementError, UnsupportedImageError, UsageError
 from ..formats import bzimage as bz
 from ..memory import ADDRESS_LIMIT, Layout, allocate, validate
@@ -305,7 +305,7 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
     movable = style == ARGS_LINUX and linux_evidence(elf, req.kernel) is not None
     layout = Layout(usable)
     if style == ARGS_LINUX:  # the command line is refused before anything is placed
-        cmdline.encode(req.cmdline, capacity=SYNTHETIC_CMDLINE_SIZE, what=f"kernel ({name})")
+        Cmdline(req.cmdline).check(SYNTHETIC_CMDLINE_SIZE, what=f"kernel ({name})")
     placed, more = place_loads(layout, elf, name, movable=movable)
     notes += more
 
@@ -342,7 +342,7 @@ def _plan_boot_notes(layout: Layout, req: LoadRequest, usable: list[Range], entr
     block = elfboot.build_boot_notes([
         (elfboot.EBN_BOOTLOADER_NAME, b"kexloader\0"),
         (elfboot.EBN_BOOTLOADER_VERSION, __version__.encode() + b"\0"),
-        (elfboot.EBN_COMMAND_LINE, req.cmdline.encode() + b"\0"),
+        (elfboot.EBN_COMMAND_LINE, Cmdline(req.cmdline).encode(None)),  # a note has no size limit of its own
     ])
     seg = layout.place("boot-notes", block, window=linuxboot.SMALL_SEGMENTS, what="ELF boot notes (--args-elf)")
     handoff = Linux64Handoff(boot_params=0, kernel_entry=entry, rdi=seg.mem)
