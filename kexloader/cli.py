@@ -99,7 +99,7 @@ Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
                           runtime services and finds ACPI through acpi_rsdp_addr.
  ELF kernels (elf-x86_64):
      --args-linux         Pass a Linux zero page (the default for a Linux vmlinux).
-     --args-elf           Pass ELF boot notes (kexec-tools' default; not supported yet).
+     --args-elf           Pass ELF boot notes (the default for an ELF that is not a Linux vmlinux).
      --args-none          Jump to the entry point with no arguments.
  kexloader extras:
      --dry-run            Build the plan, print it, load nothing.
