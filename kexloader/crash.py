@@ -1,4 +1,5 @@
-"""kdump: what a crash kernel needs besides its image (reference/interfaces.md §1.4, §5; kexec-tools-anatomy.md §5).
+"""kdump: what a crash kernel needs besides its image (Linux Documentation/admin-guide/kdump/kdump.rst; the
+segments are those kexec-tools loads for -p: behaviour, not code).
 
 * The crash region: the last "Crash kernel" range of /proc/iomem (kexec-tools' choice; with
   `crashkernel=X,high` + `,low` the last one is the high, main reservation the kernel checks segments
@@ -7,7 +8,7 @@
 * The ELF core header (`elfcorehdr=`): ET_CORE, one PT_NOTE per CPU crash-note buffer, one for VMCOREINFO,
   a PT_LOAD for the kernel text mapping and one per System RAM range with the crash regions carved out.
   The builder (`core_header`) takes plain ranges, so the Xen dom0 path can feed it Xen's CPU notes,
-  VMCOREINFO_XEN and the machine memory map (interfaces.md §4.7) through `ram_loads` and `CoreSources`.
+  VMCOREINFO_XEN and the machine memory map (Xen docs/misc/kexec_and_kdump.txt) through `ram_loads` and `CoreSources`.
 * The crash kernel's memory map: the crash regions as RAM minus the elfcorehdr and backup segments, low
   memory (see `low_memory_scheme`), and the ACPI/NVS/reserved/persistent ranges kept with their types.
 * Command-line additions, appended as kexec-tools does: `acpi_rsdp=0x...` (always: kexec-tools adds it only
@@ -76,7 +77,7 @@ class CoreSources:
 
 
 def core_header(src: CoreSources) -> bytes:
-    """The ELF64 ET_CORE header the kdump kernel reads at elfcorehdr= (interfaces.md §5.1-5.2)."""
+    """The ELF64 ET_CORE header the kdump kernel reads at elfcorehdr= (Linux fs/proc/vmcore.c)."""
     phdrs = [elfcore.Phdr(elfcore.PT_NOTE, 0, r.start, 0, r.start, r.size, r.size, 0) for r in src.notes]
     phdrs += [elfcore.Phdr(elfcore.PT_LOAD, elfcore.PF_R | elfcore.PF_W | elfcore.PF_X, ld.offset, ld.vaddr,
                            ld.paddr, ld.size, ld.size, 0) for ld in src.loads]
@@ -113,7 +114,8 @@ def crash_region(facts: SystemFacts) -> Range:
 def control_reserve(facts: SystemFacts) -> int:
     """Bytes of the crash region left free for the kernel's control pages: the relocation code page, the
     identity map it builds of all RAM (one page-directory page per GiB without 1 GiB pages, plus upper
-    levels) and the VMCOREINFO safe copy (interfaces.md §1.4 item 12). At least 2 MiB."""
+    levels) and the VMCOREINFO safe copy (Linux kernel/kexec_core.c, kimage_alloc_crash_control_pages).
+    At least 2 MiB."""
     top = max((r.end for r in facts.ram()), default=4 * GiB)
     pages = -(-top // GiB) + 64
     return max(CONTROL_RESERVE_MIN, align_up(pages * PAGE_SIZE, MiB))
@@ -200,7 +202,8 @@ def system_ram(facts: SystemFacts) -> list[Range]:
 
 def linux_core_sources(facts: SystemFacts, scheme: str, backup: Range | None,
                        source: Range | None) -> tuple[CoreSources, list[str]]:
-    """CoreSources of the running Linux kernel (interfaces.md §5.3-5.4), and notes for --dry-run."""
+    """CoreSources of the running Linux kernel (what the kernel's own crash_prepare_elf64_headers uses), and
+    notes for --dry-run."""
     notes = []
     if not facts.crash_notes:
         raise SystemFactsError("no CPU crash notes (/sys/devices/system/cpu/cpuN/crash_notes): the running kernel "
@@ -233,8 +236,8 @@ def linux_core_sources(facts: SystemFacts, scheme: str, backup: Range | None,
 
 def xen_core_sources(facts: SystemFacts, backup: Range | None,
                      source: Range | None) -> tuple[CoreSources, list[str]]:
-    """CoreSources of a Xen host seen from dom0 (interfaces.md §4.7, what kexec-tools builds there): Xen's
-    per-pCPU notes and VMCOREINFO_XEN (then dom0's VMCOREINFO, which kexec-tools leaves out), no kernel-text PT_LOAD, the machine map's RAM minus the crash area,
+    """CoreSources of a Xen host seen from dom0 (Xen docs/misc/kexec_and_kdump.txt; what kexec-tools builds
+    there): Xen's per-pCPU notes and VMCOREINFO_XEN (then dom0's VMCOREINFO, which kexec-tools leaves out), no kernel-text PT_LOAD, the machine map's RAM minus the crash area,
     p_vaddr in Linux's default direct map (meaningless for Xen, kept for tools that expect one)."""
     xen = facts.xen
     if not xen.cpu_notes:

@@ -335,7 +335,8 @@ class SystemFacts:
     iomem: tuple[IomemEntry, ...] = ()
     acpi_rsdp: int | None = None  # from boot_params or /sys/firmware/efi/systab
     source: str = ""  # "live /", "snapshot fixtures/x.json"
-    # kdump (-p) sources, Linux host (reference/interfaces.md §5.3, §5.4):
+    # kdump (-p) sources, Linux host (Linux Documentation/ABI/testing/sysfs-devices-system-cpu 'crash_notes',
+    # sysfs-kernel-vmcoreinfo; the PT_LOADs the kernel's own crash_prepare_elf64_headers emits):
     crash_notes: tuple[tuple[int, Range], ...] = ()  # (cpu, note buffer) from /sys/devices/system/cpu/cpuN
     vmcoreinfo: Range | None = None  # /sys/kernel/vmcoreinfo: the VMCOREINFO note buffer
     kernel_text: KernelText | None = None  # from /proc/kcore, else /proc/kallsyms + /proc/iomem

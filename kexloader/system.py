@@ -112,8 +112,9 @@ def read_efi_rsdp(root: Path = Path("/")) -> int | None:
     return None
 
 
-# ---- kdump sources (reference/interfaces.md §5.3, §5.4). Each returns nothing rather than fail: they only
-# matter for -p, and kdump planning says which one is missing.
+# ---- kdump sources (Linux Documentation/ABI/testing/sysfs-devices-system-cpu 'crash_notes',
+# sysfs-kernel-vmcoreinfo, Documentation/filesystems/proc.rst for /proc/kcore). Each returns nothing rather than
+# fail: they only matter for -p, and kdump planning says which one is missing.
 
 KERNEL_TEXT_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map: the kernel image mapping starts here
 KCORE_READ = 64 * 1024  # /proc/kcore is as big as the address space: read its headers only

@@ -52,7 +52,7 @@ RUNTIME_SERVICES_CODE = 5
 RUNTIME_SERVICES_DATA = 6
 EFI_MEMORY_RUNTIME = 1 << 63  # attribute bit: the region is needed by runtime services
 
-EFI_SETUP_DATA_SIZE = 96  # 12 u64 (interfaces.md says 120: it is 4 + 8 u64)
+EFI_SETUP_DATA_SIZE = 96  # 12 u64: 4 named + reserved[8] (Linux arch/x86/include/asm/efi.h)
 EfiSetupData = Struct(  # struct efi_setup_data, the payload of SETUP_EFI (arch/x86/include/asm/efi.h)
     "fw_vendor" / Int64ul,  # physical address of the firmware vendor string
     "runtime" / Int64ul,  # "__unused" in current kernels (older ones read the runtime services table here)

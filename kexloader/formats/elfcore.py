@@ -1,7 +1,7 @@
 """ELF64 core-file structures: the header a kdump kernel reads at `elfcorehdr=`, /proc/kcore, /proc/vmcore.
 
-Layouts from the System V ABI / ELF-64 Object File Format 1.5 (little endian, x86-64), as summarised in
-reference/interfaces.md §5.2: Elf64_Ehdr (64 bytes), Elf64_Phdr (56 bytes), Elf64_Nhdr (12 bytes, name and
+Layouts from the System V ABI / ELF-64 Object File Format 1.5 ('File Header', 'Program Header', 'Note
+Sections'; little endian, x86-64): Elf64_Ehdr (64 bytes), Elf64_Phdr (56 bytes), Elf64_Nhdr (12 bytes, name and
 descriptor each padded to 4 bytes). Pure encode/decode; what goes into a header is kexloader/crash.py's job.
 """
 
@@ -98,7 +98,8 @@ class Phdr:
 
 def build_core(phdrs: Sequence[Phdr], *, machine: int = EM_X86_64) -> bytes:
     """An ET_CORE ELF header followed at once by its program headers (e_phoff = 64), as the kdump kernel
-    reads it: `64 + e_phnum * 56` bytes from the header's address (interfaces.md §5.1)."""
+    reads it: `64 + e_phnum * 56` bytes from the header's address (Linux fs/proc/vmcore.c,
+    parse_crash_elf64_headers)."""
     if not 0 < len(phdrs) < PN_XNUM:
         raise ElfCoreError(f"{len(phdrs)} program headers; a core header needs 1 to {PN_XNUM - 1}")
     ehdr: bytes = Elf64_Ehdr.build(dict(

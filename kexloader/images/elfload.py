@@ -1,7 +1,7 @@
 """The only importer of pyelftools: an ELF executable's entry point and PT_LOAD segments, bounds-checked.
 
 pyelftools reads past the end of a truncated file without complaint and lets OverflowError escape
-on hostile offsets (STYLE.md §3), so every size is checked against the blob here.
+on hostile offsets (seen with pyelftools 0.33), so every size is checked against the blob here.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Segments: the image's PT_LOADs (or the MB1 a.out-kludge range), one per module, the boot
 information with its strings and memory map, and the purgatory (which drops from 64-bit mode).
 Everything lies at or above 1 MiB and below 4 GiB: Xen puts its trampoline just below the top
-of conventional memory and reads the BIOS data area in page 0 (interfaces.md §3.5.2).
+of conventional memory and reads the BIOS data area in page 0 (Xen xen/arch/x86/boot/head.S).
 """
 
 from __future__ import annotations

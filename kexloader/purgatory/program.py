@@ -1,11 +1,11 @@
 """The purgatory: the code the old kernel (or Xen) jumps to, which hands control to the new system.
 
-What it does, in order (kexec-tools' purgatory does the same; reference/kexec-tools-anatomy.md §4.5):
+What it does, in order (as kexec-tools' purgatory does: behaviour, not code):
 
-1. 64-bit entry (Linux `relocate_kernel`, Xen `arch=EM_X86_64`; interfaces.md §1.8): load our own GDT and a
-   null IDT (the old ones are zapped or unmapped), reload DS/ES/SS/FS/GS = 0x18 and CS = 0x10 by a far return,
-   switch to our own stack (the entry RSP is in a page that is not ours).
-   32-bit entry (`entry_mode="32"`, Xen `arch=EM_386`, interfaces.md §4.4): build an identity map of the
+1. 64-bit entry (Linux `relocate_kernel`, arch/x86/kernel/relocate_kernel_64.S; Xen `arch=EM_X86_64`): load our
+   own GDT and a null IDT (the old ones are zapped or unmapped), reload DS/ES/SS/FS/GS = 0x18 and CS = 0x10 by a
+   far return, switch to our own stack (the entry RSP is in a page that is not ours).
+   32-bit entry (`entry_mode="32"`, Xen `arch=EM_386`, Xen xen/include/public/kexec.h): build an identity map of the
    first 4 GiB in our own bss, enter long mode and continue at the 64-bit entry. So there is one 64-bit main
    program and one pair of SHA-256 routines, not a 32-bit copy of each.
 2. Optional console: a polled 16550 UART and/or the VGA text buffer.
@@ -54,8 +54,8 @@ class Linux64Handoff:
 
 @dataclass(frozen=True)
 class Multiboot32Handoff:
-    """Multiboot 1/2 machine state (interfaces.md §3.3): 32-bit protected mode, paging off, flat segments,
-    eax = magic, ebx = info address, jump to entry."""
+    """Multiboot 1/2 machine state (Multiboot Specification 0.6.96, '3.2 Machine state'): 32-bit protected
+    mode, paging off, flat segments, eax = magic, ebx = info address, jump to entry."""
 
     magic: int
     info: int

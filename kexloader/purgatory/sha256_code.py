@@ -4,7 +4,7 @@ Three position-independent routines, all with the System V C calling convention 
 tools/bench_sha256.py call them natively through ctypes, and the purgatory calls them the same way):
 
     sha256_blocks_int(uint32 state[8], const uint8 *data, size_t nblocks)     integer only (no SSE: the
-        kexec entry state has CR4.OSFXSR clear, interfaces.md §1.8)
+        kexec entry state has CR4.OSFXSR clear, Linux arch/x86/kernel/relocate_kernel_64.S)
     sha256_blocks_shani(uint32 state[8], const uint8 *data, size_t nblocks)   SHA extensions + SSSE3
         (SDM vol. 2: SHA256RNDS2, SHA256MSG1, SHA256MSG2; PSHUFB/PALIGNR)
     sha256_regions(const struct {u64 start, len;} *regions, size_t n, uint8 out[32], void *workspace,
@@ -409,7 +409,8 @@ def native_routines(base: int = 0) -> tuple[bytes, dict[str, int]]:
 
 def regions_digest(parts: Iterable[tuple[bytes, int]]) -> bytes:
     """What the loader computes: SHA-256 over each (buffer, memsz) as buffer followed by zeros up to memsz,
-    concatenated in order (kexec-tools-anatomy.md §4.4). The buffer may be any bytes-like object."""
+    concatenated in order (as kexec-tools' update_purgatory does: behaviour, not code). The buffer may be any
+    bytes-like object."""
     import hashlib
 
     h = hashlib.sha256()
