@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from .formats import bootparams as bp
 from .formats import bzimage as bz
 from .memory import Layout
-from .model import MemRegion, MiB, Range
+from .model import MemRegion, MiB, Range, Role
 
 TYPE_OF_LOADER_KEXEC = 0xD0  # boot.rst loader ID 0xD ("kexec-tools"), version 0: we stand in for it
 SCREEN_INFO_DEFAULT = bytes([0, 0, 0, 0, 0, 0, 0, 80, 0, 0, 0, 0, 0, 0, 25, 1, 16, 0]).ljust(bp.SCREEN_INFO_SIZE, b"\0")
@@ -97,7 +97,7 @@ def place_setup_data(layout: Layout, records: Sequence[tuple[int, bytes]], windo
         return 0
     size = len(bp.build_setup_chain(records, 0))
     names = ", ".join("SETUP_" + bp.SETUP_TYPES.get(kind, str(kind)) for kind, _ in records)
-    seg = layout.place("setup-data", bytes(size), window=window, what=names)
+    seg = layout.place(Role.SETUP_DATA, bytes(size), window=window, what=names)
     layout.replace(seg, bp.build_setup_chain(records, seg.mem))
     return seg.mem
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from .formats import bzimage as bz
 from .formats import efi as fe
 from .memory import Layout
-from .model import EfiFacts, EfiRuntimeRegion, MemRegion, Range, SystemFacts
+from .model import EfiFacts, EfiRuntimeRegion, MemRegion, Range, Role, SystemFacts
 
 XLOADFLAGS_SINCE = 0x020C  # boot protocol that introduced xloadflags
 FIRMWARE_RUNTIME_TYPES = (fe.RUNTIME_SERVICES_CODE, fe.RUNTIME_SERVICES_DATA)
@@ -126,6 +126,6 @@ def runtime_map_problem(regions: Iterable[EfiRuntimeRegion], memmap: Sequence[Me
 
 def place(layout: Layout, handover: EfiHandover, window: Range) -> bytes:
     """Put the EFI memory map in `layout`; the efi_info that points at it."""
-    seg = layout.place("efi-memmap", handover.memmap, window=window,
+    seg = layout.place(Role.EFI_MEMMAP, handover.memmap, window=window,
                        what=f"EFI memory map: {handover.count} runtime regions")
     return handover.efi_info(seg.mem)

@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Sequence
 
 from .memory import Layout
-from .model import MAP_ONLY, Backup, PurgatoryOptions, Range, Segment
+from .model import Backup, PurgatoryOptions, Range, Role, Segment
 from .purgatory.program import Region, build_purgatory, purgatory_size
 
 ZEROS = bytes(1 << 20)
@@ -31,19 +31,19 @@ def segments_digest(segments: Sequence[Segment]) -> tuple[tuple[Region, ...], by
 
 
 def attach_purgatory(layout: Layout, handoff, options: PurgatoryOptions, *, window: Range,
-                     backup: Backup | None = None, entry_mode: str = "64", unhashed: tuple[str, ...] = ()) -> int:
+                     backup: Backup | None = None, entry_mode: str = "64", unhashed: tuple[Role, ...] = ()) -> int:
     """Place the purgatory in `window`, built for its final address; returns the plan's entry point.
 
     unhashed: roles the purgatory must not verify because the kernel may rewrite them after the load (the
     elfcorehdr with --hotplug, as kexec-tools' arch_do_exclude_segment)."""
-    hashed = tuple(s for s in layout.segments if s.role != MAP_ONLY and s.role not in unhashed)
+    hashed = tuple(s for s in layout.segments if s.role != Role.MAP_ONLY and s.role not in unhashed)
     if options.checks:
         regions, digest = segments_digest(hashed)
     else:
         regions, digest = (), None
     kw = dict(regions=regions, digest=digest, options=options, backup=backup, entry_mode=entry_mode)
     # The size does not depend on where the code goes: reserve it, then build for that address.
-    seg = layout.place("purgatory", b"", memsz=purgatory_size(handoff, **kw), window=window,
+    seg = layout.place(Role.PURGATORY, b"", memsz=purgatory_size(handoff, **kw), window=window,
                        what="generated entry code")
     image = build_purgatory(seg.mem, handoff, **kw)
     layout.replace(seg, image.code)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .memory import Layout, SegmentData
-from .model import PAGE_SIZE, Range, Segment, align_up
+from .model import PAGE_SIZE, Range, Role, Segment, align_up
 
 # Parts beyond this many are joined into one segment: kexec_load takes 16 segments at most, and the
 # kernel, command line, zero page, purgatory and setup_data need up to 8 of them.
@@ -86,16 +86,16 @@ def place(layout: Layout, parts: Iterable[InitrdPart], *, window: Range, what: s
     if len(parts) > MAX_SEPARATE_PARTS:
         parts = [InitrdPart(what, join(parts))]
     if len(parts) == 1:
-        return layout.place("initrd", parts[0].data, window=window, what=what)
+        return layout.place(Role.INITRD, parts[0].data, window=window, what=what)
     strides = [align_up(len(p.data), PAGE_SIZE) for p in parts[:-1]]
     total = sum(strides) + len(parts[-1].data)
-    block = layout.place("initrd", b"", memsz=total, window=window, what=what)  # reserve the whole run
+    block = layout.place(Role.INITRD, b"", memsz=total, window=window, what=what)  # reserve the whole run
     layout.segments.remove(block)
     at = block.mem
     for p, stride in zip(parts, strides + [block.memsz - sum(strides)]):
-        layout.put("initrd", p.data, at, stride, what=p.name)
+        layout.put(Role.INITRD, p.data, at, stride, what=p.name)
         at += stride
-    return Segment("initrd", block.mem, block.memsz, _Sized(total), what)
+    return Segment(Role.INITRD, block.mem, block.memsz, _Sized(total), what)
 
 
 class _Sized:

@@ -6,6 +6,7 @@ No I/O and no policy here. Ranges are half-open: `end` is exclusive, `last` incl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 PAGE_SIZE = 4096
@@ -37,7 +38,30 @@ KEXEC_ON_CRASH = 0x1
 KEXEC_UPDATE_ELFCOREHDR = 0x4  # Linux 6.5+: the kernel may rewrite the elfcorehdr segment on CPU/memory hotplug
 KEXEC_ARCH_X86_64 = 62 << 16
 KEXEC_SEGMENT_MAX = 16
-MAP_ONLY = "map-only"  # segment role: Xen maps the range for the new image, copies and zeroes nothing
+
+
+class Role(StrEnum):
+    """What a segment holds. The value is the name in plan.json, segment file names and --dry-run."""
+
+    KERNEL = "kernel"
+    INITRD = "initrd"
+    CMDLINE = "cmdline"
+    BOOT_PARAMS = "boot-params"  # the zero page
+    SETUP_DATA = "setup-data"  # the setup_data chain
+    EFI_MEMMAP = "efi-memmap"
+    BOOT_NOTES = "boot-notes"  # ELF boot notes (--args-elf)
+    MBI = "mbi"  # multiboot information
+    MODULE = "module"  # a multiboot module
+    ACPI = "acpi"  # XSDT and table copies for a multiboot target on a UEFI machine
+    BIOS_DATA = "bios-data"
+    EBDA = "ebda"
+    ELFCOREHDR = "elfcorehdr"
+    BACKUP = "backup"  # kdump: where the purgatory copies low memory
+    PURGATORY = "purgatory"
+    MAP_ONLY = "map-only"  # Xen maps the range for the new image, copies and zeroes nothing
+
+
+MAP_ONLY = Role.MAP_ONLY
 
 
 def align_up(value: int, align: int) -> int:
@@ -116,7 +140,7 @@ class MemRegion:
 class Segment:
     """What one kexec segment holds: `data` copied to `mem`, zero-filled up to `memsz`."""
 
-    role: str  # kernel, initrd, boot-params, cmdline, purgatory, mbi, module, elfcorehdr, ...
+    role: Role
     mem: int
     memsz: int
     data: Any = field(repr=False, compare=False)  # bytes-like (bytes, memoryview of an mmap)

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from .errors import KexloaderError
-from .model import LinuxEntry, MultibootEntry, Plan, Segment
+from .model import LinuxEntry, MultibootEntry, Plan, Role, Segment
 
 
 def segment_file_name(index: int, seg: Segment) -> str:
@@ -58,13 +58,20 @@ def read_dir(src: Path | str) -> Plan:
             data = (src / entry["file"]).read_bytes()
             if hashlib.sha256(data).hexdigest() != entry["sha256"]:
                 raise ValueError(f"{entry['file']} does not match its sha256 in plan.json")
-            segs.append(Segment(entry["role"], int(entry["mem"]), int(entry["memsz"]), data, entry.get("what", "")))
+            segs.append(Segment(_role(entry["role"]), int(entry["mem"]), int(entry["memsz"]), data, entry.get("what", "")))
         linux = LinuxEntry(**doc["linux"]) if "linux" in doc else None
         mb = MultibootEntry(**doc["multiboot"]) if "multiboot" in doc else None
         return Plan(entry=int(doc["entry"]), flags=int(doc["flags"]), segments=tuple(segs), linux=linux,
                     multiboot=mb, notes=tuple(doc.get("notes", ())))
     except (OSError, KeyError, TypeError, ValueError) as e:
         raise KexloaderError(f"{src}: not a usable saved plan: {e}") from e
+
+
+def _role(name: object) -> Role:
+    try:
+        return Role(name)
+    except ValueError:
+        raise ValueError(f"unknown segment role {name!r}") from None
 
 
 def describe(plan: Plan) -> str:

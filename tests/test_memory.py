@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from kexloader.errors import PlacementError
 from kexloader.memory import Layout, allocate, merge, subtract, validate
-from kexloader.model import MiB, Plan, Range, Segment
+from kexloader.model import MiB, Plan, Range, Role, Segment
 
 R = Range
 
@@ -57,7 +57,7 @@ def test_layout_never_overlaps(sizes, top_down):
     layout = Layout([R(MiB, 64 * MiB)])
     with contextlib.suppress(PlacementError):
         for i, n in enumerate(sizes):
-            layout.place(f"s{i}", b"x" * min(n, 64), memsz=n, top_down=top_down)
+            layout.place(Role.MODULE, b"x" * min(n, 64), memsz=n, top_down=top_down)
     segs = sorted(layout.segments, key=lambda s: s.mem)
     for a, b in zip(segs, segs[1:]):
         assert a.range.end <= b.mem
@@ -66,11 +66,13 @@ def test_layout_never_overlaps(sizes, top_down):
 
 def test_put_refuses_overlap_and_outside_ram():
     layout = Layout([R(MiB, 16 * MiB)])
-    layout.put("a", b"x", 2 * MiB, 0x1000)
-    with pytest.raises(PlacementError, match="overlaps a"):
-        layout.put("b", b"y", 2 * MiB, 0x2000)
+    layout.put(Role.KERNEL, b"x", 2 * MiB, 0x1000)
+    with pytest.raises(PlacementError, match="initrd at .* overlaps kernel at"):
+        layout.put(Role.INITRD, b"y", 2 * MiB, 0x2000)
     with pytest.raises(PlacementError, match="not inside usable memory"):
-        layout.put("c", b"z", 32 * MiB, 0x1000)
+        layout.put("cmdline", b"z", 32 * MiB, 0x1000)  # a Role's value is accepted too
+    with pytest.raises(ValueError):
+        layout.put("no-such-role", b"z", 4 * MiB, 0x1000)
 
 
 def seg(role, mem, memsz, data=b"x"):

@@ -11,7 +11,7 @@ import os
 from .. import hypercall as hc
 from ..errors import BackendError
 from ..formats import xen as x
-from ..model import KEXEC_ON_CRASH, MAP_ONLY, Plan, align_up
+from ..model import KEXEC_ON_CRASH, Plan, Role, align_up
 
 
 class XenKexecBackend:
@@ -30,7 +30,7 @@ class XenKexecBackend:
         try:
             table = []
             for s in segs:
-                if s.role == MAP_ONLY:
+                if s.role == Role.MAP_ONLY:
                     addr = 0  # Xen maps it for the new image and leaves its contents alone
                 else:
                     addr = buf.put(s.data) if s.bufsz else buf.put(b"\0")  # non-NULL: Xen zero-fills
