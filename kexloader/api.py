@@ -212,11 +212,11 @@ def read_module(spec: str) -> Module:
 
 def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdline: str | None = "",
                  image_type: str | None = None, crash: bool = False, modules: list[str] = (),
-                 purgatory: PurgatoryOptions = PurgatoryOptions(), args_style: str | None = None,
+                 purgatory: PurgatoryOptions = PurgatoryOptions(), args_style: ArgsStyle | None = None,
                  hotplug: bool = False, initrds: list = (), uki_profile: int | None = None) -> LoadRequest:
     """Read the kernel (decompressed), the initrd (as is: the new kernel unpacks it itself) and modules.
 
-    args_style: "linux", "elf" or "none" (--args-linux/--args-elf/--args-none; ELF kernels only).
+    args_style: --args-linux/--args-elf/--args-none (ELF kernels only; None: the image kind's default).
     hotplug: with crash, let the kernel rewrite the elfcorehdr on CPU/memory hotplug (--hotplug).
     initrds: several initrd files, loaded as one initramfs in this order (instead of `initrd`).
     cmdline None: none given, so a UKI's .cmdline is used. uki_profile: the UKI profile (None: the first)."""

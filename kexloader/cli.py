@@ -7,6 +7,8 @@ This module is the only place an exception becomes an exit code.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import errno
 import getopt
 import logging
@@ -73,7 +75,7 @@ Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
  -t, --type=TYPE          Force the image type (bzImage64, ...).
  -i, --no-checks          Skip the purgatory's SHA-256 verification.
  -x, --no-ifdown          Accepted (kexloader does not take interfaces down).
- -y, --no-sync            Do not sync before -e/-f.
+ -y, --no-sync            Accepted (kexloader always syncs before -e/-f).
  -c, --kexec-syscall      Use kexec_load with kexloader's own layout and purgatory (the default, as
                           Debian 12's kexec-tools).
  -s, --kexec-file-syscall Use kexec_file_load: the kernel lays out and checks a bzImage itself
@@ -115,40 +117,65 @@ Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
 """
 
 
+class Action(enum.StrEnum):
+    """-l, -e, -u, -S, -f; Options.action None: load, then shut down (kexec-tools without any of them)."""
+
+    LOAD = "load"
+    EXEC = "exec"
+    UNLOAD = "unload"
+    STATUS = "status"
+    FORCE = "force"
+
+
+class Syscall(enum.StrEnum):
+    """-c kexec_load (with kexloader's layout and purgatory), -s kexec_file_load, -a the file one, then -c."""
+
+    CLASSIC = "classic"
+    FILE = "file"
+    AUTO = "auto"
+
+
+class Show(enum.StrEnum):
+    """Print something instead of acting: -h, -? (the usage on stderr, exit 1), -v."""
+
+    HELP = "help"
+    USAGE_ERROR = "usage-error"
+    VERSION = "version"
+
+
 @dataclass
 class Options:
-    action: str | None = None  # load, exec, unload, status, force; None = load then shut down (kexec-tools)
+    action: Action | None = None
     kernel: str | None = None
     crash: bool = False
     append: str | None = None
     reuse_cmdline: bool = False
     initrd: str | None = None
-    initrds: list = field(default_factory=list)  # every --initrd, in order
+    initrds: list[str] = field(default_factory=list)  # every --initrd, in order
     uki_profile: int | None = None  # --uki-profile=N
     boot_entry: str | None = None  # --boot-entry=ID|default
     boot_dir: str | None = None  # --boot-dir
     esp: str | None = None  # --esp
     list_boot_entries: bool = False
-    modules: list = field(default_factory=list)  # --module="FILE args", in order
+    modules: list[str] = field(default_factory=list)  # --module="FILE args", in order
     vmm: str | None = None  # the seed's --vmm=XEN_IMAGE: the positional image becomes dom0's kernel
     image_type: str | None = None
     debug: bool = False
-    sync: bool = True
-    status_kind: str | None = None  # which image -S asks about
+    status_kind: Action | None = None  # -S -l: the normal image (else the crash image, as kexec-tools)
     mem_min: int = 0
     mem_max: int = api.ADDRESS_LIMIT - 1
     dry_run: bool = False
-    syscall: str = "classic"  # -c classic kexec_load, -s file (kexec_file_load), -a auto (file, then classic)
+    syscall: Syscall = Syscall.CLASSIC
     plan_out: str | None = None
     plan_in: str | None = None
     facts: str | None = None
-    purgatory: dict = field(default_factory=dict)
+    purgatory: api.PurgatoryOptions = api.PurgatoryOptions()
     print_ckr_size: bool = False
     noefi: bool = False  # --noefi
     hotplug: bool = False  # --hotplug
     no_cma: bool = False  # --no-cma
-    show: str | None = None  # help, usage-error, version
-    args_style: str | None = None  # --args-linux/--args-elf/--args-none: linux, elf, none (the last one wins)
+    show: Show | None = None
+    args_style: api.ArgsStyle | None = None  # --args-linux/--args-elf/--args-none (the last one wins)
     inspect: str | None = None  # --inspect FILE
     json: bool = False
 
@@ -174,30 +201,31 @@ def _apply(o: Options, name: str, value: str) -> None:
     if name in NOT_YET:
         raise NotSupportedYet(f"{NOT_YET[name]} is not supported yet")
     if name == "help":
-        o.show = "help"
+        o.show = Show.HELP
     elif name == "?":
-        o.show = "usage-error"
+        o.show = Show.USAGE_ERROR
     elif name == "version":
-        o.show = "version"
+        o.show = Show.VERSION
     elif name in ("load", "exec", "unload", "force"):
         if name == "load":
-            o.status_kind = "load"
-        if o.action != "status":  # -S suppresses every other action
-            o.action = name
+            o.status_kind = Action.LOAD
+        if o.action != Action.STATUS:  # -S suppresses every other action
+            o.action = Action(name)
     elif name == "status":
-        o.action = "status"
+        o.action = Action.STATUS
     elif name == "debug":
         o.debug = True
     elif name == "no-sync":
-        o.sync = False
+        pass  # accepted as kexec-tools does; nothing to turn off: the backends always sync before -e/-f
     elif name == "load-panic":
         o.crash = True  # kexec-tools: -p loads (into the crash region); with -u it unloads, with -S asks
-        if o.action in (None, "exec", "force"):
-            o.action = "load"
+        if o.action in (None, Action.EXEC, Action.FORCE):
+            o.action = Action.LOAD
     elif name == "noefi":
         o.noefi = True
     elif name in ("kexec-syscall", "kexec-file-syscall", "kexec-syscall-auto"):
-        o.syscall = {"kexec-syscall": "classic", "kexec-file-syscall": "file", "kexec-syscall-auto": "auto"}[name]
+        o.syscall = {"kexec-syscall": Syscall.CLASSIC, "kexec-file-syscall": Syscall.FILE,
+                     "kexec-syscall-auto": Syscall.AUTO}[name]
     elif name == "hotplug":
         o.hotplug = True
     elif name == "no-cma":
@@ -206,7 +234,7 @@ def _apply(o: Options, name: str, value: str) -> None:
                   "elf32-core-headers", "elf64-core-headers"):
         pass  # accepted; see USAGE for what each means here (core headers: always ELF64, as x86-64 kexec-tools)
     elif name == "no-checks":
-        o.purgatory["checks"] = False
+        o.purgatory = dataclasses.replace(o.purgatory, checks=False)
     elif name in ("append", "command-line"):
         o.append = value  # the last one wins, as in kexec-tools
     elif name == "reuse-cmdline":
@@ -233,18 +261,18 @@ def _apply(o: Options, name: str, value: str) -> None:
     elif name in ("mem-min", "mem-max"):
         setattr(o, name.replace("-", "_"), _number(name, value))
     elif name == "console-serial":
-        o.purgatory["console_serial"] = True
+        o.purgatory = dataclasses.replace(o.purgatory, console_serial=True)
     elif name == "console-vga":
-        o.purgatory["console_vga"] = True
+        o.purgatory = dataclasses.replace(o.purgatory, console_vga=True)
     elif name == "reset-vga":
-        o.purgatory["reset_vga"] = True
+        o.purgatory = dataclasses.replace(o.purgatory, reset_vga=True)
     elif name == "serial":
-        o.purgatory["serial_port"] = _serial_port(value)
+        o.purgatory = dataclasses.replace(o.purgatory, serial_port=_serial_port(value))
     elif name == "serial-baud":
         baud = _number(name, value)
         if not 9600 <= baud <= 115200 or 115200 % baud:
             raise UsageError(f"--serial-baud={value}: must be between 9600 and 115200 and divide 115200")
-        o.purgatory["serial_baud"] = baud
+        o.purgatory = dataclasses.replace(o.purgatory, serial_baud=baud)
     elif name == "print-ckr-size":
         o.print_ckr_size = True
     elif name == "reuseinitrd":
@@ -260,7 +288,7 @@ def _apply(o: Options, name: str, value: str) -> None:
     elif name == "facts":
         o.facts = value
     elif name in ("args-linux", "args-elf", "args-none"):
-        o.args_style = name.removeprefix("args-")
+        o.args_style = api.ArgsStyle(name.removeprefix("args-"))
     elif name == "inspect":
         o.inspect = value
     elif name == "json":
@@ -291,20 +319,20 @@ def intent(o: Options) -> api.LoadIntent:
     return api.LoadIntent(
         kernel=o.kernel, initrds=tuple(o.initrds), append=o.append, reuse_cmdline=o.reuse_cmdline, vmm=o.vmm,
         modules=tuple(o.modules), crash=o.crash, hotplug=o.hotplug, image_type=o.image_type,
-        args_style=o.args_style, purgatory=api.PurgatoryOptions(**o.purgatory), uki_profile=o.uki_profile,
+        args_style=o.args_style, purgatory=o.purgatory, uki_profile=o.uki_profile,
         noefi=o.noefi, window=api.Range.between(o.mem_min, o.mem_max + 1), boot_entry=o.boot_entry, esp=o.esp,
         boot_dir=o.boot_dir)
 
 
 def run(o: Options, backend: Backend, out=None) -> int:
     out = out or sys.stdout
-    if o.show == "help":
+    if o.show == Show.HELP:
         out.write(USAGE)
         return 0
-    if o.show == "version":
+    if o.show == Show.VERSION:
         out.write(f"kexloader {__version__}\n")
         return 0
-    if o.show == "usage-error":
+    if o.show == Show.USAGE_ERROR:
         sys.stderr.write(USAGE)
         return EXIT_DIE
     if o.inspect is not None:
@@ -315,10 +343,10 @@ def run(o: Options, backend: Backend, out=None) -> int:
     if o.list_boot_entries:  # Boot Loader Specification entries
         return api.list_boot_entries(o.esp, o.boot_dir, out)
     what = api.resolve_boot_entry(intent(o))  # --boot-entry: its kernel, initrds and (unless given) options
-    if o.action == "status":
-        kind = o.crash or o.status_kind != "load"
+    if o.action == Action.STATUS:
+        kind = o.crash or o.status_kind != Action.LOAD
         return 1 if backend.loaded(kind) else 0
-    if o.action == "unload":
+    if o.action == Action.UNLOAD:
         if _file_syscall(o, backend):
             try:
                 backend.unload_file(o.crash)
@@ -326,11 +354,11 @@ def run(o: Options, backend: Backend, out=None) -> int:
             except BackendError as e:
                 if e.errno != errno.ENOSYS:
                     raise
-                if o.syscall == "file":
+                if o.syscall == Syscall.FILE:
                     raise BackendError("syscall kexec_file_load not available", exit_code=EXIT_FALLBACK) from None
         backend.unload(o.crash)
         return 0
-    if o.action == "exec":
+    if o.action == Action.EXEC:
         if not backend.loaded(False):
             raise KexloaderError("nothing has been loaded", hint="load a kernel with -l first")
         backend.execute()
@@ -356,7 +384,7 @@ def _after_load(o: Options, backend: Backend) -> int:
         raise KexloaderError("the crash kernel is loaded, but the kernel says it will not update it on CPU or "
                              "memory hotplug (/sys/devices/system/{cpu,memory}/crash_hotplug read 0)",
                              hint="reload the crash kernel after CPUs or memory change")
-    if o.action == "force":
+    if o.action == Action.FORCE:
         backend.execute()
     elif o.action is None:
         _shutdown_reboot()
@@ -365,7 +393,7 @@ def _after_load(o: Options, backend: Backend) -> int:
 
 def _file_syscall(o: Options, backend: Backend) -> bool:
     """-s/-a, where there is a kexec_file_load (never under Xen: kexec-tools does not use it there either)."""
-    return o.syscall != "classic" and hasattr(backend, "load_file") and not o.plan_in
+    return o.syscall != Syscall.CLASSIC and hasattr(backend, "load_file") and not o.plan_in
 
 
 def _load_with_file_syscall(o: Options, what: api.LoadIntent, backend: Backend, out) -> bool:
@@ -373,11 +401,11 @@ def _load_with_file_syscall(o: Options, what: api.LoadIntent, backend: Backend, 
     try:
         api.check_file_load(what, o.facts)
     except api.FileLoadRefused:
-        if o.syscall == "auto":
+        if o.syscall == Syscall.AUTO:
             return False
         raise
     if o.no_cma and hasattr(backend, "supports") and backend.supports("file-no-cma") is False:
-        if o.syscall == "auto":
+        if o.syscall == Syscall.AUTO:
             log.debug("the kernel has no KEXEC_FILE_NO_CMA: falling back to kexec_load, which never uses CMA")
             return False
         raise BackendError("--no-cma: this kernel has no KEXEC_FILE_NO_CMA (Linux 6.17+); syscall kexec_file_load "
@@ -393,7 +421,7 @@ def _load_with_file_syscall(o: Options, what: api.LoadIntent, backend: Backend, 
         except BackendError as e:
             if e.errno not in FILE_FALLBACK_ERRNOS:
                 raise
-            if o.syscall == "auto":
+            if o.syscall == Syscall.AUTO:
                 log.debug("kexec_file_load refused (%s): falling back to kexec_load", e)
                 return False
             raise BackendError(f"{e}; syscall kexec_file_load not available", exit_code=EXIT_FALLBACK) from None

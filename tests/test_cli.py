@@ -7,6 +7,7 @@ import pytest
 
 from kexloader import cli
 from kexloader.backends.recording import RecordingBackend
+from kexloader.model import PurgatoryOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "fixtures/bzimage/tiny.bzImage")
@@ -26,10 +27,10 @@ SNAP = str(ROOT / "fixtures/snapshots/devhost.json")
     (["-S"], dict(action="status", status_kind=None)),
     (["-S", "-l"], dict(action="status", status_kind="load")),
     (["-l", "-S"], dict(action="status", status_kind="load")),
-    (["-l", "K", "-t", "bzImage64", "-i", "-d", "-y"], dict(image_type="bzImage64", debug=True, sync=False,
-                                                           purgatory={"checks": False})),
+    (["-l", "K", "-t", "bzImage64", "-i", "-d", "-y"], dict(image_type="bzImage64", debug=True,  # -y: accepted
+                                                           purgatory=PurgatoryOptions(checks=False))),
     (["-l", "K", "--console-serial", "--serial=ttyS1", "--serial-baud=9600"],
-     dict(purgatory={"console_serial": True, "serial_port": 0x2F8, "serial_baud": 9600})),
+     dict(purgatory=PurgatoryOptions(console_serial=True, serial_port=0x2F8, serial_baud=9600))),
     (["-l", "K", "--mem-min=0x1000000", "--mem-max", "0x7fffffff"], dict(mem_min=0x1000000, mem_max=0x7FFFFFFF)),
     (["--", "-l"], dict(kernel="-l", action=None)),
 ])
