@@ -31,7 +31,7 @@ def segments_digest(segments: Sequence[Segment]) -> tuple[tuple[Region, ...], by
 
 
 def attach_purgatory(layout: Layout, handoff, options: PurgatoryOptions, *, window: Range,
-                     backup: Backup | None = None, entry_mode: str = "64", unhashed: tuple[Role, ...] = ()) -> int:
+                     backup: Backup | None = None, unhashed: tuple[Role, ...] = ()) -> int:
     """Place the purgatory in `window`, built for its final address; returns the plan's entry point.
 
     unhashed: roles the purgatory must not verify because the kernel may rewrite them after the load (the
@@ -41,7 +41,7 @@ def attach_purgatory(layout: Layout, handoff, options: PurgatoryOptions, *, wind
         regions, digest = segments_digest(hashed)
     else:
         regions, digest = (), None
-    kw = dict(regions=regions, digest=digest, options=options, backup=backup, entry_mode=entry_mode)
+    kw = dict(regions=regions, digest=digest, options=options, backup=backup)
     # The size does not depend on where the code goes: reserve it, then build for that address.
     seg = layout.place(Role.PURGATORY, b"", memsz=purgatory_size(handoff, **kw), window=window,
                        what="generated entry code")

@@ -4,10 +4,8 @@ What it does, in order (as kexec-tools' purgatory does: behaviour, not code):
 
 1. 64-bit entry (Linux `relocate_kernel`, arch/x86/kernel/relocate_kernel_64.S; Xen `arch=EM_X86_64`): load our
    own GDT and a null IDT (the old ones are zapped or unmapped), reload DS/ES/SS/FS/GS = 0x18 and CS = 0x10 by a
-   far return, switch to our own stack (the entry RSP is in a page that is not ours).
-   32-bit entry (`entry_mode="32"`, Xen `arch=EM_386`, Xen xen/include/public/kexec.h): build an identity map of the
-   first 4 GiB in our own bss, enter long mode and continue at the 64-bit entry. So there is one 64-bit main
-   program and one pair of SHA-256 routines, not a 32-bit copy of each.
+   far return, switch to our own stack (the entry RSP is in a page that is not ours). Every plan is loaded
+   with KEXEC_ARCH_X86_64 (Xen: arch=EM_X86_64), so this is the only entry.
 2. Optional console: a polled 16550 UART and/or the VGA text buffer.
 3. SHA-256 over `regions` in order, compared with `digest`; on a mismatch print a line and halt forever.
 4. kdump backup copy (src -> dst).
@@ -22,8 +20,7 @@ Limits, by design:
 - `reset_vga` raises NotSupportedYet: reprogramming the VGA registers blind is risky and the new kernel sets
   its own mode; kexec-tools users rarely pass --reset-vga.
 - `console_vga` writes 0xB8000 directly. Linux's identity map covers the first MiB; Xen's EM_X86_64 map covers
-  only the segments, so under Xen use the serial console (or the 32-bit entry, whose map covers 4 GiB).
-- With `entry_mode="32"` everything the purgatory or the target touches must be below 4 GiB (checked).
+  only the segments, so under Xen use the serial console.
 """
 
 from __future__ import annotations
@@ -34,8 +31,8 @@ from typing import Sequence
 from ..errors import KexloaderError, NotSupportedYet
 from ..model import PAGE_SIZE, Backup, PurgatoryOptions, align_up
 from . import sha256_code
-from .asm import (AL, CR0, CR3, CR4, DS, DX, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, FS, GS, R8D, R9D, R10D, R11D,
-                  R12D, R13D, R14D, R15D, RAX, RCX, RDI, RSI, RSP, SS, Assembler, absolute, mem, rip)
+from .asm import (AL, CR0, CR4, DS, DX, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, FS, GS, R8D, R9D, R10D, R11D, R12D,
+                  R13D, R14D, R15D, RAX, RCX, RDI, RSI, RSP, SS, Assembler, mem, rip)
 
 
 class PurgatoryError(KexloaderError):
@@ -87,12 +84,11 @@ SEL_DATA = 0x18  # read/write data: Linux's __BOOT_DS
 GDT = (0, 0x00CF9A000000FFFF, 0x00AF9A000000FFFF, 0x00CF92000000FFFF)
 
 WORKSPACE_SIZE = 256  # SHA-256 driver workspace (sha256_code.WORKSPACE_SIZE) and console state
-STACK_SIZE = PAGE_SIZE - WORKSPACE_SIZE  # bss is one page (plus page tables for the 32-bit entry)
+STACK_SIZE = PAGE_SIZE - WORKSPACE_SIZE  # bss is one page
 LOW_4G = 1 << 32
 MSR_EFER = 0xC0000080
 EFER_LME = 1 << 8
 CR0_PG = 1 << 31
-CR4_PAE = 1 << 5
 VGA_TEXT = 0xB8000
 assert sha256_code.WORKSPACE_SIZE + 4 <= WORKSPACE_SIZE  # the VGA cursor dword follows the SHA workspace
 VGA_COLS, VGA_ROWS = 80, 25
@@ -106,37 +102,33 @@ MSG_BAD_DIGEST = b"kexloader purgatory: SHA-256 mismatch, not starting the new s
 
 
 def purgatory_size(handoff, *, regions: Sequence[Region] = (), digest: bytes | None = None,
-                   options: PurgatoryOptions = PurgatoryOptions(), backup: Backup | None = None,
-                   entry_mode: str = "64") -> int:
+                   options: PurgatoryOptions = PurgatoryOptions(), backup: Backup | None = None) -> int:
     """memsz of the purgatory segment for these arguments (the size does not depend on the base address)."""
-    _, memsz, _ = _generate(0, handoff, tuple(regions), digest, options, backup, entry_mode)
+    _, memsz, _ = _generate(0, handoff, tuple(regions), digest, options, backup)
     return memsz
 
 
 def build_purgatory(base: int, handoff, *, regions: Sequence[Region] = (), digest: bytes | None = None,
-                    options: PurgatoryOptions = PurgatoryOptions(), backup: Backup | None = None,
-                    entry_mode: str = "64") -> PurgatoryImage:
+                    options: PurgatoryOptions = PurgatoryOptions(), backup: Backup | None = None) -> PurgatoryImage:
     """Generate the purgatory to run at physical address `base` (page aligned). Deterministic."""
     regions = tuple(regions)
-    _validate(base, handoff, regions, digest, options, backup, entry_mode)
-    code, memsz, entry = _generate(base, handoff, regions, digest, options, backup, entry_mode)
+    _validate(base, handoff, regions, digest, options, backup)
+    code, memsz, entry = _generate(base, handoff, regions, digest, options, backup)
     if base + memsz > (1 << 52):
         raise PurgatoryError(f"purgatory at {base:#x} is beyond physical address space")
     for r in regions:
         if r.size and r.start < base + memsz and base < r.start + r.size:
             raise PurgatoryError(f"hashed region [{r.start:#x}, {r.start + r.size:#x}) overlaps the purgatory "
                                  f"[{base:#x}, {base + memsz:#x}), whose stack changes while it hashes")
-    if (entry_mode == "32" or isinstance(handoff, Multiboot32Handoff)) and base + memsz > LOW_4G:
+    if isinstance(handoff, Multiboot32Handoff) and base + memsz > LOW_4G:
         raise PurgatoryError(f"purgatory at [{base:#x}, {base + memsz:#x}) must be below 4 GiB for a 32-bit path",
                              hint="place the purgatory segment below 4 GiB")
     return PurgatoryImage(code, memsz, entry)
 
 
-def _validate(base, handoff, regions, digest, options, backup, entry_mode) -> None:
+def _validate(base, handoff, regions, digest, options, backup) -> None:
     if base < 0 or base % PAGE_SIZE:
         raise PurgatoryError(f"purgatory base {base:#x} is not a page-aligned physical address")
-    if entry_mode not in ("64", "32"):
-        raise PurgatoryError(f"entry_mode must be '64' or '32', not {entry_mode!r}")
     if not isinstance(handoff, (Linux64Handoff, Multiboot32Handoff)):
         raise PurgatoryError(f"unknown hand-off {handoff!r}")
     if isinstance(handoff, Multiboot32Handoff):
@@ -154,20 +146,12 @@ def _validate(base, handoff, regions, digest, options, backup, entry_mode) -> No
     for r in regions:
         if r.start < 0 or r.size < 0 or r.start + r.size > (1 << 52):
             raise PurgatoryError(f"bad region {r.start:#x}+{r.size:#x}")
-        if entry_mode == "32" and r.start + r.size > LOW_4G:
-            raise PurgatoryError(f"region [{r.start:#x}, {r.start + r.size:#x}) is above 4 GiB, which the 32-bit "
-                                 "entry's identity map does not cover")
     if backup is not None:
         if min(backup.src, backup.dst, backup.size) < 0 or max(backup.src, backup.dst) + backup.size > 1 << 52:
             raise PurgatoryError(f"bad backup {backup!r}")
         if backup.size and backup.src < backup.dst + backup.size and backup.dst < backup.src + backup.size:
             raise PurgatoryError(f"backup source [{backup.src:#x}, +{backup.size:#x}) and destination "
                                  f"{backup.dst:#x} overlap")
-        if entry_mode == "32" and max(backup.src, backup.dst) + backup.size > LOW_4G:
-            raise PurgatoryError("the backup ranges must be below 4 GiB with the 32-bit entry")
-    if entry_mode == "32" and isinstance(handoff, Linux64Handoff):
-        if max(handoff.boot_params, handoff.kernel_entry) >= LOW_4G:
-            raise PurgatoryError("with the 32-bit entry the kernel and boot_params must be below 4 GiB")
     if options.console_serial:
         if not 0 < options.serial_port <= 0xFFF8:
             raise PurgatoryError(f"serial port {options.serial_port:#x} is not an I/O port")
@@ -180,13 +164,11 @@ def _validate(base, handoff, regions, digest, options, backup, entry_mode) -> No
                               hint="leave it out: the new kernel programs the VGA itself")
 
 
-def _generate(base, handoff, regions, digest, options, backup, entry_mode):
+def _generate(base, handoff, regions, digest, options, backup):
     a = Assembler(bits=64, base=base)
     checks = bool(options.checks and regions)
     console = options.console_serial or options.console_vga
 
-    if entry_mode == "32":
-        _entry32(a)
     a.label("start64")
     a.cli()
     a.cld()
@@ -263,9 +245,6 @@ def _generate(base, handoff, regions, digest, options, backup, entry_mode):
     # ----- bss (zero-filled by the kernel/Xen; we initialise what we read anyway)
     bss = align_up(code_end, PAGE_SIZE)
     offset = bss
-    if entry_mode == "32":
-        a.labels["page_tables"] = offset
-        offset += PAGE_TABLE_PAGES * PAGE_SIZE
     a.labels["workspace"] = offset
     offset += WORKSPACE_SIZE
     offset = align_up(offset, 16) + STACK_SIZE
@@ -273,63 +252,8 @@ def _generate(base, handoff, regions, digest, options, backup, entry_mode):
     memsz = align_up(offset, PAGE_SIZE)
 
     code = a.assemble()
-    entry = base + a.labels["start32" if entry_mode == "32" else "start64"]
+    entry = base + a.labels["start64"]
     return code, memsz, entry
-
-
-# ------------------------------------------------------------------------------------------- 32-bit entry
-
-PAGE_TABLE_PAGES = 6  # PML4, PDPT, 4 page directories of 2 MiB pages = identity map of [0, 4 GiB)
-
-
-def _entry32(a: Assembler) -> None:
-    """32-bit protected mode, paging off (Xen EM_386) -> long mode (SDM vol. 3A §10.8.5 "Initializing IA-32e
-    mode"): PAE on, CR3 = PML4, EFER.LME = 1, CR0.PG = 1, then a far jump to a 64-bit code segment."""
-    a.bits = 32
-    a.label("start32")
-    a.cli()
-    a.cld()
-    a.lgdt(absolute("gdtr"))
-    a.lidt(absolute("idtr"))
-    a.mov(EAX, SEL_DATA)
-    for s in (DS, ES, SS, FS, GS):
-        a.mov(s, EAX)
-    # zero PML4 and PDPT, then fill the 4 page directories with 2 MiB pages (P|RW|PS = 0x83)
-    a.mov_label(EDI, "page_tables")
-    a.xor(EAX, EAX)
-    a.mov(ECX, 2 * PAGE_SIZE // 4)
-    a.rep_stos(4)
-    a.mov(EAX, 0x83)
-    a.xor(EDX, EDX)
-    a.mov(ECX, 4 * 512)
-    a.label("pt_fill")
-    a.stos(4)  # low dword: address | flags
-    a.mov(mem(EDI), EDX)  # high dword: 0
-    a.add(EDI, 4)
-    a.add(EAX, 0x200000)
-    a.dec(ECX)
-    a.j("nz", "pt_fill")
-    # PML4[0] -> PDPT, PDPT[0..3] -> the page directories (P|RW = 0x3)
-    a.mov_label(EDI, "page_tables")
-    a.lea(EAX, mem(EDI, PAGE_SIZE + 3))
-    a.mov(mem(EDI), EAX)
-    a.lea(EAX, mem(EDI, 2 * PAGE_SIZE + 3))
-    for i in range(4):
-        a.mov(mem(EDI, PAGE_SIZE + 8 * i), EAX)
-        a.add(EAX, PAGE_SIZE)
-    a.mov(CR3, EDI)
-    a.mov(EAX, CR4)
-    a.or_(EAX, CR4_PAE)
-    a.mov(CR4, EAX)
-    a.mov(ECX, MSR_EFER)
-    a.rdmsr()
-    a.or_(EAX, EFER_LME)
-    a.wrmsr()
-    a.mov(EAX, CR0)
-    a.or_(EAX, CR0_PG)
-    a.mov(CR0, EAX)  # now in IA-32e compatibility mode; the far jump enters 64-bit mode
-    a.ljmp(SEL_CODE64, "start64")
-    a.bits = 64
 
 
 # ------------------------------------------------------------------------------------------- hand-offs

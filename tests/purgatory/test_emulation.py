@@ -1,5 +1,5 @@
 """Whole purgatories run in unicorn from the entry state the kernel or Xen leaves: digest checks, the
-64->32-bit multiboot path, the 32-bit (Xen EM_386) entry, the kdump backup copy and the console."""
+64->32-bit multiboot path, the kdump backup copy and the console."""
 
 from __future__ import annotations
 
@@ -49,14 +49,14 @@ def multiboot_segments(seed: int = 2) -> tuple[list[Seg], Multiboot32Handoff]:
     return segs, Multiboot32Handoff(magic=MB1_MAGIC, info=0x400000, entry=0x200000)
 
 
-def run(segs, handoff, *, entry_mode="64", options=PurgatoryOptions(), backup=None, checks=True, sha_ni=None,
+def run(segs, handoff, *, options=PurgatoryOptions(), backup=None, checks=True, sha_ni=None,
         digest=None, flip=None, extra=(), base=PURG, emulate_sha=False):
     regions = [Region(s.mem, s.memsz) for s in segs] if checks else []
     if digest is None:
         digest = regions_digest([(s.data, s.memsz) for s in segs])
     img = build_purgatory(base, handoff, regions=regions, digest=digest if checks else None,
-                          options=options, backup=backup, entry_mode=entry_mode)
-    m = Machine(entry_mode, sha_ni=sha_ni, emulate_sha=emulate_sha)
+                          options=options, backup=backup)
+    m = Machine("64", sha_ni=sha_ni, emulate_sha=emulate_sha)
     for s in segs:
         m.write(s.mem, s.data)
     for addr, data in extra:
@@ -208,46 +208,13 @@ def test_multiboot_needs_low_addresses():
         build_purgatory((1 << 32) - 0x1000, h)  # the segment itself would cross 4 GiB
 
 
-# ------------------------------------------------------------------------------------- 32-bit entry
-
-def test_32bit_entry_to_multiboot():
-    segs, h = multiboot_segments()
-    out, m, img = run(segs, h, entry_mode="32")
-    assert out.reached, out.error
-    assert out.regs["rax"] & 0xFFFFFFFF == MB1_MAGIC and out.regs["rbx"] == h.info
-    assert out.regs["cr0"] & 0x80000000 == 0 and out.regs["efer"] & 0x500 == 0 and out.regs["cr4"] == 0
-    assert out.mode_at_target == 32
-    assert img.memsz >= 7 * 0x1000  # code + 6 pages of page tables + stack
-
-
-def test_32bit_entry_to_linux64():
-    segs, h = linux_segments()
-    out, m, img = run(segs, h, entry_mode="32")
-    assert out.reached, out.error
-    assert out.regs["rsi"] == h.boot_params and out.regs["cs"] == 0x10 and out.mode_at_target == 64
-    assert out.regs["efer"] & 0x500 == 0x500 and out.regs["cr0"] >> 31 == 1
-
-
-def test_32bit_entry_flipped_bit_halts():
-    segs, h = multiboot_segments()
-    out, *_ = run(segs, h, entry_mode="32", flip=(0x200000 + 100, 7))
-    assert not out.reached and out.halted
-
-
-def test_32bit_entry_rejects_high_regions():
-    segs, h = linux_segments()
-    with pytest.raises(PurgatoryError, match="4 GiB"):
-        build_purgatory(PURG, h, regions=[Region(1 << 32, 0x1000)], digest=bytes(32), entry_mode="32")
-
-
 # ------------------------------------------------------------------------------------- kdump backup
 
-@pytest.mark.parametrize("mode", ["64", "32"])
-def test_backup_copy_before_handoff(mode):
+def test_backup_copy_before_handoff():
     segs, h = linux_segments()
     low = random.Random(5).randbytes(0x7F000)  # below the boot_params segment at 0x90000
     backup = Backup(src=0x1000, dst=0x3000000, size=len(low))
-    out, m, img = run(segs, h, backup=backup, extra=[(0x1000, low)], entry_mode=mode)
+    out, m, img = run(segs, h, backup=backup, extra=[(0x1000, low)])
     assert out.reached
     assert m.read(0x3000000, len(low)) == low
 
@@ -311,12 +278,11 @@ def test_bad_serial_settings():
 
 # ------------------------------------------------------------------------------------- sizes
 
-@pytest.mark.parametrize("mode", ["64", "32"])
-def test_purgatory_size_matches_build(mode):
+def test_purgatory_size_matches_build():
     segs, h = linux_segments()
     regions = [Region(s.mem, s.memsz) for s in segs]
     kw = dict(regions=regions, digest=bytes(32), options=PurgatoryOptions(console_serial=True, console_vga=True),
-              backup=Backup(0x1000, 0x3000000, 0x1000), entry_mode=mode)
+              backup=Backup(0x1000, 0x3000000, 0x1000))
     size = purgatory_size(h, **kw)
     img = build_purgatory(0x7FF00000, h, **kw)
     assert img.memsz == size and size % 0x1000 == 0 and len(img.code) <= size

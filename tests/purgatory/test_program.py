@@ -153,8 +153,6 @@ def test_backup_ranges_must_not_overlap():
         build_purgatory(BASE, LINUX, backup=Backup(0x1000, 0x2000, 0x9F000))
 
 
-def test_unknown_handoff_and_mode():
+def test_unknown_handoff():
     with pytest.raises(PurgatoryError):
         build_purgatory(BASE, object())
-    with pytest.raises(PurgatoryError):
-        build_purgatory(BASE, LINUX, entry_mode="16")
