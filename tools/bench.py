@@ -26,6 +26,10 @@ snapshot with crashkernel= (``kexloader.system.read_facts`` replaced), and kexec
 cannot fake /proc/iomem), so that row is kexloader alone. ``-e`` in kexloader sees a fake sysfs root that
 says a kernel is loaded; kexec-tools 2.0.25 does not check and goes through sync and ifdown (refused by
 seccomp) to reboot.
+
+``--guest`` instead boots Debian 12's kernel once under QEMU (TCG; tools/vm) with crashkernel=384M and times,
+inside the guest, each loader's ``-l``, ``-p`` and ``-S`` (kexec-tools and the libraries ldd finds for it are
+copied into the image; the guest's loads are real, inside the VM).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -305,7 +310,8 @@ def summarize(rows: list[Work], samples: dict) -> list[dict]:
                           "rss": statistics.median(x.rss for x in s[side]), "n": len(s[side])}
                          if s[side] else None)
         a, b = row["kexloader"], row["kexec-tools"]
-        row["ratio"] = {"wall": a["wall"] / b["wall"], "rss": a["rss"] / b["rss"]} if a and b else None
+        row["ratio"] = ({"wall": a["wall"] / b["wall"], "rss": a["rss"] / b["rss"] if b["rss"] else None}
+                        if a and b else None)
         out.append(row)
     return out
 
@@ -323,10 +329,13 @@ def _wall(x: float) -> str:
 
 def table(summary: list[dict], mach: dict, reps: int, load_before: tuple) -> str:
     def side(d):
-        return "-" if d is None else f"{_wall(d['wall'])}, {d['rss'] / 2**20:.1f} MiB"
+        if d is None:
+            return "-"
+        return f"{_wall(d['wall'])}, {d['rss'] / 2**20:.1f} MiB" if d["rss"] else _wall(d["wall"])
     rows = [("work", "kexloader wall, RSS", "kexec-tools wall, RSS", "ratio wall, RSS")]
     for r in summary:
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']['wall']:.2f}x, {r['ratio']['rss']:.2f}x"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']['wall']:.2f}x" + (
+            f", {r['ratio']['rss']:.2f}x" if r["ratio"]["rss"] is not None else "")
         rows.append((r["work"], side(r["kexloader"]), side(r["kexec-tools"]), ratio))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [" | ".join(c.ljust(wd) for c, wd in zip(r, widths)).rstrip() for r in rows]
@@ -341,19 +350,74 @@ def table(summary: list[dict], mach: dict, reps: int, load_before: tuple) -> str
          f"load average {lb} before, {la} after"])
 
 
+# ---------------------------------------------------------------------------------------------- in the guest
+
+GUEST_KEXEC = "/opt/kt/kexec"
+GUEST_LIBS = "/opt/kt/lib"
+
+
+def kexec_tools_files(kexec: Path, ld_path: str | None) -> dict[str, Path]:
+    """kexec-tools and the libraries ldd resolves for it (the guest's Python runtime brings the loader)."""
+    env = dict(os.environ, **({"LD_LIBRARY_PATH": ld_path} if ld_path else {}))
+    out = subprocess.run(["ldd", str(kexec)], capture_output=True, text=True, env=env, check=True).stdout
+    files = {GUEST_KEXEC: kexec}
+    for name, path in re.findall(r"^\s*(\S+) => (/\S+)", out, re.M):
+        files[f"{GUEST_LIBS}/{name}"] = Path(path)
+    return files
+
+
+def guest_script(reps: int, initrd: str) -> str:
+    """One stage: per repetition each loader's -l, -p and -S (order flipped every repetition), each load
+    undone before the next so both start from the same state. `run` marks NAME.secs from /proc/uptime."""
+    kt_cmd = f"env LD_LIBRARY_PATH={GUEST_LIBS} {GUEST_KEXEC}"
+    load = f'/boot/vmlinuz --initrd={initrd} --append="$APPEND"'
+    sides = {"kexloader": ("kl", "kexloader"), "kexec-tools": ("kt", kt_cmd)}
+    lines = ['APPEND="console=ttyS0 panic=-1 stage=report"']
+    for rep in range(reps):
+        order = list(sides.values()) if rep % 2 == 0 else list(sides.values())[::-1]
+        for tag, cmd in order:
+            lines += [f"run {tag}_l_{rep} {cmd} -c -l {load}", f"run {tag}_lu_{rep} {cmd} -u",
+                      f"run {tag}_p_{rep} {cmd} -c -p {load}", f"run {tag}_pu_{rep} {cmd} -p -u",
+                      f"run {tag}_S_{rep} {cmd} -S"]
+    return "\n".join(lines) + "\n"
+
+
+def guest_bench(reps: int, initrd_mib: int, kexec: Path, ld_path: str | None, work: Path) -> tuple[list, dict]:
+    """Boot deb12 under QEMU (TCG) once and time -l, -p, -S of both loaders inside it."""
+    sys.path.insert(0, str(REPO))
+    from tools.vm.harness import Harness
+
+    h = Harness(work / "vm")
+    initrd = "/bench-initrd.img"
+    files = {initrd: os.urandom(initrd_mib << 20), **kexec_tools_files(kexec, ld_path)}
+    guest = h.full(stages={"bench": guest_script(reps, initrd)}, files=files)
+    t = h.boot(guest, "stage=bench crashkernel=384M", name="bench-guest", timeout=600 + 120 * reps)
+    if t.timed_out is not None:
+        raise BenchError(f"the guest did not finish: {t.timed_out}: {t.summary()}")
+    rows = [Work(f"guest -l, {initrd_mib} MiB initrd", None, None), Work("guest -p", None, None),
+            Work("guest -S", None, None, note="exit 0: nothing loaded")]
+    samples = {w.name: {"kexloader": [], "kexec-tools": []} for w in rows}
+    for rep in range(reps):
+        for side, tag in (("kexloader", "kl"), ("kexec-tools", "kt")):
+            for w, op, ok in zip(rows, "lpS", ((0,), (0,), (0,))):
+                name = f"{tag}_{op}_{rep}"
+                if t.rc(name) not in ok:
+                    raise BenchError(f"in the guest, {t.get(name + '.cmd')} exited {t.rc(name)}: "
+                                     f"{t.out(name)[-300:]}")
+                samples[w.name][side].append(Sample(t.secs(name), 0, t.rc(name)))
+    return rows, samples
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1,32,128", help="initrd sizes in MiB, comma-separated (default 1,32,128)")
     ap.add_argument("-n", "--reps", type=int, default=5, help="paired repetitions (default 5)")
     ap.add_argument("--only", help="comma-separated prefixes of the works to run (e.g. '-l,-S,floor')")
     ap.add_argument("--json", help="write the raw samples, the medians and the machine to this file")
-    ap.add_argument("--guest", action="store_true", help="in-guest wall time under QEMU (not implemented yet)")
+    ap.add_argument("--guest", action="store_true",
+                    help="instead: in-guest wall time of -l, -p, -S of both loaders under QEMU (TCG, deb12, one "
+                         "boot; the smallest --sizes initrd; no RSS)")
     args = ap.parse_args(argv)
-    if args.guest:
-        # Not built yet (issue 15 item 1): would boot tools/vm guests and time -l/-p/-S of both loaders inside.
-        print("bench: --guest is not implemented yet (in-guest timing under QEMU via tools/vm); "
-              "run without it for the host figures", file=sys.stderr)
-        return 2
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     try:
         shim = kt.build_shim()
@@ -367,6 +431,15 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="kexloader-bench-") as tmp:
         scratch = Path(tmp)
+        if args.guest:
+            try:
+                rows, samples = guest_bench(args.reps, min(sizes), kexec, ld_path, scratch)
+            except BenchError as e:
+                print(f"bench: {e}", file=sys.stderr)
+                return 1
+            return report(rows, samples, args, sizes, load_before,
+                          f"in a deb12 QEMU/TCG guest (2 vCPUs, 2 GiB, crashkernel=384M); guest seconds from "
+                          f"/proc/uptime (10 ms steps); kexec-tools {kexec}")
         inp = make_inputs(scratch, sizes)
         rows = floors() + works(inp, shim, kexec, ld_path)
         if args.only:
@@ -378,9 +451,14 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as e:
             print(f"bench: {e}", file=sys.stderr)
             return 1
+    return report(rows, samples, args, sizes, load_before,
+                  f"kernel {inp.kernel.name}, Xen {inp.xen_gz.name}, command line {CMDLINE!r}, kexec-tools {kexec}")
+
+
+def report(rows, samples, args, sizes, load_before, heading: str) -> int:
     summary = summarize(rows, samples)
     mach = machine()
-    print(f"kernel {inp.kernel.name}, Xen {inp.xen_gz.name}, command line {CMDLINE!r}, kexec-tools {kexec}")
+    print(heading)
     print(table(summary, mach, args.reps, load_before))
     if args.json:
         doc = {"machine": mach, "load_before": load_before, "reps": args.reps, "sizes_mib": sizes,

@@ -88,3 +88,14 @@ def test_a_kexec_tools_side_without_the_shim_lines_fails(setup):
     with pytest.raises(bench.BenchError, match="shim not loaded"):
         bench.spawn(bare, scratch, spawner)
     assert bench.SHIM_ACTIVE in runner.expect_stderr and "LD_PRELOAD" in runner.env
+
+
+def test_guest_script_times_both_loaders_alternately():
+    script = bench.guest_script(2, "/i.img").splitlines()
+    runs = [ln.split()[1] for ln in script if ln.startswith("run ")]
+    for rep in (0, 1):
+        for tag in ("kl", "kt"):
+            for op in ("l", "lu", "p", "pu", "S"):
+                assert f"{tag}_{op}_{rep}" in runs
+    assert runs[0].startswith("kl_") and runs[10].startswith("kt_")  # order flips every repetition
+    assert all(bench.GUEST_KEXEC in ln for ln in script if ln.startswith("run kt_"))
