@@ -380,7 +380,7 @@ def run(o: Options, backend: Backend, out=None) -> int:
 def _after_load(o: Options, backend: Backend) -> int:
     if o.dry_run:
         return 0
-    if o.hotplug and o.crash and hasattr(backend, "hotplug_active") and backend.hotplug_active() is False:
+    if o.hotplug and o.crash and backend.hotplug_active() is False:
         raise KexloaderError("the crash kernel is loaded, but the kernel says it will not update it on CPU or "
                              "memory hotplug (/sys/devices/system/{cpu,memory}/crash_hotplug read 0)",
                              hint="reload the crash kernel after CPUs or memory change")
@@ -392,8 +392,8 @@ def _after_load(o: Options, backend: Backend) -> int:
 
 
 def _file_syscall(o: Options, backend: Backend) -> bool:
-    """-s/-a, where there is a kexec_file_load (never under Xen: kexec-tools does not use it there either)."""
-    return o.syscall != Syscall.CLASSIC and hasattr(backend, "load_file") and not o.plan_in
+    """-s/-a, where there is a kexec_file_load (not under Xen: the hypercall loads there)."""
+    return o.syscall != Syscall.CLASSIC and backend.has_file_load and not o.plan_in
 
 
 def _load_with_file_syscall(o: Options, what: api.LoadIntent, backend: Backend, out) -> bool:
@@ -404,7 +404,7 @@ def _load_with_file_syscall(o: Options, what: api.LoadIntent, backend: Backend, 
         if o.syscall == Syscall.AUTO:
             return False
         raise
-    if o.no_cma and hasattr(backend, "supports") and backend.supports("file-no-cma") is False:
+    if o.no_cma and backend.supports("file-no-cma") is False:
         if o.syscall == Syscall.AUTO:
             log.debug("the kernel has no KEXEC_FILE_NO_CMA: falling back to kexec_load, which never uses CMA")
             return False
@@ -412,12 +412,11 @@ def _load_with_file_syscall(o: Options, what: api.LoadIntent, backend: Backend, 
                            "not available", hint="leave out --no-cma (older kernels never place kexec images in "
                            "CMA), or use -c", exit_code=EXIT_FALLBACK)
     with api.open_file_load(what, o.facts) as f:
-        kernel_fd, initrd_fd, line = f.kernel_fd, f.initrd_fd, f.cmdline
         if o.dry_run or o.debug:
-            print(f"kexec_file_load(kernel={f.kernel_what}, initrd={f.initrd_what or 'none'}, cmdline={line!r}, "
+            print(f"kexec_file_load(kernel={f.kernel_what}, initrd={f.initrd_what or 'none'}, cmdline={f.cmdline!r}, "
                   f"{'crash' if o.crash else 'normal'})", file=out if o.dry_run else sys.stderr)
         try:
-            backend.load_file(kernel_fd, initrd_fd, line, o.crash, **({"no_cma": True} if o.no_cma else {}))
+            backend.load_file(f.kernel_fd, f.initrd_fd, f.cmdline_bytes, o.crash, no_cma=o.no_cma)
         except BackendError as e:
             if e.errno not in FILE_FALLBACK_ERRNOS:
                 raise

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import initramfs
+from .cmdline import Cmdline
 from .files import open_for_file_load, read_file, read_image
 from . import images
 from .images import bzimage, uki
@@ -27,6 +28,12 @@ class FileLoad:
     cmdline: str
     kernel_what: str
     initrd_what: str  # "" when none
+
+    @property
+    def cmdline_bytes(self) -> bytes:
+        """The command line as kexec_file_load takes it: NUL-terminated; the kernel checks the length itself.
+        A NUL inside is refused (the kernel would stop reading there), as kexec_load's path does."""
+        return Cmdline(self.cmdline).encode(None)
 
 
 def memfd(name: str, data) -> int:

@@ -151,12 +151,13 @@ class FileLoadBackend(RecordingBackend):
         super().__init__()
         self.refuse = refuse
 
-    def load_file(self, kernel_fd, initrd_fd, cmdline, crash):
+    def load_file(self, kernel_fd, initrd_fd, cmdline, crash, *, no_cma=False):
         import os
         from kexloader.errors import BackendError
         if self.refuse:
             raise BackendError("kexec_file_load: refused", errno=self.refuse)
-        self.file_loads.append((os.fstat(kernel_fd).st_size, initrd_fd, cmdline, crash))
+        assert cmdline.endswith(b"\0")  # as the kernel takes it
+        self.file_loads.append((os.fstat(kernel_fd).st_size, initrd_fd, cmdline[:-1].decode(), crash))
 
     def unload_file(self, crash):
         from kexloader.errors import BackendError
@@ -204,6 +205,40 @@ def test_s_unload_and_fallback(capsys):
     assert run(["-s", "-u", "-p"], capsys, backend)[0] == 0 and backend.file_loads == [("unload", True)]
     assert run(["-s", "-u"], capsys, FileLoadBackend(errno.ENOSYS))[0] == 253
     assert run(["-a", "-u"], capsys, FileLoadBackend(errno.ENOSYS))[0] == 0
+
+
+class NoFileLoad(FileLoadBackend):
+    """A backend without kexec_file_load (Xen's): has_file_load False, load_file refuses if called."""
+
+    has_file_load = False
+
+    def load_file(self, *a, **k):
+        raise AssertionError("the CLI asked a backend without kexec_file_load to file-load")
+
+    unload_file = load_file
+
+
+@pytest.mark.parametrize("flag", ["-s", "-a"])
+def test_s_without_kexec_file_load_loads_through_load(flag, capsys):
+    code, out, err, backend = run([flag, "-l", TINY], capsys, NoFileLoad())
+    assert code == 0, err
+    assert backend.plans[False].linux is not None and not backend.file_loads
+    code, out, err, backend = run([flag, "-l", TINY, "--module=x"], capsys, NoFileLoad())
+    assert "kexec_file_load" not in err  # not the file-load refusal: kexec_load's path answers
+    assert run([flag, "-u"], capsys, NoFileLoad())[0] == 0
+
+
+def test_xen_backend_has_no_file_load():
+    import errno
+    from kexloader.backends.xen import XenKexecBackend
+    from kexloader.errors import BackendError
+    backend = XenKexecBackend()
+    assert backend.has_file_load is False and backend.supports("file-no-cma") is None
+    for call in (lambda: backend.load_file(3, -1, b"\0", False), lambda: backend.unload_file(True)):
+        with pytest.raises(BackendError) as e:
+            call()
+        assert str(e.value) == "syscall kexec_file_load not available"  # kexec-tools' words
+        assert e.value.exit_code == 253 and e.value.errno == errno.ENOSYS
 
 
 def test_s_refuses_multiboot(capsys):

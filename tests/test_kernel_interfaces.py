@@ -217,7 +217,7 @@ def test_file_load_flags(monkeypatch, kernel, debug, no_cma, want):
     monkeypatch.setattr(linux, "raw_syscall", fake)
     backend = LinuxKexecBackend(kmsg=Path("/nonexistent"))
     backend.debug = debug
-    backend.load_file(3, -1, "console=ttyS0", False, no_cma=no_cma)
+    backend.load_file(3, -1, b"console=ttyS0\0", False, no_cma=no_cma)
     assert fake.flags_of_loads() == [want]
 
 
@@ -239,7 +239,7 @@ def test_debug_prints_what_the_kernel_logged_during_the_call(monkeypatch, tmp_pa
     monkeypatch.setattr(linux, "raw_syscall", FakeKernel(log=log))
     backend = LinuxKexecBackend(kmsg=log)
     backend.debug = True
-    backend.load_file(3, 4, "x", True)
+    backend.load_file(3, 4, b"x\0", True)
     err = capsys.readouterr().err
     assert "kernel: kexec_file: Loaded ELF headers at 0x7c000000 bufsz=0x1000\n" in err
     assert "older record" not in err and "SUBSYSTEM" not in err

@@ -239,9 +239,10 @@ def run(argv, capsys, backend=None):
 
 
 class FileLoads(RecordingBackend):
-    def load_file(self, kernel_fd, initrd_fd, cmdline, crash):
+    def load_file(self, kernel_fd, initrd_fd, cmdline, crash, *, no_cma=False):
         read = lambda fd: os.pread(fd, os.fstat(fd).st_size, 0) if fd >= 0 else None  # noqa: E731
-        self.file_loads.append((read(kernel_fd), read(initrd_fd), cmdline, crash))
+        assert cmdline.endswith(b"\0")  # as the kernel takes it
+        self.file_loads.append((read(kernel_fd), read(initrd_fd), cmdline[:-1].decode(), crash))
 
 
 def test_s_hands_memfds_and_the_cmdline(built, capsys):

@@ -190,6 +190,7 @@ class LinuxKexecBackend:
     """Loads through kexec_load(2) and starts through reboot(LINUX_REBOOT_CMD_KEXEC)."""
 
     name = "kexec_load"
+    has_file_load = True
 
     def __init__(self, root: Path = Path("/"), kmsg: Path = Path("/dev/kmsg")):
         self.root = root
@@ -226,12 +227,12 @@ class LinuxKexecBackend:
         if rc < 0:
             self._fail("kexec_load", -rc)
 
-    def load_file(self, kernel_fd: int, initrd_fd: int, cmdline: str, crash: bool, *, no_cma: bool = False) -> None:
+    def load_file(self, kernel_fd: int, initrd_fd: int, cmdline: bytes, crash: bool, *, no_cma: bool = False) -> None:
         """kexec_file_load(2): the kernel reads, checks (signatures, lockdown) and lays out the bzImage itself.
 
+        cmdline: NUL-terminated, as the caller encoded it (Cmdline.encode); its length is the kernel's cmdline_len.
         no_cma: KEXEC_FILE_NO_CMA (the caller checks supports("file-no-cma") first). With self.debug,
         KEXEC_FILE_DEBUG where the kernel has it."""
-        line = cmdline.encode() + b"\0"
         flags = (KEXEC_FILE_ON_CRASH if crash else 0) | (KEXEC_FILE_NO_INITRAMFS if initrd_fd < 0 else 0)
         if no_cma:
             flags |= KEXEC_FILE_NO_CMA
@@ -240,7 +241,7 @@ class LinuxKexecBackend:
         if self.debug:
             print(f"kexloader: kexec_file_load flags {flags:#x}", file=sys.stderr)
         with self._log():
-            rc = raw_syscall(SYS_KEXEC_FILE_LOAD, kernel_fd, initrd_fd, len(line), ctypes.c_char_p(line), flags)
+            rc = raw_syscall(SYS_KEXEC_FILE_LOAD, kernel_fd, initrd_fd, len(cmdline), ctypes.c_char_p(cmdline), flags)
         if rc < 0:
             self._fail_file("kexec_file_load", -rc)
 

@@ -8,11 +8,12 @@ from ..model import Plan
 
 class RecordingBackend:
     name = "recorder"
+    has_file_load = True
 
     def __init__(self, supported: dict[str, bool | None] | None = None) -> None:
         self.plans: dict[bool, Plan] = {}
-        self.file_loads: list[tuple[int, int, str, bool]] = []
-        self.file_options: list[dict] = []  # per kexec_file_load: no_cma, debug
+        self.file_loads: list[tuple[int, int, bytes, bool]] = []
+        self.file_options: list[dict[str, bool]] = []  # per kexec_file_load: no_cma, debug
         self.executed = False
         self.debug = False
         self.supported = dict(supported or {})  # a pretend kernel's features (LinuxKexecBackend.supports)
@@ -23,7 +24,7 @@ class RecordingBackend:
     def load(self, plan: Plan) -> None:
         self.plans[plan.crash] = plan
 
-    def load_file(self, kernel_fd: int, initrd_fd: int, cmdline: str, crash: bool, *, no_cma: bool = False) -> None:
+    def load_file(self, kernel_fd: int, initrd_fd: int, cmdline: bytes, crash: bool, *, no_cma: bool = False) -> None:
         """kexec_file_load's arguments, kept as a plan-less record (the kernel would do the layout)."""
         self.file_loads.append((kernel_fd, initrd_fd, cmdline, crash))
         self.file_options.append({"no_cma": no_cma, "debug": self.debug})
@@ -37,6 +38,9 @@ class RecordingBackend:
 
     def loaded(self, crash: bool) -> bool:
         return crash in self.plans
+
+    def hotplug_active(self) -> bool | None:
+        return None  # a recorder cannot tell
 
     def execute(self) -> None:
         if False not in self.plans:

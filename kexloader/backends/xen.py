@@ -6,10 +6,11 @@ Thin on purpose: lay out the argument structs, call, turn errno into a sentence.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from .. import hypercall as hc
-from ..errors import BackendError
+from ..errors import EXIT_FALLBACK, BackendError
 from ..formats import xen as x
 from ..model import KEXEC_ON_CRASH, Plan, Role, align_up
 
@@ -18,6 +19,8 @@ class XenKexecBackend:
     """Loads through Xen's kexec_op; the whole machine (Xen and dom0) is replaced on exec."""
 
     name = "xen kexec_op"
+    debug = False  # -d changes nothing here: Xen has no debug flag for kexec_op
+    has_file_load = False  # Xen has no file-load call: the CLI loads through `load` for -s and -a
 
     def load(self, plan: Plan) -> None:
         segs = sorted(plan.segments, key=lambda s: s.mem)
@@ -59,6 +62,20 @@ class XenKexecBackend:
             return hc.call("kexec_status", x.HYPERVISOR_kexec_op, x.KEXEC_CMD_kexec_status, addr) == 1
         finally:
             buf.close()
+
+    def load_file(self, kernel_fd: int, initrd_fd: int, cmdline: bytes, crash: bool, *,
+                  no_cma: bool = False) -> None:
+        raise BackendError("syscall kexec_file_load not available", errno=errno.ENOSYS, exit_code=EXIT_FALLBACK,
+                           hint="Xen loads images only through its kexec hypercall: use -c")
+
+    def unload_file(self, crash: bool) -> None:
+        self.load_file(-1, -1, b"\0", crash)
+
+    def supports(self, feature: str) -> bool | None:
+        return None  # the kexec_load/kexec_file_load flags are Linux's
+
+    def hotplug_active(self) -> bool | None:
+        return None  # Xen's crash image has no hotplug update
 
     def execute(self) -> None:
         os.sync()
