@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from .formats import efi as fe
 from .model import EfiFacts, EfiRuntimeRegion
@@ -26,7 +27,7 @@ EFI_INFO_OFFSET = 0x1C0  # boot_params.efi_info
 RUNTIME_MAP_FIELDS = ("type", "phys_addr", "virt_addr", "num_pages", "attribute")
 
 
-def efi_info_fields(boot_params: bytes | None) -> dict:
+def efi_info_fields(boot_params: bytes | None) -> dict[str, Any]:
     """EfiFacts' efi_info fields from a running kernel's zero page (all empty without one)."""
     if not boot_params or len(boot_params) < EFI_INFO_OFFSET + fe.EFI_INFO_SIZE:
         return {}
@@ -66,8 +67,8 @@ def read_runtime_map(root: Path = Path("/")) -> tuple[EfiRuntimeRegion, ...] | N
         return None
     regions = []
     for d in sorted((d for d in base.iterdir() if d.name.isdigit()), key=lambda d: int(d.name)):
-        values = [_hex(d / name) for name in RUNTIME_MAP_FIELDS]
-        if None in values:
+        values = [v for v in (_hex(d / name) for name in RUNTIME_MAP_FIELDS) if v is not None]
+        if len(values) != len(RUNTIME_MAP_FIELDS):
             return None
         regions.append(EfiRuntimeRegion(*values))
     return tuple(regions)
@@ -115,7 +116,7 @@ SCALARS = ("loader_signature", "systab", "memdesc_size", "memdesc_version", "mem
            "runtime", "config_table", "platform_size", "smbios", "smbios3")
 
 
-def to_json(f: EfiFacts | None):
+def to_json(f: EfiFacts | None) -> dict[str, Any] | None:
     if f is None:
         return None
     doc = {name: getattr(f, name) for name in SCALARS}
@@ -126,22 +127,22 @@ def to_json(f: EfiFacts | None):
     return doc
 
 
-def from_json(doc) -> EfiFacts | None:
+def from_json(doc: Any) -> EfiFacts | None:
     """Raises KeyError/TypeError/ValueError on a malformed object (the snapshot loader reports them)."""
     if doc is None:
         return None
     if not isinstance(doc, dict):
         raise TypeError(f"efi: expected an object, got {type(doc).__name__}")
-    runtime = doc.get("runtime_map")
+    runtime: Any = doc.get("runtime_map")
     regions = None if runtime is None else tuple(EfiRuntimeRegion(*(int(v) for v in r)) for r in runtime)
     if regions is not None and (any(len(r) != len(RUNTIME_MAP_FIELDS) for r in runtime)
                                 or any(v < 0 for r in regions for v in dataclasses.astuple(r))):
         raise ValueError("efi.runtime_map: each entry is [type, phys_addr, virt_addr, num_pages, attribute], "
                          "non-negative integers")
-    values = {name: doc[name] for name in SCALARS if name in doc}
+    values: dict[str, Any] = {name: doc[name] for name in SCALARS if name in doc}
     for name, value in values.items():
         wanted = str if name == "loader_signature" else int
-        if value is not None and (type(value) is not wanted or wanted is int and value < 0):
+        if value is not None and (type(value) is not wanted or isinstance(value, int) and value < 0):
             raise ValueError(f"efi.{name}: {value!r} is not a{'' if wanted is str else ' non-negative'} "
                              f"{wanted.__name__}")
     tables = doc.get("acpi_tables")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from .memory import Layout
 from .model import Backup, PurgatoryOptions, Range, Role, Segment
-from .purgatory.program import Region, build_purgatory, purgatory_size
+from .purgatory.program import Handoff, Region, build_purgatory, purgatory_size
 
 ZEROS = bytes(1 << 20)
 
@@ -30,21 +30,20 @@ def segments_digest(segments: Sequence[Segment]) -> tuple[tuple[Region, ...], by
     return tuple(regions), h.digest()
 
 
-def attach_purgatory(layout: Layout, handoff, options: PurgatoryOptions, *, window: Range,
+def attach_purgatory(layout: Layout, handoff: Handoff, options: PurgatoryOptions, *, window: Range,
                      backup: Backup | None = None, unhashed: tuple[Role, ...] = ()) -> int:
     """Place the purgatory in `window`, built for its final address; returns the plan's entry point.
 
     unhashed: roles the purgatory must not verify because the kernel may rewrite them after the load (the
     elfcorehdr with --hotplug, as kexec-tools' arch_do_exclude_segment)."""
     hashed = tuple(s for s in layout.segments if s.role != Role.MAP_ONLY and s.role not in unhashed)
+    regions: tuple[Region, ...] = ()
+    digest = None
     if options.checks:
         regions, digest = segments_digest(hashed)
-    else:
-        regions, digest = (), None
-    kw = dict(regions=regions, digest=digest, options=options, backup=backup)
     # The size does not depend on where the code goes: reserve it, then build for that address.
-    seg = layout.place(Role.PURGATORY, b"", memsz=purgatory_size(handoff, **kw), window=window,
-                       what="generated entry code")
-    image = build_purgatory(seg.mem, handoff, **kw)
+    size = purgatory_size(handoff, regions=regions, digest=digest, options=options, backup=backup)
+    seg = layout.place(Role.PURGATORY, b"", memsz=size, window=window, what="generated entry code")
+    image = build_purgatory(seg.mem, handoff, regions=regions, digest=digest, options=options, backup=backup)
     layout.replace(seg, image.code)
     return image.entry

@@ -43,9 +43,9 @@ def raw_hypercall(op: int, *args: int) -> int:
     call = bytearray(x.PrivcmdHypercall.build(dict(op=op, arg0=padded[0], arg1=padded[1], arg2=padded[2],
                                                     arg3=padded[3], arg4=padded[4])))
     try:
-        return fcntl.ioctl(_privcmd, x.IOCTL_PRIVCMD_HYPERCALL, call)
+        return int(fcntl.ioctl(_privcmd, x.IOCTL_PRIVCMD_HYPERCALL, call))
     except OSError as e:
-        return -e.errno
+        return -(e.errno or 0)
 
 
 class HypercallBuffer:
@@ -66,7 +66,7 @@ class HypercallBuffer:
         self.base = ctypes.addressof(self._anchor)
         self.used = 0
 
-    def put(self, data, align: int = 8) -> int:
+    def put(self, data: bytes, align: int = 8) -> int:
         """Copy `data` in; returns its address."""
         self.used = align_up(self.used, align)
         n = len(data)

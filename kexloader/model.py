@@ -238,12 +238,12 @@ class LoadRequest:
     hotplug: bool = False  # --hotplug (-p): the kernel rewrites the elfcorehdr when CPUs or memory come and go
     # several initrds (--initrd more than once, a UKI's .ucode and .initrd): initramfs.InitrdPart values, joined
     # in order, each padded to 4 bytes; when set, `initrd` is None
-    initrd_parts: tuple = ()
+    initrd_parts: tuple[Any, ...] = ()
     cmdline_given: bool = True  # False: no --append/--reuse-cmdline, so a UKI's .cmdline is used
     uki_profile: int | None = None  # --uki-profile=N: the UKI profile to boot (None: the first, as systemd-stub)
     uki_addons: tuple[str, ...] = ()  # command lines of the UKI's addons (*.addon.efi), appended in this order
-    uki_sidecars: tuple = ()  # initramfs.InitrdParts systemd-stub makes of *.cred / *.raw beside the UKI
-    uki_addon_parts: tuple = ()  # ("ucode" | "initrd", initramfs.InitrdPart) of the UKI's addons, in addon order
+    uki_sidecars: tuple[Any, ...] = ()  # initramfs.InitrdParts systemd-stub makes of *.cred / *.raw beside the UKI
+    uki_addon_parts: tuple[tuple[str, Any], ...] = ()  # ("ucode" | "initrd", initramfs.InitrdPart) of the UKI's addons, in addon order
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from .errors import KexloaderError
 from .model import LinuxEntry, MultibootEntry, Plan, Role, Segment
@@ -15,7 +16,7 @@ def segment_file_name(index: int, seg: Segment) -> str:
     return f"{index:02d}-{seg.role}-{seg.mem:x}.bin"
 
 
-def to_json(plan: Plan, *, files: bool = True) -> dict:
+def to_json(plan: Plan, *, files: bool = True) -> dict[str, Any]:
     segs = []
     for i, seg in enumerate(plan.segments):
         entry = {"mem": seg.mem, "memsz": seg.memsz, "bufsz": seg.bufsz, "role": seg.role, "what": seg.what,
@@ -69,7 +70,7 @@ def read_dir(src: Path | str) -> Plan:
 
 def _role(name: object) -> Role:
     try:
-        return Role(name)
+        return Role(str(name))
     except ValueError:
         raise ValueError(f"unknown segment role {name!r}") from None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 from . import efi
 from .errors import SystemFactsError
@@ -16,7 +17,7 @@ from .model import IomemEntry, KernelText, KexecSysfs, MemRegion, Range, SystemF
 SNAPSHOT_VERSION = 1
 
 
-def facts_to_json(facts: SystemFacts) -> dict:
+def facts_to_json(facts: SystemFacts) -> dict[str, Any]:
     return {
         "version": SNAPSHOT_VERSION,
         "memmap": [[r.range.start, r.range.size, r.type] for r in facts.memmap],
@@ -36,7 +37,7 @@ def facts_to_json(facts: SystemFacts) -> dict:
     }
 
 
-def _kexec_to_json(k: KexecSysfs | None):
+def _kexec_to_json(k: KexecSysfs | None) -> dict[str, Any] | None:
     if k is None:
         return None
     return {"directory": k.directory, "loaded": k.loaded, "crash_loaded": k.crash_loaded, "crash_size": k.crash_size,
@@ -45,7 +46,7 @@ def _kexec_to_json(k: KexecSysfs | None):
             "cpu_crash_hotplug": k.cpu_crash_hotplug, "memory_crash_hotplug": k.memory_crash_hotplug}
 
 
-def _kexec_from_json(doc) -> KexecSysfs | None:
+def _kexec_from_json(doc: Any) -> KexecSysfs | None:
     if doc is None:
         return None
     return KexecSysfs(directory=doc.get("directory", ""), loaded=doc.get("loaded"),
@@ -56,18 +57,18 @@ def _kexec_from_json(doc) -> KexecSysfs | None:
                       memory_crash_hotplug=doc.get("memory_crash_hotplug"))
 
 
-def _range_json(r: Range | None):
+def _range_json(r: Range | None) -> list[int] | None:
     return [r.start, r.size] if r else None
 
 
-def _xen_to_json(x: XenFacts | None):
+def _xen_to_json(x: XenFacts | None) -> dict[str, Any] | None:
     if x is None:
         return None
     return {"crash_area": _range_json(x.crash_area), "cpu_notes": [[c, r.start, r.size] for c, r in x.cpu_notes],
             "vmcoreinfo": _range_json(x.vmcoreinfo)}
 
 
-def _xen_from_json(doc) -> XenFacts | None:
+def _xen_from_json(doc: Any) -> XenFacts | None:
     if doc is None:
         return None
     return XenFacts(crash_area=_range_from_json(doc.get("crash_area")),
@@ -75,11 +76,11 @@ def _xen_from_json(doc) -> XenFacts | None:
                     vmcoreinfo=_range_from_json(doc.get("vmcoreinfo")))  # older snapshots' xen_image: unused
 
 
-def _range_from_json(v) -> Range | None:
+def _range_from_json(v: Any) -> Range | None:
     return Range(*v) if v else None
 
 
-def facts_from_json(doc: dict, source: str = "snapshot") -> SystemFacts:
+def facts_from_json(doc: dict[str, Any], source: str = "snapshot") -> SystemFacts:
     try:
         if doc.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"snapshot version {doc.get('version')!r}, expected {SNAPSHOT_VERSION}")

@@ -155,7 +155,7 @@ def read_vmcoreinfo(root: Path = Path("/")) -> Range | None:
 KALLSYMS_WANTED = ("_text", "_stext", "_end")
 
 
-def read_kallsyms(root: Path = Path("/"), names=KALLSYMS_WANTED) -> dict[str, int]:
+def read_kallsyms(root: Path = Path("/"), names: tuple[str, ...] = KALLSYMS_WANTED) -> dict[str, int]:
     """Addresses of a few symbols from /proc/kallsyms (zeros when kptr_restrict hides them are left out)."""
     found: dict[str, int] = {}
     try:
@@ -313,7 +313,8 @@ def _xen_guest_type(root: Path) -> str:
 def read_xen_facts() -> tuple[tuple[MemRegion, ...], XenFacts]:
     """The machine memory map and Xen's kexec ranges, through hypercalls (dom0 only)."""
     crash_area = hypercall.get_range(xf.KEXEC_RANGE_MA_CRASH)
-    notes, vmcoreinfo = (), None
+    notes: tuple[tuple[int, Range], ...] = ()
+    vmcoreinfo = None
     if crash_area is not None:  # Xen keeps note buffers and VMCOREINFO only when it has a crash area
         notes = tuple(hypercall.cpu_note_ranges())
         vmcoreinfo = hypercall.get_range(xf.KEXEC_RANGE_MA_VMCOREINFO)

@@ -26,23 +26,33 @@ ROOT = Path(__file__).resolve().parent.parent
 STRICT_CLEAN = (
     "kexloader/__init__.py",
     "kexloader/__main__.py",
+    "kexloader/backends/xen.py",
     "kexloader/bootparams.py",
+    "kexloader/efi.py",
     "kexloader/efiboot.py",
     "kexloader/errors.py",
     "kexloader/formats/",
+    "kexloader/handoff.py",
+    "kexloader/hypercall.py",
     "kexloader/images/elfload.py",
     "kexloader/images/uki.py",
     "kexloader/initramfs.py",
     "kexloader/inspect_uki.py",
     "kexloader/legacybios.py",
     "kexloader/memory.py",
+    "kexloader/model.py",
+    "kexloader/plan.py",
+    "kexloader/purgatory/__init__.py",
     "kexloader/purgatory/asm.py",
+    "kexloader/purgatory/program.py",
     "kexloader/purgatory/sha256_code.py",
+    "kexloader/snapshot.py",
+    "kexloader/system.py",
     "kexloader/vmcore.py",
 )
 
 # The most errors the whole package may have (mypy 2.4); lower it as modules are annotated, down to 0.
-CEILING = 212
+CEILING = 150
 
 _ERROR = re.compile(r"^(?P<path>[^:\s]+\.pyi?):\d+(?::\d+)?: error: ", re.M)
 

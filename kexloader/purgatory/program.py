@@ -26,13 +26,13 @@ Limits, by design:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, TypeAlias
 
 from ..errors import KexloaderError, NotSupportedYet
 from ..model import PAGE_SIZE, Backup, PurgatoryOptions, align_up
 from . import sha256_code
 from .asm import (AL, CR0, CR4, DS, DX, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, FS, GS, R8D, R9D, R10D, R11D, R12D,
-                  R13D, R14D, R15D, RAX, RCX, RDI, RSI, RSP, SS, Assembler, mem, rip)
+                  R13D, R14D, R15D, RAX, RCX, RDI, RSI, RSP, SS, Assembler, Mem, mem, rip)
 
 
 class PurgatoryError(KexloaderError):
@@ -57,6 +57,9 @@ class Multiboot32Handoff:
     magic: int
     info: int
     entry: int
+
+
+Handoff: TypeAlias = Linux64Handoff | Multiboot32Handoff
 
 
 @dataclass(frozen=True)
@@ -101,19 +104,18 @@ MSG_HELLO = b"kexloader purgatory\r\n"
 MSG_BAD_DIGEST = b"kexloader purgatory: SHA-256 mismatch, not starting the new system\r\n"
 
 
-def purgatory_size(handoff, *, regions: Sequence[Region] = (), digest: bytes | None = None,
+def purgatory_size(handoff: Handoff, *, regions: Sequence[Region] = (), digest: bytes | None = None,
                    options: PurgatoryOptions = PurgatoryOptions(), backup: Backup | None = None) -> int:
     """memsz of the purgatory segment for these arguments (the size does not depend on the base address)."""
     _, memsz, _ = _generate(0, handoff, tuple(regions), digest, options, backup)
     return memsz
 
 
-def build_purgatory(base: int, handoff, *, regions: Sequence[Region] = (), digest: bytes | None = None,
+def build_purgatory(base: int, handoff: Handoff, *, regions: Sequence[Region] = (), digest: bytes | None = None,
                     options: PurgatoryOptions = PurgatoryOptions(), backup: Backup | None = None) -> PurgatoryImage:
     """Generate the purgatory to run at physical address `base` (page aligned). Deterministic."""
-    regions = tuple(regions)
-    _validate(base, handoff, regions, digest, options, backup)
-    code, memsz, entry = _generate(base, handoff, regions, digest, options, backup)
+    _validate(base, handoff, tuple(regions), digest, options, backup)
+    code, memsz, entry = _generate(base, handoff, tuple(regions), digest, options, backup)
     if base + memsz > (1 << 52):
         raise PurgatoryError(f"purgatory at {base:#x} is beyond physical address space")
     for r in regions:
@@ -126,7 +128,8 @@ def build_purgatory(base: int, handoff, *, regions: Sequence[Region] = (), diges
     return PurgatoryImage(code, memsz, entry)
 
 
-def _validate(base, handoff, regions, digest, options, backup) -> None:
+def _validate(base: int, handoff: Handoff, regions: tuple[Region, ...], digest: bytes | None,
+              options: PurgatoryOptions, backup: Backup | None) -> None:
     if base < 0 or base % PAGE_SIZE:
         raise PurgatoryError(f"purgatory base {base:#x} is not a page-aligned physical address")
     if not isinstance(handoff, (Linux64Handoff, Multiboot32Handoff)):
@@ -164,7 +167,8 @@ def _validate(base, handoff, regions, digest, options, backup) -> None:
                               hint="leave it out: the new kernel programs the VGA itself")
 
 
-def _generate(base, handoff, regions, digest, options, backup):
+def _generate(base: int, handoff: Handoff, regions: tuple[Region, ...], digest: bytes | None,
+              options: PurgatoryOptions, backup: Backup | None) -> tuple[bytes, int, int]:
     a = Assembler(bits=64, base=base)
     checks = bool(options.checks and regions)
     console = options.console_serial or options.console_vga
@@ -233,7 +237,8 @@ def _generate(base, handoff, regions, digest, options, backup):
             a.label("linux_rdi_q")
             a.dq(handoff.rdi)
     if checks:
-        sha256_code.emit_verify_data(a, regions, digest)
+        # purgatory_size may come without a digest: the size is the same for any 32 bytes
+        sha256_code.emit_verify_data(a, regions, digest if digest is not None else bytes(32))
     if console:
         a.label("msg_hello")
         a.db(MSG_HELLO, 0)
@@ -320,7 +325,7 @@ def _console_init(a: Assembler, o: PurgatoryOptions) -> None:
             a.outb()
 
 
-def _vga_cursor():
+def _vga_cursor() -> Mem:
     return rip("workspace", sha256_code.WORKSPACE_SIZE, size=32)  # a dword after the SHA workspace
 
 
