@@ -15,7 +15,9 @@ from .model import Module
 
 FileData = bytes | bytearray | memoryview  # a mapped file is a memoryview: never copied
 
-DECOMPRESSED_LIMIT = 1 << 30  # a kernel, hypervisor or module larger than 1 GiB is a decompression bomb
+# a kernel, hypervisor or module inflating past this (1 GiB) is a decompression bomb; a name of its own here
+# so that tests can lower it for the readers below
+DECOMPRESSED_LIMIT = compression.DEFAULT_LIMIT
 
 
 def read_file(path: str | Path, what: str) -> FileData:
