@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import os
 import sys
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from .errors import BackendError, EXIT_FALLBACK, PlacementError, UnsupportedImag
 from .files import DECOMPRESSED_LIMIT, inflate, open_for_file_load, read_file, read_image  # noqa: F401
 from .files import read_module as _read_module
 from .memory import ADDRESS_LIMIT, EVERYWHERE
-from .model import LoadRequest, Module, Plan, PurgatoryOptions, Range, SystemFacts
+from .model import ArgsStyle, LoadRequest, Module, Plan, PurgatoryOptions, Range, SystemFacts
 
 if TYPE_CHECKING:
     from .fileload import FileLoad
@@ -41,14 +40,6 @@ __all__ = ["ADDRESS_LIMIT", "EVERYWHERE", "ArgsStyle", "FileLoadRefused", "LoadI
            "command_line", "describe_plan", "inspect_file", "list_boot_entries", "load_facts", "make_plan",
            "open_file_load", "plan_intent", "read_module", "read_plan", "read_request",
            "resolve_boot_entry", "rng_seed", "write_plan", "xen_dma_limit", "xen_role"]
-
-
-class ArgsStyle(enum.StrEnum):
-    """What an ELF kernel is handed (--args-linux, --args-elf, --args-none)."""
-
-    LINUX = "linux"
-    ELF = "elf"
-    NONE = "none"
 
 
 @dataclass(frozen=True)

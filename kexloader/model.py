@@ -64,6 +64,14 @@ class Role(StrEnum):
 MAP_ONLY = Role.MAP_ONLY
 
 
+class ArgsStyle(StrEnum):
+    """What an ELF kernel is handed (--args-linux: a zero page, --args-elf: ELF boot notes, --args-none)."""
+
+    LINUX = "linux"
+    ELF = "elf"
+    NONE = "none"
+
+
 def align_up(value: int, align: int) -> int:
     return (value + align - 1) // align * align
 
@@ -230,7 +238,7 @@ class LoadRequest:
     initrd_name: str = ""
     modules: tuple[Module, ...] = ()
     image_type: str | None = None  # --type
-    args_style: str | None = None  # --args-linux / --args-elf / --args-none
+    args_style: ArgsStyle | None = None  # None: the image kind's default
     crash: bool = False  # -p
     purgatory: PurgatoryOptions = PurgatoryOptions()
     rng_seed: bytes | None = field(default=None, repr=False)  # 32 random bytes for SETUP_RNG_SEED, or None

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from ..cmdline import Cmdline
 from ..errors import MalformedImageError, PlacementError, UnsupportedImageError, UsageError
 from ..formats import bzimage as bz
-from ..memory import ADDRESS_LIMIT, Layout, allocate, validate
-from ..model import (KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, PAGE_SIZE, LoadRequest, MiB, Plan, Range, SystemFacts,
-                     align_down, align_up)
+from ..memory import ADDRESS_LIMIT, Layout, SegmentData, allocate, validate
+from ..model import (KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, PAGE_SIZE, ArgsStyle, LoadRequest, MiB, Plan, Range,
+                     SystemFacts, align_down, align_up)
 from .. import __version__
 from ..formats import elfboot
 from ..handoff import attach_purgatory
@@ -42,8 +42,6 @@ from . import linuxboot
 from .elfload import EM_386, EM_X86_64, ElfImage, read_elf
 
 NAME = "elf-x86_64"
-ARGS_LINUX, ARGS_ELF, ARGS_NONE = "linux", "elf", "none"
-ARG_STYLES = (ARGS_LINUX, ARGS_ELF, ARGS_NONE)
 
 EM_486 = 6
 ET_EXEC, ET_DYN, ET_CORE = 2, 3, 4
@@ -77,7 +75,7 @@ class ElfHeader:
     phnum: int
 
 
-def elf_header(data) -> ElfHeader | None:
+def elf_header(data: SegmentData) -> ElfHeader | None:
     """The fields of a little-endian ELF header that a probe needs, or None."""
     head = bytes(data[:64])
     if len(head) < 52 or head[:4] != b"\x7fELF" or head[5] != 1:
@@ -93,7 +91,7 @@ def elf_header(data) -> ElfHeader | None:
     return None
 
 
-def _has_interp(data, h: ElfHeader) -> bool:
+def _has_interp(data: SegmentData, h: ElfHeader) -> bool:
     """A PT_INTERP among the program headers that lie inside the file (a program, not a kernel)."""
     if h.phentsize < 4:
         return False
@@ -106,14 +104,14 @@ def _has_interp(data, h: ElfHeader) -> bool:
     return False
 
 
-def probe_x86_64(data) -> bool:
+def probe_x86_64(data: SegmentData) -> bool:
     """elf-x86_64: an ET_EXEC, ET_DYN or ET_CORE image for EM_X86_64 without PT_INTERP."""
     h = elf_header(data)
     return (h is not None and h.machine == EM_X86_64 and h.elf_type in (ET_EXEC, ET_DYN, ET_CORE)
             and not _has_interp(data, h))
 
 
-def probe_x86(data) -> bool:
+def probe_x86(data: SegmentData) -> bool:
     """elf-x86: an ELF image for EM_386 or EM_486."""
     h = elf_header(data)
     return h is not None and h.machine in (EM_386, EM_486) and h.elf_type in (ET_EXEC, ET_DYN)
@@ -125,7 +123,7 @@ def _text(desc: bytes) -> str:
     return desc.split(b"\0", 1)[0].decode("ascii", "replace")
 
 
-def linux_banner(data) -> str | None:
+def linux_banner(data: SegmentData) -> str | None:
     """The kernel's linux_banner ("Linux version 6.1.0-... (...) #1 SMP ..."), if the image holds one."""
     blob = data if isinstance(data, (bytes, bytearray)) else bytes(data)
     found = [m.group(0) for m in BANNER.finditer(blob)]
@@ -134,7 +132,7 @@ def linux_banner(data) -> str | None:
     return best.decode("ascii", "replace").strip() if best else None
 
 
-def linux_evidence(elf: ElfImage, data=None) -> str | None:
+def linux_evidence(elf: ElfImage, data: SegmentData | None = None) -> str | None:
     """Why this ELF file is a Linux kernel, in a few words; None if nothing says so.
 
     The notes are cheap; the banner search reads the whole image, so `data` is looked at last."""
@@ -157,7 +155,7 @@ def kernel_release(elf: ElfImage) -> str | None:
     return None
 
 
-def _release_for_crash(elf: ElfImage, data) -> str | None:
+def _release_for_crash(elf: ElfImage, data: SegmentData) -> str | None:
     """The kernel release ("6.1.0-56-amd64 ...") kdump's low-memory scheme depends on."""
     release = kernel_release(elf)
     if release:
@@ -166,17 +164,19 @@ def _release_for_crash(elf: ElfImage, data) -> str | None:
     return banner.removeprefix("Linux version ") if banner else None
 
 
-def choose_style(asked: str | None, elf: ElfImage, data, name: str) -> tuple[str, str | None]:
-    """(argument style, a note explaining a default) for this image."""
+def choose_style(asked: ArgsStyle | str | None, elf: ElfImage, data: SegmentData,
+                 name: str) -> tuple[ArgsStyle, str | None]:
+    """(argument style, a note explaining a default) for this image; `asked` may be the style's name."""
     if asked is not None:
-        if asked not in ARG_STYLES:
-            raise UsageError(f"unknown argument style {asked!r} (linux, elf or none)")
-        return asked, None
+        try:
+            return ArgsStyle(asked), None
+        except ValueError:
+            raise UsageError(f"unknown argument style {asked!r} (linux, elf or none)") from None
     why = linux_evidence(elf, data)
     if why:
-        return ARGS_LINUX, (f"{name}: a Linux vmlinux (recognised by {why}): using Linux arguments "
-                            "(--args-linux); kexec-tools would default to --args-elf, which Linux cannot use")
-    return ARGS_ELF, None
+        return ArgsStyle.LINUX, (f"{name}: a Linux vmlinux (recognised by {why}): using Linux arguments "
+                                 "(--args-linux); kexec-tools would default to --args-elf, which Linux cannot use")
+    return ArgsStyle.ELF, None
 
 
 # --- placement --------------------------------------------------------------------------------------
@@ -201,10 +201,10 @@ def _entry_paddr(elf: ElfImage, name: str) -> tuple[int, str | None]:
     raise MalformedImageError(f"{name}: entry point {e:#x} is in no loadable segment")
 
 
-def _segments(elf: ElfImage, delta: int) -> list[tuple[int, int, object]]:
+def _segments(elf: ElfImage, delta: int) -> list[tuple[int, int, bytes | memoryview]]:
     """(page-aligned mem, memsz, data) per PT_LOAD, moved by delta; a load that starts inside a page is
     padded in front with zeros (kexec wants page-aligned segments)."""
-    out = []
+    out: list[tuple[int, int, bytes | memoryview]] = []
     for ld in elf.loads:
         paddr = ld.paddr + delta
         mem = align_down(paddr, PAGE_SIZE)
@@ -228,7 +228,7 @@ def _fits(layout: Layout, elf: ElfImage, delta: int) -> bool:
 def place_loads(layout: Layout, elf: ElfImage, name: str, *, movable: bool) -> tuple[Placed, list[str]]:
     """Put every PT_LOAD in `layout`: at p_paddr (ET_EXEC), or moved as a whole (ET_DYN; or ET_EXEC when
     `movable` and p_paddr does not fit). Returns where it went and notes."""
-    notes = []
+    notes: list[str] = []
     base, end = load_span(elf)
     if end > ADDRESS_LIMIT:
         raise UnsupportedImageError(f"{name}: loads up to {end:#x}, above the {ADDRESS_LIMIT:#x} kexec limit")
@@ -291,25 +291,25 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
     if elf.elf_type not in ("ET_EXEC", "ET_DYN"):
         raise UnsupportedImageError(f"{name}: an ELF {elf.elf_type} file, not an executable kernel")
     style, default_note = choose_style(req.args_style, elf, req.kernel, name)
-    if req.crash and style != ARGS_LINUX:  # only a zero page carries the crash memory map and elfcorehdr=
+    if req.crash and style != ArgsStyle.LINUX:  # only a zero page carries the crash memory map and elfcorehdr=
         raise UnsupportedImageError(f"{name}: elf-x86_64 images cannot be crash kernels",
                                     hint="load a Linux bzImage with -p")
     notes = [f"{name}: ELF{elf.elfclass} {elf.elf_type}, {len(elf.loads)} PT_LOAD, entry {elf.entry:#x}, "
              f"argument style {style}"]
     if default_note:
         notes.append(default_note)
-    if style in (ARGS_NONE, ARGS_ELF) and req.initrd is not None:
+    if style in (ArgsStyle.NONE, ArgsStyle.ELF) and req.initrd is not None:
         raise UsageError(f"{name}: --args-{style} has no way to pass an initrd",
                          hint="use --args-linux to pass an initrd to a Linux vmlinux")
     flags = KEXEC_ARCH_X86_64 | (KEXEC_ON_CRASH if req.crash else 0)
-    movable = style == ARGS_LINUX and linux_evidence(elf, req.kernel) is not None
+    movable = style == ArgsStyle.LINUX and linux_evidence(elf, req.kernel) is not None
     layout = Layout(usable)
-    if style == ARGS_LINUX:  # the command line is refused before anything is placed
+    if style == ArgsStyle.LINUX:  # the command line is refused before anything is placed
         Cmdline(req.cmdline).check(SYNTHETIC_CMDLINE_SIZE, what=f"kernel ({name})")
     placed, more = place_loads(layout, elf, name, movable=movable)
     notes += more
 
-    if style == ARGS_NONE:
+    if style == ArgsStyle.NONE:
         if req.cmdline:
             notes.append(f"{name}: --args-none: the command line is not passed")
         notes.append(f"{name}: --args-none: no purgatory, the old kernel jumps to {placed.entry:#x}")
@@ -317,7 +317,7 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
         validate(result, usable)
         return result
 
-    if style == ARGS_ELF:
+    if style == ArgsStyle.ELF:
         return _plan_boot_notes(layout, req, usable, placed.entry, flags, notes)
 
     initrd = None
