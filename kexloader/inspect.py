@@ -15,7 +15,9 @@ import json
 import re
 import struct
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any, TextIO, cast
 
 from . import files, images
 from .errors import KexloaderError
@@ -26,6 +28,7 @@ from .images import bzimage
 from .images import multiboot as mbimg
 from .images import vmlinux
 from .images.elfload import EM_386, EM_X86_64, read_elf
+from .memory import SegmentData
 
 
 # boot.rst: the protocol version that introduced each field we show
@@ -70,7 +73,7 @@ def _flag_names(value: int, names: dict[int, str]) -> list[str]:
 
 # --- per kind ---------------------------------------------------------------------------------------
 
-def _bzimage(data) -> dict:
+def _bzimage(data: SegmentData) -> dict[str, Any]:
     if len(data) < bz.SETUP_HEADER_OFFSET + bz.SETUP_HEADER_SIZE:
         return {"error": f"truncated setup header ({len(data)} bytes)"}
     try:
@@ -78,9 +81,12 @@ def _bzimage(data) -> dict:
     except Exception as e:  # construct errors: not a valid header
         return {"error": f"corrupt setup header: {e}"}
     v = hdr.version
-    has = lambda field: v >= FIELD_SINCE[field]  # noqa: E731
+
+    def has(field: str) -> bool:
+        return bool(v >= FIELD_SINCE[field])
+
     setup = bz.setup_size(hdr.setup_sects)
-    out = {
+    out: dict[str, Any] = {
         "boot_protocol": _version(v),
         "setup_sects": hdr.setup_sects, "setup_size": setup,
         "protected_mode_size": max(len(data) - setup, 0), "syssize_bytes": hdr.syssize * 16,
@@ -110,7 +116,7 @@ def _bzimage(data) -> dict:
     return out
 
 
-def _notes(notes) -> list[dict]:
+def _notes(notes: Iterable[tuple[str, int, bytes]]) -> list[dict[str, Any]]:
     out = []
     for name, kind, desc in notes:
         text = desc.rstrip(b"\0")
@@ -120,7 +126,7 @@ def _notes(notes) -> list[dict]:
     return out
 
 
-def _elf(data, name: str) -> dict:
+def _elf(data: SegmentData, name: str) -> dict[str, Any]:
     try:
         elf = read_elf(data, name, machines=(EM_386, vmlinux.EM_486, EM_X86_64))
     except KexloaderError as e:
@@ -129,9 +135,10 @@ def _elf(data, name: str) -> dict:
               "flags": "".join(c if ld.flags & bit else "-" for c, bit in (("R", 4), ("W", 2), ("X", 1)))}
              for ld in elf.loads]
     base, end = vmlinux.load_span(elf)
-    out = {"class": f"ELF{elf.elfclass}", "machine": MACHINES.get(elf.machine, str(elf.machine)),
-           "type": elf.elf_type, "entry": elf.entry, "loads": loads, "load_span": [base, end],
-           "memory_size": sum(ld.memsz for ld in elf.loads), "notes": _notes(elf.notes)}
+    out: dict[str, Any] = {
+        "class": f"ELF{elf.elfclass}", "machine": MACHINES.get(elf.machine, str(elf.machine)),
+        "type": elf.elf_type, "entry": elf.entry, "loads": loads, "load_span": [base, end],
+        "memory_size": sum(ld.memsz for ld in elf.loads), "notes": _notes(elf.notes)}
     evidence = vmlinux.linux_evidence(elf, data)
     if evidence and elf.machine == EM_X86_64:
         out["linux"] = {"recognised_by": evidence, "release": vmlinux.kernel_release(elf),
@@ -139,20 +146,21 @@ def _elf(data, name: str) -> dict:
     return out
 
 
-def _mb1(data) -> dict | None:
+def _mb1(data: SegmentData) -> dict[str, Any] | None:
     h = mbimg.find_mb1(data)
     if h is None:
         return None
-    out = {"offset": h.offset, "flags": h.flags, "flags_names": _flag_names(h.flags, MB1_FLAGS),
-           "unsupported_flags": h.flags & mb.MB1_UNSUPPORTED}
+    out: dict[str, Any] = {"offset": h.offset, "flags": h.flags, "flags_names": _flag_names(h.flags, MB1_FLAGS),
+                           "unsupported_flags": h.flags & mb.MB1_UNSUPPORTED}
     if h.aout is not None:
-        out["aout"] = {k: h.aout[k] for k in ("header_addr", "load_addr", "load_end_addr", "bss_end_addr",
-                                              "entry_addr")}
+        aout = cast("Mapping[str, int]", h.aout)  # a construct Container (a dict) of MB1AoutFields
+        out["aout"] = {k: aout[k] for k in ("header_addr", "load_addr", "load_end_addr", "bss_end_addr",
+                                            "entry_addr")}
     return out
 
 
-def _mb2_tag(kind: int, flags: int, body: bytes) -> dict:
-    tag = {"type": kind, "name": MB2_HTAGS.get(kind, f"unknown {kind}"), "optional": bool(flags & 1)}
+def _mb2_tag(kind: int, flags: int, body: bytes) -> dict[str, Any]:
+    tag: dict[str, Any] = {"type": kind, "name": MB2_HTAGS.get(kind, f"unknown {kind}"), "optional": bool(flags & 1)}
     words = struct.unpack(f"<{len(body) // 4}I", body[: len(body) // 4 * 4])
     if kind == mb.MB2_HTAG_INFO_REQUEST:
         tag["requests"] = [MB2_INFO_TAGS.get(w, str(w)) for w in words]
@@ -170,7 +178,7 @@ def _mb2_tag(kind: int, flags: int, body: bytes) -> dict:
     return tag
 
 
-def _mb2(data) -> dict | None:
+def _mb2(data: SegmentData) -> dict[str, Any] | None:
     h = mbimg.find_mb2(data)
     if h is None:
         return None
@@ -179,7 +187,7 @@ def _mb2(data) -> dict | None:
             "header_length": length, "tags": [_mb2_tag(*t) for t in h.tags]}
 
 
-def _xen_version(data) -> str | None:
+def _xen_version(data: SegmentData) -> str | None:
     blob = data if isinstance(data, (bytes, bytearray)) else bytes(data)
     if XEN_BANNER not in blob:
         return None
@@ -189,10 +197,10 @@ def _xen_version(data) -> str | None:
 
 # --- the whole report -------------------------------------------------------------------------------
 
-def inspect_image(raw, name: str) -> dict:
+def inspect_image(raw: SegmentData, name: str) -> dict[str, Any]:
     """What the bytes of one image file are (pure)."""
-    info: dict = {"file": name, "size": len(raw), "compression": None, "decompressed_size": None, "kind": None,
-                  "matches": [], "loadable": False, "version": None, "errors": []}
+    info: dict[str, Any] = {"file": name, "size": len(raw), "compression": None, "decompressed_size": None,
+                            "kind": None, "matches": [], "loadable": False, "version": None, "errors": []}
     data = raw
     fmt = compression.sniff(raw)
     if fmt is not None:
@@ -227,9 +235,9 @@ def inspect_image(raw, name: str) -> dict:
             except KexloaderError as e:  # what -l would say about it
                 info["errors"].append(str(e))
     if bytes(data[:4]) == b"\x7fELF":
-        info["elf"] = e = _elf(data, name)
-        if "linux" in e:
-            info["version"] = vmlinux.linux_banner(data) or e["linux"]["release"]
+        info["elf"] = elf = _elf(data, name)
+        if "linux" in elf:
+            info["version"] = vmlinux.linux_banner(data) or elf["linux"]["release"]
     for key, found in (("multiboot1", _mb1(data)), ("multiboot2", _mb2(data))):
         if found is not None:
             info[key] = found
@@ -249,16 +257,19 @@ def inspect_image(raw, name: str) -> dict:
 DECIMAL = {"width", "height", "depth", "console_flags"}
 
 
-def _hex(v, key: str = "") -> str:
+def _hex(v: object, key: str = "") -> str:
     if key in DECIMAL:
         return str(v)
     return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
 
 
-def to_text(info: dict) -> str:
+def to_text(info: dict[str, Any]) -> str:
     """The report for people."""
     rows: list[tuple[str, str]] = []
-    add = lambda k, v: rows.append((k, v))  # noqa: E731
+
+    def add(k: str, v: str) -> None:
+        rows.append((k, v))
+
     add("file", f"{info['file']} ({info['size']} bytes)")
     if info["compression"]:
         size = info["decompressed_size"]
@@ -328,7 +339,7 @@ def to_text(info: dict) -> str:
     return "\n".join(f"{k + ':':<{width + 1}} {v}" for k, v in rows)
 
 
-def run(path: str, *, as_json: bool = False, out=None) -> int:
+def run(path: str, *, as_json: bool = False, out: TextIO | None = None) -> int:
     """The CLI's --inspect: read, report, exit status (0: a kind claims it)."""
     out = out or sys.stdout
     raw = files.read_file(Path(path), "image")  # the edge: the only file access here

@@ -37,6 +37,7 @@ STRICT_CLEAN = (
     "kexloader/images/elfload.py",
     "kexloader/images/uki.py",
     "kexloader/initramfs.py",
+    "kexloader/inspect.py",
     "kexloader/inspect_uki.py",
     "kexloader/legacybios.py",
     "kexloader/memory.py",
@@ -52,7 +53,7 @@ STRICT_CLEAN = (
 )
 
 # The most errors the whole package may have (mypy 2.4); lower it as modules are annotated, down to 0.
-CEILING = 150
+CEILING = 99
 
 _ERROR = re.compile(r"^(?P<path>[^:\s]+\.pyi?):\d+(?::\d+)?: error: ", re.M)
 
