@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -31,9 +31,12 @@ from .files import DECOMPRESSED_LIMIT, inflate, open_for_file_load, read_file, r
 from .files import read_module as _read_module
 from .memory import ADDRESS_LIMIT, EVERYWHERE
 from .model import ArgsStyle, LoadRequest, Module, Plan, PurgatoryOptions, Range, SystemFacts
+from .snapshot import load_snapshot
 
 if TYPE_CHECKING:
     from .fileload import FileLoad
+    from .images import Kind, Planner
+    from .initramfs import InitrdPart
 
 __all__ = ["ADDRESS_LIMIT", "EVERYWHERE", "ArgsStyle", "FileLoadRefused", "LoadIntent", "Plan",
            "PurgatoryOptions", "Range", "SystemFacts", "build_request", "check_crash", "check_file_load",
@@ -71,7 +74,7 @@ class LoadIntent:
 
 def load_facts(snapshot: str | Path | None = None) -> SystemFacts:
     """The machine to plan for: the running system, or the one a saved snapshot describes."""
-    return system.load_snapshot(Path(snapshot)) if snapshot is not None else system.read_facts()
+    return load_snapshot(Path(snapshot)) if snapshot is not None else system.read_facts()
 
 
 def xen_role() -> str | None:
@@ -202,9 +205,10 @@ def read_module(spec: str) -> Module:
 
 
 def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdline: str | None = "",
-                 image_type: str | None = None, crash: bool = False, modules: list[str] = (),
+                 image_type: str | None = None, crash: bool = False, modules: Sequence[str] = (),
                  purgatory: PurgatoryOptions = PurgatoryOptions(), args_style: ArgsStyle | None = None,
-                 hotplug: bool = False, initrds: list = (), uki_profile: int | None = None) -> LoadRequest:
+                 hotplug: bool = False, initrds: Sequence[str | Path] = (), uki_profile: int | None = None
+                 ) -> LoadRequest:
     """Read the kernel (decompressed), the initrd (as is: the new kernel unpacks it itself) and modules.
 
     args_style: --args-linux/--args-elf/--args-none (ELF kernels only; None: the image kind's default).
@@ -213,19 +217,23 @@ def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdlin
     cmdline None: none given, so a UKI's .cmdline is used. uki_profile: the UKI profile (None: the first)."""
     if len(initrds) == 1 and initrd is None:
         initrd, initrds = initrds[0], ()
-    extra = {}
     from . import images
+    parts: tuple[InitrdPart, ...] = ()
     if initrds:
         from .initramfs import InitrdPart
-        extra["initrd_parts"] = tuple(InitrdPart(str(p), read_file(p, "initrd")) for p in initrds)
+        parts = tuple(InitrdPart(str(p), read_file(p, "initrd")) for p in initrds)
     data = read_image(kernel, "kernel")
+    addons: tuple[str, ...] = ()
+    sidecars: tuple[InitrdPart, ...] = ()
+    addon_parts: tuple[tuple[str, InitrdPart], ...] = ()
     if images.uki.probe(data):  # its command-line addons, found where systemd-stub looks for them
         from . import bootentries
         uname = images.uki.contents(data, str(kernel), uki_profile).uname
-        extra["uki_addons"] = tuple(line for _, line in bootentries.addons(kernel, uname))
-        extra["uki_sidecars"] = tuple(bootentries.sidecars(kernel))
-        extra["uki_addon_parts"] = bootentries.addon_parts(kernel, uname)
-    return LoadRequest(**extra, cmdline_given=cmdline is not None, uki_profile=uki_profile,
+        addons = tuple(line for _, line in bootentries.addons(kernel, uname))
+        sidecars = tuple(bootentries.sidecars(kernel))
+        addon_parts = bootentries.addon_parts(kernel, uname)
+    return LoadRequest(initrd_parts=parts, uki_addons=addons, uki_sidecars=sidecars, uki_addon_parts=addon_parts,
+        cmdline_given=cmdline is not None, uki_profile=uki_profile,
         modules=tuple(read_module(m) for m in modules),
         kernel=data, kernel_name=str(kernel), cmdline=cmdline or "",
         initrd=read_file(initrd, "initrd") if initrd is not None else None,
@@ -253,17 +261,19 @@ def make_plan(req: LoadRequest, facts: SystemFacts, *, window: Range = EVERYWHER
                                   initrd_name=initramfs.describe(req.initrd_parts))
     if req.modules and not kind.name.startswith("multiboot"):
         raise UsageError(f"{req.kernel_name}: --module is for multiboot images; a {kind.name} takes --initrd")
+    planner = kind.plan
+    assert planner is not None  # detect returns only kinds with a planner
+    plan: Plan | None = None
     if req.crash:
-        plan = _crash_plan(kind, req, facts, window)
+        plan = _crash_plan(kind, planner, req, facts, window)
     else:
         usable = [part for r in facts.ram() if (part := r.intersect(window)) is not None]
-        plan = None
         if facts.xen is not None and window == EVERYWHERE:
             low = [part for r in usable if (part := r.intersect(Range(0, xen_dma_limit(facts)))) is not None]
             with contextlib.suppress(PlacementError):  # too small: anywhere, as before
-                plan = kind.plan(req, facts, low)
+                plan = planner(req, facts, low)
         if plan is None:
-            plan = kind.plan(req, facts, usable)
+            plan = planner(req, facts, usable)
     return dataclasses.replace(plan, notes=plan.notes + (f"facts: {facts.source}",))
 
 
@@ -276,7 +286,7 @@ def xen_dma_limit(facts: SystemFacts) -> int:
     return 1 << min(max(end_pfn // 4 - 1, 1).bit_length() + 12, 32)
 
 
-def _crash_plan(kind, req: LoadRequest, facts: SystemFacts, window: Range) -> Plan:
+def _crash_plan(kind: Kind, planner: Planner, req: LoadRequest, facts: SystemFacts, window: Range) -> Plan:
     """-p: plan inside the crash kernel region; say by how much it is too small when it is."""
     from . import crash
     usable = crash.usable(facts, window)  # NoCrashRegionError first, as kexec-tools checks before loading
@@ -284,7 +294,7 @@ def _crash_plan(kind, req: LoadRequest, facts: SystemFacts, window: Range) -> Pl
         raise UnsupportedImageError(f"{req.kernel_name}: a {kind.name} image cannot be a crash kernel",
                                     hint="kdump boots a Linux kernel: load a bzImage with -p")
     try:
-        plan = kind.plan(req, facts, usable)
+        plan = planner(req, facts, usable)
     except PlacementError as e:
-        raise crash.shortfall(facts, window, lambda pretend: kind.plan(req, facts, pretend), e) from None
+        raise crash.shortfall(facts, window, lambda pretend: planner(req, facts, pretend), e) from None
     return plan

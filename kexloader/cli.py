@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from . import __version__, api
 from .backends.base import Backend
@@ -324,7 +325,7 @@ def intent(o: Options) -> api.LoadIntent:
         boot_dir=o.boot_dir)
 
 
-def run(o: Options, backend: Backend, out=None) -> int:
+def run(o: Options, backend: Backend, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     if o.show == Show.HELP:
         out.write(USAGE)
@@ -396,7 +397,7 @@ def _file_syscall(o: Options, backend: Backend) -> bool:
     return o.syscall != Syscall.CLASSIC and backend.has_file_load and not o.plan_in
 
 
-def _load_with_file_syscall(o: Options, what: api.LoadIntent, backend: Backend, out) -> bool:
+def _load_with_file_syscall(o: Options, what: api.LoadIntent, backend: Backend, out: TextIO) -> bool:
     """kexec_file_load of the kernel and initrd; False when -a should fall back to kexec_load."""
     try:
         api.check_file_load(what, o.facts)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import initramfs
 from .cmdline import Cmdline
+from .memory import SegmentData
 from .files import open_for_file_load, read_file, read_image
 from . import images
 from .images import bzimage, uki
@@ -36,7 +38,7 @@ class FileLoad:
         return Cmdline(self.cmdline).encode(None)
 
 
-def memfd(name: str, data) -> int:
+def memfd(name: str, data: SegmentData) -> int:
     """A sealed-size anonymous file holding `data`, at offset 0 (closed by the caller)."""
     fd = os.memfd_create(name, os.MFD_CLOEXEC)
     try:
@@ -51,10 +53,9 @@ def memfd(name: str, data) -> int:
 
 
 @contextlib.contextmanager
-def open_files(kernel: str | Path, initrds: list, cmdline: str | None, *, uki_profile: int | None = None,
-               addon_cmdlines: tuple[str, ...] = ()):
+def open_files(kernel: str | Path, initrds: Sequence[str | Path], cmdline: str | None, *,
+               uki_profile: int | None = None, addon_cmdlines: tuple[str, ...] = ()) -> Iterator[FileLoad]:
     """A FileLoad for kexec_file_load; cmdline None: none given (a UKI's .cmdline is used)."""
-    initrds = list(initrds)
     fds: list[int] = []
     try:
         raw = read_image(kernel, "kernel")

@@ -26,16 +26,28 @@ ROOT = Path(__file__).resolve().parent.parent
 STRICT_CLEAN = (
     "kexloader/__init__.py",
     "kexloader/__main__.py",
+    "kexloader/api.py",
+    "kexloader/backends/__init__.py",
+    "kexloader/backends/base.py",
+    "kexloader/backends/linux.py",
+    "kexloader/backends/recording.py",
     "kexloader/backends/xen.py",
     "kexloader/bootparams.py",
+    "kexloader/cli.py",
+    "kexloader/cmdline.py",
     "kexloader/efi.py",
     "kexloader/efiboot.py",
     "kexloader/errors.py",
+    "kexloader/fileload.py",
+    "kexloader/files.py",
     "kexloader/formats/",
     "kexloader/handoff.py",
     "kexloader/hypercall.py",
+    "kexloader/images/__init__.py",
+    "kexloader/images/bzimage.py",
     "kexloader/images/elfload.py",
     "kexloader/images/uki.py",
+    "kexloader/images/vmlinux.py",
     "kexloader/initramfs.py",
     "kexloader/inspect.py",
     "kexloader/inspect_uki.py",
@@ -53,7 +65,7 @@ STRICT_CLEAN = (
 )
 
 # The most errors the whole package may have (mypy 2.4); lower it as modules are annotated, down to 0.
-CEILING = 99
+CEILING = 49
 
 _ERROR = re.compile(r"^(?P<path>[^:\s]+\.pyi?):\d+(?::\d+)?: error: ", re.M)
 

@@ -19,7 +19,9 @@ import ctypes
 import errno as E
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TextIO
 
 from ..errors import BackendError
 from ..model import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_SYSFS_DIR, KEXEC_SYSFS_FILES, MAP_ONLY, Plan
@@ -61,7 +63,7 @@ assert ctypes.sizeof(KexecSegment) == 32
 _libc = None
 
 
-def raw_syscall(nr: int, *args) -> int:
+def raw_syscall(nr: int, *args: Any) -> int:
     """The one place a real syscall leaves the process; tests replace it (tests/conftest.py).
 
     Returns the syscall's result, or -errno."""
@@ -72,18 +74,18 @@ def raw_syscall(nr: int, *args) -> int:
     # ctypes passes bare ints as 32-bit C ints: wrap every argument.
     wrapped = [a if isinstance(a, (ctypes._SimpleCData, ctypes.Array, ctypes._Pointer)) else ctypes.c_ulong(a)
                for a in args]
-    rc = _libc.syscall(ctypes.c_long(nr), *wrapped)
+    rc: int = _libc.syscall(ctypes.c_long(nr), *wrapped)
     return -ctypes.get_errno() if rc == -1 else rc
 
 
-def _buffer_address(data, keep: list) -> int:
+def _buffer_address(data: bytes | bytearray | memoryview, keep: list[object]) -> int:
     """Address of a bytes-like buffer without copying it where ctypes allows."""
     if len(data) == 0:
         return 0
     if isinstance(data, bytes):
         ptr = ctypes.c_char_p(data)
         keep.append(ptr)
-        return ctypes.cast(ptr, ctypes.c_void_p).value
+        return ctypes.cast(ptr, ctypes.c_void_p).value or 0
     view = memoryview(data)
     if not view.readonly and view.contiguous:
         c = (ctypes.c_char * view.nbytes).from_buffer(view)
@@ -141,7 +143,7 @@ def parse_kmsg(data: bytes) -> list[str]:
 
 
 @contextlib.contextmanager
-def kernel_log(path: Path = Path("/dev/kmsg"), out=None):
+def kernel_log(path: Path = Path("/dev/kmsg"), out: TextIO | None = None) -> Iterator[None]:
     """Print to `out` (stderr) what the kernel logged while the block ran, one line per record, "kernel: ...".
     Nothing when the log cannot be read (no /dev/kmsg, dmesg_restrict without CAP_SYSLOG)."""
     out = out or sys.stderr
@@ -204,7 +206,7 @@ class LinuxKexecBackend:
             self._supported[feature] = flag_supported(*FEATURES[feature])
         return self._supported[feature]
 
-    def _log(self):
+    def _log(self) -> contextlib.AbstractContextManager[None]:
         return kernel_log(self.kmsg) if self.debug else contextlib.nullcontext()
 
     def load(self, plan: Plan) -> None:
@@ -212,7 +214,7 @@ class LinuxKexecBackend:
             # Linux would zero-fill such a segment: the BIOS data area and more would be lost.
             raise BackendError("this plan was made for a Xen dom0 (it has map-only segments); "
                                "Linux's kexec_load cannot load it", hint="plan it on the machine that loads it")
-        keep: list = []
+        keep: list[object] = []
         segs = (KexecSegment * len(plan.segments))()
         for seg, s in zip(sorted(plan.segments, key=lambda s: s.mem), segs):
             s.buf = _buffer_address(seg.data, keep) or None

@@ -10,14 +10,19 @@ from dataclasses import dataclass
 from functools import partial
 
 from ..errors import EXIT_FAILURE, NotSupportedYet, UnknownFormatError, UsageError
+from ..memory import SegmentData
+from ..model import LoadRequest, Plan, Range, SystemFacts
 from . import bzimage, multiboot, uki, vmlinux
+
+Probe = Callable[[SegmentData], bool]
+Planner = Callable[[LoadRequest, SystemFacts, list[Range]], Plan]  # (req, facts, usable RAM) -> Plan
 
 
 @dataclass(frozen=True)
 class Kind:
     name: str
-    probe: Callable
-    plan: Callable | None  # None: recognised but not built yet
+    probe: Probe
+    plan: Planner | None  # None: recognised but not built yet
     crash_kernel: bool = False  # its planner can lay it out as a kdump kernel (-p): elfcorehdr, crash e820
 
 
@@ -35,12 +40,12 @@ KINDS = [
 NAMES = [k.name for k in KINDS]
 
 
-def looks_like_kernel(data) -> bool:
+def looks_like_kernel(data: SegmentData) -> bool:
     """A bzImage, an ELF or a multiboot image (used to decide whether to inflate a module)."""
     return any(k.probe(data) for k in KINDS)
 
 
-def detect(data, name: str, forced: str | None = None) -> Kind:
+def detect(data: SegmentData, name: str, forced: str | None = None) -> Kind:
     """The kind that will plan this image: the first whose probe accepts it, or the one --type names."""
     matches = [k for k in KINDS if k.probe(data)]
     if forced is not None:

@@ -7,13 +7,13 @@ pref_address, initrd at or above 16 MiB) so plans are comparable with what it lo
 
 from __future__ import annotations
 
-from construct import ConstError, ConstructError
+from construct import ConstError, ConstructError, Container
 
 from .. import crash, initramfs
 from ..cmdline import Cmdline
 from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageError
 from ..formats import bzimage as bz
-from ..memory import ADDRESS_LIMIT, Layout
+from ..memory import ADDRESS_LIMIT, Layout, SegmentData
 from ..model import GiB, LoadRequest, MiB, Plan, Range, SystemFacts, align_up
 from . import linuxboot
 
@@ -22,11 +22,11 @@ MIN_KERNEL_ADDR = 1 * MiB
 MIN_INITRD_ADDR = 16 * MiB
 
 
-def probe(data) -> bool:
+def probe(data: SegmentData) -> bool:
     return len(data) >= 0x206 and data[0x1FE:0x200] == b"\x55\xaa" and data[0x202:0x206] == bz.HEADER_MAGIC
 
 
-def parse_header(data, name: str):
+def parse_header(data: SegmentData, name: str) -> Container:
     """The setup header, checked for what a 64-bit kexec needs; errors name the file and the field."""
     if len(data) < 1024:
         if probe(data):
