@@ -373,7 +373,7 @@ def test_backup_scheme_purgatory_copies_low_memory_in_emulation():
         for e in QEMU.iomem))
     plan = crash_plan(facts, purgatory=PurgatoryOptions(checks=False))
     backup = segs(plan)["backup"]
-    m = emu.Machine("64")
+    m = emu.Machine()
     for seg in plan.segments:
         m.write(seg.mem, bytes(seg.data) + bytes(seg.memsz - seg.bufsz))
     low = random.Random(7).randbytes(0x9EC00)

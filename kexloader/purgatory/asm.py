@@ -623,13 +623,6 @@ class Assembler:
         """Far return with the default operand size (32-bit in 32-bit mode): CB."""
         self.buf.append(0xCB)
 
-    def ljmp(self, selector: int, target: str) -> None:
-        """JMP ptr16:32: EA cd cw (32-bit mode only: invalid in 64-bit mode). `target` is a label (absolute)."""
-        if self.bits != 32:
-            raise AsmError("jmp ptr16:32 is invalid in 64-bit mode; use lretq")
-        self.buf += b"\xea\0\0\0\0" + self._imm(selector, 2)
-        self.fixups.append(_Fixup(len(self.buf) - 6, 4, "abs", target, 0, len(self.buf), False))
-
     # ----- system
 
     def lgdt(self, m: Mem) -> None: self._emit(opcode=b"\x0f\x01", reg=2, rm=m)  # 0F 01 /2

@@ -1,13 +1,9 @@
-"""A unicorn machine in the state the old kernel (or Xen) leaves at the purgatory entry.
+"""A unicorn machine in the state the old kernel (or Xen) leaves at the purgatory's 64-bit entry.
 
-64-bit (Linux relocate_kernel, interfaces.md §1.8): long mode with an identity map built here (2 MiB pages
+Linux relocate_kernel (interfaces.md §1.8): long mode with an identity map built here (2 MiB pages
 over all emulated memory, in a "control page" area that belongs to no segment), CR4 = PAE only, EFER.LME/LMA,
 RFLAGS = 0, GPRs 0, CS = 0x10 / DS..GS = 0x18 loaded from an "old kernel" GDT, then GDTR and IDTR zapped to
 limit 0 (descriptor caches stay valid, as on hardware). RSP = control page + 4096 - 8 with a 0 qword there.
-
-32-bit (Xen arch=EM_386, interfaces.md §4.4): protected mode, paging off, CR4 = 0, EFER.LME = 0, Xen's
-compat GDT (0x08 flat data, 0x10 flat 32-bit code) in the control page, CS = 0x10, DS..SS = 0x08, IDTR limit 0,
-EBP = entry, entered by `call` (a return address on the control-page stack).
 
 Far returns and far jumps are emulated by QEMU's TCG inside unicorn from the descriptors in memory (a broken
 GDT entry faults, see test_program.py), so mode switches are modelled, not faked. IN/OUT go to hooks: OUT is
@@ -20,7 +16,7 @@ import struct
 from dataclasses import dataclass, field
 
 import capstone
-from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_MODE_32, UC_MODE_64, Uc, UcError
+from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_MODE_64, Uc, UcError
 from unicorn import x86_const as X
 
 MEM_SIZE = 64 << 20
@@ -50,9 +46,8 @@ class Outcome:
 
 
 class Machine:
-    def __init__(self, entry_mode: str = "64", *, sha_ni: bool | None = None, emulate_sha: bool = False):
-        self.entry_mode = entry_mode
-        self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_64 if entry_mode == "64" else UC_MODE_32)
+    def __init__(self, *, sha_ni: bool | None = None, emulate_sha: bool = False):
+        self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_64)
         uc.mem_map(0, MEM_SIZE)
         self.port_writes: list[tuple[int, int]] = []
         self.cpuid_calls: list[int] = []
@@ -65,12 +60,9 @@ class Machine:
         self._decoded: dict = {}
         if emulate_sha:  # unicorn's TCG (QEMU 5) predates the SHA extensions: supply them here
             uc.hook_add(UC_HOOK_INSN_INVALID, self._sha_insn)
-        if entry_mode == "64":
-            self._state64()
-        else:
-            self._state32()
+        self._state64()
 
-    # ---- entry states
+    # ---- entry state
 
     def _state64(self) -> None:
         uc = self.uc
@@ -93,22 +85,6 @@ class Machine:
         stack = CONTROL + 0x4000 + 4096 - 8
         uc.mem_write(stack, b"\0" * 8)
         uc.reg_write(X.UC_X86_REG_RSP, stack)
-
-    def _state32(self) -> None:
-        uc = self.uc
-        gdt = CONTROL + 0x3000
-        uc.mem_write(gdt, struct.pack("<3Q", 0, 0x00CF93000000FFFF, 0x00CF9B000000FFFF))
-        uc.reg_write(X.UC_X86_REG_CR4, 0)
-        uc.reg_write(X.UC_X86_REG_CR0, 0x11)
-        uc.reg_write(X.UC_X86_REG_GDTR, (0, gdt, 23, 0))
-        uc.reg_write(X.UC_X86_REG_CS, 0x10)
-        for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_SS, X.UC_X86_REG_FS, X.UC_X86_REG_GS):
-            uc.reg_write(r, 0x08)
-        uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0, 0))
-        uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
-        stack = CONTROL + 0x4000 + 4096 - 4
-        uc.mem_write(stack, struct.pack("<I", 0xDEAD))
-        uc.reg_write(X.UC_X86_REG_ESP, stack)
 
     # ---- hooks
 
@@ -190,7 +166,7 @@ class Machine:
             uc.emu_start(entry, target, count=max_insns)
         except UcError as e:
             out.error = str(e)
-        pc = uc.reg_read(X.UC_X86_REG_RIP if self.entry_mode == "64" else X.UC_X86_REG_EIP)
+        pc = uc.reg_read(X.UC_X86_REG_RIP)
         out.reached = pc == target and out.error is None
         out.regs = self.regs()
         out.port_writes = list(self.port_writes)
@@ -202,18 +178,14 @@ class Machine:
                 uc.emu_start(target, 0, count=1)
             except UcError as e:  # pragma: no cover - would be a bug in the probe
                 out.error = str(e)
-            after = uc.reg_read(X.UC_X86_REG_RAX if self.entry_mode == "64" else X.UC_X86_REG_EAX)
+            after = uc.reg_read(X.UC_X86_REG_RAX)
             out.mode_at_target = 32 if after == (eax + 1) & 0xFFFFFFFF else 64
         return out
 
     def regs(self) -> dict:
         uc = self.uc
-        if self.entry_mode == "64":
-            names = "rax rbx rcx rdx rsi rdi rbp rsp r8 r9 r10 r11 r12 r13 r14 r15 rip".split()
-            regs = {n: uc.reg_read(getattr(X, f"UC_X86_REG_{n.upper()}")) for n in names}
-        else:  # a UC_MODE_32 engine exposes only the 32-bit register names (values are below 4 GiB here)
-            names = "eax ebx ecx edx esi edi ebp esp eip".split()
-            regs = {"r" + n[1:]: uc.reg_read(getattr(X, f"UC_X86_REG_{n.upper()}")) for n in names}
+        names = "rax rbx rcx rdx rsi rdi rbp rsp r8 r9 r10 r11 r12 r13 r14 r15 rip".split()
+        regs = {n: uc.reg_read(getattr(X, f"UC_X86_REG_{n.upper()}")) for n in names}
         for n in "cs ds es ss fs gs cr0 cr3 cr4 eflags".split():
             regs[n] = uc.reg_read(getattr(X, f"UC_X86_REG_{n.upper()}"))
         regs["efer"] = self.msr(MSR_EFER)

@@ -56,7 +56,7 @@ def run(segs, handoff, *, options=PurgatoryOptions(), backup=None, checks=True, 
         digest = regions_digest([(s.data, s.memsz) for s in segs])
     img = build_purgatory(base, handoff, regions=regions, digest=digest if checks else None,
                           options=options, backup=backup)
-    m = Machine("64", sha_ni=sha_ni, emulate_sha=emulate_sha)
+    m = Machine(sha_ni=sha_ni, emulate_sha=emulate_sha)
     for s in segs:
         m.write(s.mem, s.data)
     for addr, data in extra:
@@ -167,7 +167,7 @@ def test_sha_ni_emulated(flip):
 
 def test_sse_faults_in_the_entry_state():
     """The emulator enforces CR4.OSFXSR, so the tests above would catch SSE used before it is enabled."""
-    m = Machine("64")
+    m = Machine()
     m.write(0x5000, bytes.fromhex("660f6fca") + b"\xf4")  # movdqa xmm1, xmm2; hlt
     out = m.run(0x5000, 0x6000, probe_mode=False)
     assert not out.reached and "INSN_INVALID" in out.error

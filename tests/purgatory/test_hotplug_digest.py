@@ -52,7 +52,7 @@ def plan_for(hotplug: bool):
 
 def run(plan, change=None):
     """Load every segment (its bytes, then zeros to memsz), apply `change(machine, segments_by_role)`, run."""
-    m = Machine("64")
+    m = Machine()
     for s in plan.segments:
         m.write(s.mem, bytes(s.data) + bytes(s.memsz - s.bufsz))
     if change is not None:

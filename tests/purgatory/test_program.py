@@ -71,7 +71,7 @@ def test_linux64_is_deterministic_and_relocates():
 
 
 def test_linux64_emulated_handoff():
-    m = Machine("64")
+    m = Machine()
     img = build_purgatory(BASE, LINUX)
     m.write(BASE, img.code)
     out = m.run(img.entry, LINUX.kernel_entry)
@@ -95,14 +95,14 @@ def test_far_return_really_reads_our_gdt():
     code = bytearray(img.code)
     gdt_entry = code.find(struct.pack("<Q", 0x00AF9A000000FFFF))
     code[gdt_entry:gdt_entry + 8] = bytes(8)
-    m = Machine("64")
+    m = Machine()
     m.write(BASE, code)
     out = m.run(img.entry, LINUX.kernel_entry)
     assert not out.reached and out.error
 
 
 def test_never_writes_outside_its_segment_in_a_plain_handoff():
-    m = Machine("64")
+    m = Machine()
     img = build_purgatory(BASE, LINUX)
     m.write(BASE, img.code)
     sentinel = bytes(range(256)) * 16
