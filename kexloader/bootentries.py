@@ -24,12 +24,16 @@ import fnmatch
 import functools
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
+from . import initramfs
 from .errors import KexloaderError
 from .files import read_file
 from .images import uki
+from .initramfs import InitrdPart
 
 ESP_CANDIDATES = ("/efi", "/boot", "/boot/efi")
 BOOT_CANDIDATES = ("/boot",)
@@ -46,7 +50,7 @@ class Entry:
     sort_key: str = ""
     machine_id: str = ""
     kernel: Path | None = None  # linux (or efi) for Type #1; the UKI for Type #2
-    initrds: list = field(default_factory=list)
+    initrds: list[Path] = field(default_factory=list)
     options: str | None = None
     profile: int | None = None
     tries_left: int | None = None
@@ -55,7 +59,7 @@ class Entry:
 def verscmp(a: str, b: str) -> int:
     """systemd's strverscmp_improved, enough for ids and versions: digit runs compare as numbers,
     '~' sorts before everything, '-'/'^'/'.' separators as in the UAPI version format specification."""
-    def split(s):
+    def split(s: str) -> list[tuple[int, int | str]]:
         return [(0, int(t)) if t.isdigit() else (1, t) for t in re.findall(r"\d+|[A-Za-z]+|[^A-Za-z\d]", s)]
     pa, pb = split(a), split(b)
     for x, y in zip(pa, pb):
@@ -65,7 +69,10 @@ def verscmp(a: str, b: str) -> int:
             return -1 if x == (1, "~") else 1
         if x[0] != y[0]:
             return -1 if x[0] > y[0] else 1  # a number is newer than letters
-        return -1 if x[1] < y[1] else 1
+        u, v = x[1], y[1]  # both numbers or both text, as x[0] == y[0]
+        if isinstance(u, int) and isinstance(v, int):
+            return -1 if u < v else 1
+        return -1 if str(u) < str(v) else 1
     if len(pa) == len(pb):
         return 0
     longer, sign = (pa, 1) if len(pa) > len(pb) else (pb, -1)
@@ -120,8 +127,12 @@ def type1(path: Path, root: Path) -> Entry | None:
     kernel = conf.get("linux", conf.get("efi", [None]))[-1]
     if not kernel:
         return None
-    first = lambda k: conf.get(k, [""])[0]  # noqa: E731
-    inside = lambda p: root / p.lstrip("/")  # noqa: E731
+
+    def first(key: str) -> str:
+        return conf.get(key, [""])[0]
+
+    def inside(p: str) -> Path:
+        return root / p.lstrip("/")
     return Entry(eid, "type1", path, title=first("title"), version=first("version"), sort_key=first("sort-key"),
                  machine_id=first("machine-id"), kernel=inside(kernel),
                  initrds=[inside(p) for v in conf.get("initrd", []) for p in v.split()],
@@ -155,7 +166,7 @@ def type2(path: Path) -> list[Entry]:
 
 def locate(esp: str | None, boot: str | None) -> tuple[Path | None, Path | None]:
     """The ESP and the boot partition to look in (either may be None when not found)."""
-    def pick(given, candidates, marker):
+    def pick(given: str | None, candidates: Sequence[str], marker: Sequence[str]) -> Path | None:
         if given:
             p = Path(given)
             if not p.is_dir():
@@ -220,7 +231,7 @@ def find(wanted: str, esp: str | None, boot_dir: str | None) -> Entry:
     return choose(entries(esp_path, boot), wanted, default_pattern(esp_path, boot))
 
 
-def run_list(esp_dir: str | None, boot_dir: str | None, out=None) -> int:
+def run_list(esp_dir: str | None, boot_dir: str | None, out: TextIO | None = None) -> int:
     """--list-boot-entries."""
     out = out or sys.stdout
     esp, boot = locate(esp_dir, boot_dir)
@@ -246,8 +257,8 @@ class Addon:
 
     file: str
     cmdline: str | None
-    initrd: object = None  # a view of the .initrd section
-    ucode: object = None  # a view of the .ucode section
+    initrd: memoryview | None = None  # a view of the .initrd section
+    ucode: memoryview | None = None  # a view of the .ucode section
 
 
 def scan_addons(uki_path: str | Path, uname: str | None) -> list[Addon]:
@@ -291,10 +302,9 @@ def addons(uki_path: str | Path, uname: str | None) -> list[tuple[str, str]]:
     return [(a.file, a.cmdline) for a in scan_addons(uki_path, uname) if a.cmdline is not None]
 
 
-def addon_parts(uki_path: str | Path, uname: str | None) -> tuple:
+def addon_parts(uki_path: str | Path, uname: str | None) -> tuple[tuple[str, InitrdPart], ...]:
     """The addons' microcode and initrds as (kind, InitrdPart), kind "ucode" or "initrd", in addon order."""
-    from .initramfs import InitrdPart
-    out = []
+    out: list[tuple[str, InitrdPart]] = []
     for a in scan_addons(uki_path, uname):
         for kind, data in (("ucode", a.ucode), ("initrd", a.initrd)):
             if data is not None and len(data):
@@ -314,12 +324,11 @@ SIDECARS = (
 )
 
 
-def sidecars(uki_path: str | Path) -> list:
+def sidecars(uki_path: str | Path) -> list[InitrdPart]:
     """The cpio archives systemd-stub makes of the files beside a UKI: credentials (*.cred) and system and
     configuration extensions (*.raw, *.confext.raw) in <uki>.extra.d/ and, when the UKI is in an EFI/ tree,
     loader/credentials/ and loader/extensions/ of that partition. Each directory's files in name order;
     names starting with '.', not ASCII or longer than 255 characters are skipped, as the stub does."""
-    from . import initramfs
     path = Path(uki_path).resolve()
     root = next((p.parent for p in path.parents if p.name.upper() == "EFI"), None)
     out = []

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from .errors import NoCrashRegionError, PlacementError, SystemFactsError, UsageError
 from .formats import bzimage as bz
 from .formats import elfcore
-from .memory import Layout, merge, subtract
+from .memory import Layout, SegmentData, merge, subtract
 from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, Backup, GiB, KiB, MemRegion,
-                    MiB, PAGE_SIZE, Range, SystemFacts, align_up)
+                    MiB, PAGE_SIZE, Plan, Range, SystemFacts, align_up)
 
 # Direct-map base of x86-64 with 4-level paging since Linux 4.20, used when /proc/kcore could not tell the
 # randomized one. A wrong p_vaddr does not matter to makedumpfile or /proc/vmcore (they use VMCOREINFO and
@@ -132,7 +132,7 @@ def usable(facts: SystemFacts, window: Range) -> list[Range]:
     return subtract([room], [reserve])
 
 
-def shortfall(facts: SystemFacts, window: Range, replan: Callable[[list[Range]], object],
+def shortfall(facts: SystemFacts, window: Range, replan: Callable[[list[Range]], Plan],
               error: PlacementError) -> PlacementError:
     """A 'does not fit' error that says by how much: plan again in a pretend region that reaches down to
     16 MiB and measure how far below the real region's top the segments went."""
@@ -181,7 +181,7 @@ def low_memory_scheme(running_release: str, target_release: str | None) -> tuple
     correct. The *target* kernel's age does not matter for booting: both schemes give it low RAM."""
     for what, release in (("running kernel", running_release), ("crash kernel", target_release)):
         version = kernel_version(release)
-        if version is None:
+        if version is None or release is None:
             continue
         if version >= FIRST_MIB_RESERVED_SINCE:
             return SCHEME_REUSE, (f"{what} {release.split()[0]} reserves the first MiB (5.13+): it is left out "
@@ -240,6 +240,8 @@ def xen_core_sources(facts: SystemFacts, backup: Range | None,
     there): Xen's per-pCPU notes and VMCOREINFO_XEN (then dom0's VMCOREINFO, which kexec-tools leaves out), no kernel-text PT_LOAD, the machine map's RAM minus the crash area,
     p_vaddr in Linux's default direct map (meaningless for Xen, kept for tools that expect one)."""
     xen = facts.xen
+    if xen is None:
+        raise SystemFactsError("not a Xen host: no Xen facts for the crash dump")
     if not xen.cpu_notes:
         raise SystemFactsError("Xen reports no CPU crash note buffers (KEXEC_RANGE_MA_CPU)",
                                hint="boot Xen with crashkernel=256M")
@@ -296,7 +298,7 @@ def hotplug_header_size(facts: SystemFacts) -> int:
     kernel's crash_elfcorehdr_size, which counts program headers for every possible CPU (NR_CPUS), VMCOREINFO,
     the kernel text and CONFIG_CRASH_MAX_MEMORY_RANGES memory ranges (arch_crash_get_elfcorehdr_size)."""
     k = facts.kexec
-    if facts.xen is not None or k is None or not k.hotplug_capable:
+    if facts.xen is not None or k is None or not k.hotplug_capable or k.crash_elfcorehdr_size is None:
         raise UsageError("--hotplug: this kernel cannot update a loaded crash kernel on CPU or memory hotplug "
                          "(no /sys/kernel/kexec/crash_elfcorehdr_size or /sys/devices/system/{cpu,memory}/"
                          "crash_hotplug; Linux 6.5+ with CONFIG_CRASH_HOTPLUG)",
@@ -349,7 +351,7 @@ def prepare(layout: Layout, facts: SystemFacts, *, target_release: str | None = 
     return CrashSetup(tuple(added), crash_memmap(facts, low_ram, taken), backup, tuple(notes))
 
 
-def bzimage_release(data) -> str | None:
+def bzimage_release(data: SegmentData) -> str | None:
     """The version string a bzImage points at (setup header kernel_version), when it reads as a release."""
     text = bz.kernel_version_string(data)
     return text if text and kernel_version(text) else None

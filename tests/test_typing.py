@@ -32,9 +32,11 @@ STRICT_CLEAN = (
     "kexloader/backends/linux.py",
     "kexloader/backends/recording.py",
     "kexloader/backends/xen.py",
+    "kexloader/bootentries.py",
     "kexloader/bootparams.py",
     "kexloader/cli.py",
     "kexloader/cmdline.py",
+    "kexloader/crash.py",
     "kexloader/efi.py",
     "kexloader/efiboot.py",
     "kexloader/errors.py",
@@ -46,6 +48,8 @@ STRICT_CLEAN = (
     "kexloader/images/__init__.py",
     "kexloader/images/bzimage.py",
     "kexloader/images/elfload.py",
+    "kexloader/images/linuxboot.py",
+    "kexloader/images/multiboot.py",
     "kexloader/images/uki.py",
     "kexloader/images/vmlinux.py",
     "kexloader/initramfs.py",
@@ -65,7 +69,7 @@ STRICT_CLEAN = (
 )
 
 # The most errors the whole package may have (mypy 2.4); lower it as modules are annotated, down to 0.
-CEILING = 49
+CEILING = 0
 
 _ERROR = re.compile(r"^(?P<path>[^:\s]+\.pyi?):\d+(?::\d+)?: error: ", re.M)
 

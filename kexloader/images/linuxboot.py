@@ -11,11 +11,11 @@ import struct
 
 from .. import bootparams, crash, efiboot
 from ..cmdline import Cmdline
-from ..formats.bootparams import SETUP_E820_EXT, SETUP_EFI
+from ..formats.bootparams import E820_MAX_ENTRIES_ZEROPAGE, SETUP_E820_EXT, SETUP_EFI
 from ..handoff import attach_purgatory
 from ..memory import ADDRESS_LIMIT, Layout, validate
 from ..model import (MAP_ONLY, GiB, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_UPDATE_ELFCOREHDR, LinuxEntry,
-                     LoadRequest, MiB, Plan, Range, Segment, SystemFacts)
+                     LoadRequest, MiB, Plan, Range, Role, Segment, SystemFacts)
 from ..purgatory.program import Linux64Handoff
 
 LOW_MEMORY = Range(0, 1 * MiB)
@@ -51,7 +51,7 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
     if e820_ext is not None:
         records.append((SETUP_E820_EXT, e820_ext))
         extra = len(e820_ext) // 20
-        notes.append(f"e820: {bootparams.bp.E820_MAX_ENTRIES_ZEROPAGE + extra} entries, 128 in the zero page and "
+        notes.append(f"e820: {E820_MAX_ENTRIES_ZEROPAGE + extra} entries, 128 in the zero page and "
                      f"{extra} in SETUP_E820_EXT")
     handover, efi_note = efiboot.decide(facts, kernel_flags=efiboot.xloadflags(header_page), noefi=req.noefi,
                                         what=what, memmap=memmap)
@@ -75,7 +75,7 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
     handoff = Linux64Handoff(boot_params=params.mem, kernel_entry=kernel_entry)
     hotplug = req.crash and req.hotplug
     entry = attach_purgatory(layout, handoff, req.purgatory, window=small, backup=kdump.backup if kdump else None,
-                             unhashed=("elfcorehdr",) if hotplug else ())
+                             unhashed=(Role.ELFCOREHDR,) if hotplug else ())
     segments, checked = tuple(layout.segments), list(usable)
     if facts.xen is not None:
         # Xen maps only the segments for the new image, and startup_64 reads the BIOS data area and puts

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from .. import __version__, legacybios
 from ..cmdline import Cmdline
 from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageError, UsageError
 from ..formats import multiboot as mb
 from ..handoff import attach_purgatory
-from ..memory import Layout, validate
-from ..model import (GiB, KEXEC_ARCH_X86_64, LoadRequest, MiB, MultibootEntry, Plan, Range, SystemFacts,
+from ..memory import Layout, SegmentData, validate
+from ..model import (GiB, KEXEC_ARCH_X86_64, LoadRequest, MiB, MultibootEntry, Plan, Range, Role, SystemFacts,
                      align_up)
 from ..purgatory.program import Multiboot32Handoff
 from .elfload import EM_386, EM_X86_64, ElfLoad, is_elf, read_elf
@@ -27,6 +29,9 @@ LOW_4G = Range(1 * MiB, 4 * GiB - 1 * MiB)
 MODULES_LOW = Range(16 * MiB, 4 * GiB - 17 * MiB)  # modules bottom-up on a UEFI machine (see plan())
 # Xen keeps the first word of a command line only when the loader calls itself GRUB 2, so we do not.
 LOADER_NAME = f"kexloader {__version__}"
+
+MB2Tag = tuple[int, int, bytes]  # (type, flags, body)
+BootModule = tuple[int, int, str]  # (start, exclusive end, command line) of a loaded module
 
 
 @dataclass(frozen=True)
@@ -39,13 +44,13 @@ class MB1Header:
 @dataclass(frozen=True)
 class MB2Header:
     offset: int
-    tags: tuple[tuple[int, int, bytes], ...]  # (type, flags, body)
+    tags: tuple[MB2Tag, ...]
 
-    def tag(self, kind: int):
+    def tag(self, kind: int) -> MB2Tag | None:
         return next((t for t in self.tags if t[0] == kind), None)
 
 
-def find_mb1(data) -> MB1Header | None:
+def find_mb1(data: SegmentData) -> MB1Header | None:
     head = bytes(data[: mb.MB1_SEARCH + 12])
     magic = struct.pack("<I", mb.MB1_HEADER_MAGIC)
     pos = head.find(magic)
@@ -63,7 +68,7 @@ def find_mb1(data) -> MB1Header | None:
     return None
 
 
-def find_mb2(data) -> MB2Header | None:
+def find_mb2(data: SegmentData) -> MB2Header | None:
     head = bytes(data[: mb.MB2_SEARCH + 16])
     magic = struct.pack("<I", mb.MB2_HEADER_MAGIC)
     pos = head.find(magic)
@@ -76,8 +81,9 @@ def find_mb2(data) -> MB2Header | None:
     return None
 
 
-def _mb2_tags(raw: bytes) -> tuple:
-    tags, off = [], 0
+def _mb2_tags(raw: bytes) -> tuple[MB2Tag, ...]:
+    tags: list[MB2Tag] = []
+    off = 0
     while off + 8 <= len(raw):
         kind, flags, size = struct.unpack_from("<HHI", raw, off)
         if size < 8 or off + size > len(raw):
@@ -89,33 +95,34 @@ def _mb2_tags(raw: bytes) -> tuple:
     return tuple(tags)
 
 
-def probe_mb2(data) -> bool:
+def probe_mb2(data: SegmentData) -> bool:
     return is_elf(data) and find_mb2(data) is not None
 
 
-def probe_mb1(data) -> bool:
+def probe_mb1(data: SegmentData) -> bool:
     found = find_mb1(data)
     return found is not None and not found.flags & mb.MB1_UNSUPPORTED and (found.aout is not None or is_elf(data))
 
 
 # --- placement -------------------------------------------------------------------------------------
 
-def _image_loads(req: LoadRequest, mb1: MB1Header | None):
+def _image_loads(req: LoadRequest, mb1: MB1Header | None) -> tuple[int, Sequence[ElfLoad]]:
     """(entry, loads) from ELF program headers, or from the MB1 a.out kludge."""
     data, name = req.kernel, req.kernel_name
     if mb1 is not None and mb1.aout is not None:
-        a = mb1.aout
-        start = mb1.offset - (a.header_addr - a.load_addr)
-        end = len(data) if a.load_end_addr == 0 else start + (a.load_end_addr - a.load_addr)
-        bss_end = max(a.bss_end_addr, a.load_end_addr or a.load_addr + (end - start))
-        if not (0 <= start <= end <= len(data)) or a.header_addr < a.load_addr:
+        a = cast("Mapping[str, int]", mb1.aout)  # a construct Container (a dict) of MB1AoutFields
+        header_addr, load_addr, load_end_addr = a["header_addr"], a["load_addr"], a["load_end_addr"]
+        start = mb1.offset - (header_addr - load_addr)
+        end = len(data) if load_end_addr == 0 else start + (load_end_addr - load_addr)
+        bss_end = max(a["bss_end_addr"], load_end_addr or load_addr + (end - start))
+        if not (0 <= start <= end <= len(data)) or header_addr < load_addr:
             raise MalformedImageError(f"{name}: multiboot a.out fields point outside the file")
-        return a.entry_addr, (ElfLoad(a.load_addr, bss_end - a.load_addr, memoryview(data)[start:end]),)
+        return a["entry_addr"], (ElfLoad(load_addr, bss_end - load_addr, memoryview(data)[start:end]),)
     elf = read_elf(data, name, machines=(EM_386, EM_X86_64))
     return elf.entry, elf.loads
 
 
-def _relocation(header: MB2Header | None, loads, layout: Layout) -> int:
+def _relocation(header: MB2Header | None, loads: Sequence[ElfLoad], layout: Layout) -> int:
     """How far to move the image for MB2's relocatable tag: 0 when its link address is usable."""
     tag = header.tag(mb.MB2_HTAG_RELOCATABLE) if header else None
     if tag is None:
@@ -158,7 +165,7 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
     if entry + 16 > 4 * GiB or any(s.range.end > 4 * GiB for s in layout.segments):
         raise UnsupportedImageError(f"{name}: a multiboot image must lie below 4 GiB")
 
-    modules = []
+    modules: list[BootModule] = []
     # On a UEFI machine the map is cut into pieces near the top of memory, where a top-down placement put the
     # dom0 kernel just below the spot Xen relocates it to (the top of the highest 2 MiB-aligned RAM run), so
     # that the two overlap; Xen's move_memory() then copies through two separate mappings whose order makes
@@ -183,6 +190,7 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
         info = build_mb1_info(info_seg.mem, cmdline, modules, facts, mem_lower=mem_lower)
         magic = mb.MB1_BOOTLOADER_MAGIC
     else:
+        assert mb2 is not None  # version 2 without a header was refused above
         has_reloc = mb2.tag(mb.MB2_HTAG_RELOCATABLE) is not None
         info = build_mb2_info(info_seg.mem, cmdline, modules, facts, load_base=base if has_reloc else None,
                               mem_lower=mem_lower)
@@ -197,7 +205,8 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
     return result
 
 
-def _bios_area(layout: Layout, facts: SystemFacts, usable: list[Range], args: str, name: str):
+def _bios_area(layout: Layout, facts: SystemFacts, usable: list[Range], args: str,
+               name: str) -> tuple[SystemFacts, str, int, list[str]]:
     """On a UEFI machine: page 0 and an EBDA for Xen's legacy-BIOS entry (kexloader/legacybios.py), the memory map
     with page 0 and the EBDA reserved, `no-real-mode`. Returns (facts for the information structure, command line,
     mem_lower in KiB, notes)."""
@@ -270,7 +279,8 @@ class _Blob:
         return self.add(Cmdline(text).encode(None), 1)
 
 
-def build_mb1_info(base: int, cmdline: str, modules, facts: SystemFacts, *, mem_lower: int | None = None) -> bytes:
+def build_mb1_info(base: int, cmdline: str, modules: Sequence[BootModule], facts: SystemFacts, *,
+                   mem_lower: int | None = None) -> bytes:
     blob = _Blob(base, mb.MB1Info.sizeof())
     lower, upper = _meminfo(facts)
     lower = lower if mem_lower is None else mem_lower
@@ -287,7 +297,7 @@ def build_mb1_info(base: int, cmdline: str, modules, facts: SystemFacts, *, mem_
     return bytes(blob.data)
 
 
-def build_mb2_info(base: int, cmdline: str, modules, facts: SystemFacts, *, load_base: int | None,
+def build_mb2_info(base: int, cmdline: str, modules: Sequence[BootModule], facts: SystemFacts, *, load_base: int | None,
                    mem_lower: int | None = None) -> bytes:
     lower, upper = _meminfo(facts)
     lower = lower if mem_lower is None else mem_lower
@@ -304,4 +314,5 @@ def build_mb2_info(base: int, cmdline: str, modules, facts: SystemFacts, *, load
                                                                               cmdline=Cmdline(line).encode(None)))))
     tags.append(mb.mb2_tag(mb.MB2_TAG_END, b""))
     body = b"".join(tags)
-    return mb.MB2InfoHeader.build(dict(total_size=8 + len(body), reserved=0)) + body
+    header: bytes = mb.MB2InfoHeader.build(dict(total_size=8 + len(body), reserved=0))
+    return header + body
