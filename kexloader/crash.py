@@ -38,7 +38,7 @@ from .formats import bzimage as bz
 from .formats import elfcore
 from .memory import Layout, SegmentData, merge, subtract
 from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, Backup, GiB, KiB, MemRegion,
-                    MiB, PAGE_SIZE, Plan, Range, SystemFacts, align_up)
+                    MiB, PAGE_SIZE, Plan, Range, Role, SystemFacts, align_up)
 
 # Direct-map base of x86-64 with 4-level paging since Linux 4.20, used when /proc/kcore could not tell the
 # randomized one. A wrong p_vaddr does not matter to makedumpfile or /proc/vmcore (they use VMCOREINFO and
@@ -319,7 +319,7 @@ def prepare(layout: Layout, facts: SystemFacts, *, target_release: str | None = 
     source = backup_source(facts) if scheme == SCHEME_BACKUP else None
     backup_seg = None
     if source is not None:
-        backup_seg = layout.place("backup", b"", memsz=source.size, what=f"copy of {source} made by the purgatory")
+        backup_seg = layout.place(Role.BACKUP, b"", memsz=source.size, what=f"copy of {source} made by the purgatory")
         backup = Backup(src=source.start, dst=backup_seg.mem, size=source.size)
         low_ram = [source]
         notes.append(f"kdump: the purgatory copies {source} to {backup_seg.range} before the crash kernel starts")
@@ -340,7 +340,7 @@ def prepare(layout: Layout, facts: SystemFacts, *, target_release: str | None = 
     if facts.crash_cma_ranges():
         notes.append("kdump: crash CMA " + ", ".join(str(r) for r in facts.crash_cma_ranges())
                      + ": left out of the dump, RAM for the crash kernel")
-    hdr_seg = layout.place("elfcorehdr", header, memsz=room,
+    hdr_seg = layout.place(Role.ELFCOREHDR, header, memsz=room,
                            what=f"ELF core header, {len(sources.notes)} PT_NOTE, {len(sources.loads)} PT_LOAD"
                                 + (", room for hotplug" if hotplug else ""))
     added = []

@@ -78,7 +78,7 @@ class Layout:
     def free(self) -> list[Range]:
         return subtract(self.usable, (s.range for s in self.segments))
 
-    def place(self, role: Role | str, data: SegmentData, *, memsz: int | None = None, align: int = PAGE_SIZE,
+    def place(self, role: Role, data: SegmentData, *, memsz: int | None = None, align: int = PAGE_SIZE,
               window: Range = EVERYWHERE, top_down: bool = True, what: str = "") -> Segment:
         """Find room for `data` (zero-filled up to `memsz`) and record the segment."""
         size = align_up(max(memsz or 0, len(data), 1), PAGE_SIZE)
@@ -88,10 +88,9 @@ class Layout:
             raise PlacementError(f"{role} ({what or 'data'}): {e}", hint=e.hint) from None
         return self.put(role, data, spot.start, size, what)
 
-    def put(self, role: Role | str, data: SegmentData, mem: int, memsz: int, what: str = "") -> Segment:
-        """Record a segment at a fixed address (an ELF PT_LOAD, a non-relocatable kernel). A role given as a
-        string must be a Role's value."""
-        seg = Segment(Role(role), mem, align_up(max(memsz, len(data)), PAGE_SIZE), data, what)
+    def put(self, role: Role, data: SegmentData, mem: int, memsz: int, what: str = "") -> Segment:
+        """Record a segment at a fixed address (an ELF PT_LOAD, a non-relocatable kernel)."""
+        seg = Segment(role, mem, align_up(max(memsz, len(data)), PAGE_SIZE), data, what)
         for other in self.segments:
             if seg.range.overlaps(other.range):
                 raise PlacementError(f"{role} at {seg.range} overlaps {other.role} at {other.range}")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import BackendError
-from ..model import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_SYSFS_DIR, KEXEC_SYSFS_FILES, MAP_ONLY, Plan
+from ..model import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_SYSFS_DIR, KEXEC_SYSFS_FILES, Plan, Role
 
 SYS_REBOOT = 169  # arch/x86/entry/syscalls/syscall_64.tbl
 SYS_KEXEC_LOAD = 246
@@ -210,7 +210,7 @@ class LinuxKexecBackend:
         return kernel_log(self.kmsg) if self.debug else contextlib.nullcontext()
 
     def load(self, plan: Plan) -> None:
-        if any(s.role == MAP_ONLY for s in plan.segments):
+        if any(s.role == Role.MAP_ONLY for s in plan.segments):
             # Linux would zero-fill such a segment: the BIOS data area and more would be lost.
             raise BackendError("this plan was made for a Xen dom0 (it has map-only segments); "
                                "Linux's kexec_load cannot load it", hint="plan it on the machine that loads it")

@@ -14,7 +14,7 @@ from ..cmdline import Cmdline
 from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageError
 from ..formats import bzimage as bz
 from ..memory import ADDRESS_LIMIT, Layout, SegmentData
-from ..model import GiB, LoadRequest, MiB, Plan, Range, SystemFacts, align_up
+from ..model import GiB, LoadRequest, MiB, Plan, Range, Role, SystemFacts, align_up
 from . import linuxboot
 
 NAME = "bzImage64"
@@ -74,10 +74,10 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
         low = max(MIN_KERNEL_ADDR, hdr.pref_address)
         if req.crash:
             low = MIN_KERNEL_ADDR  # the crash region decides; pref_address is usually below it anyway
-        kernel = layout.place("kernel", payload, memsz=memsz, align=hdr.kernel_alignment,
+        kernel = layout.place(Role.KERNEL, payload, memsz=memsz, align=hdr.kernel_alignment,
                               window=Range.between(low, kernel_top), what=req.kernel_name)
     else:
-        kernel = layout.put("kernel", payload, hdr.pref_address, memsz, what=f"{req.kernel_name} (not relocatable)")
+        kernel = layout.put(Role.KERNEL, payload, hdr.pref_address, memsz, what=f"{req.kernel_name} (not relocatable)")
         notes.append(f"kernel is not relocatable: loaded at its pref_address {hdr.pref_address:#x}")
 
     initrd = None
@@ -86,7 +86,7 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
         initrd = initramfs.place(layout, req.initrd_parts, window=Range.between(MIN_INITRD_ADDR, initrd_top))
         notes.append(f"initramfs of {len(req.initrd_parts)} parts: {initramfs.describe(req.initrd_parts)}")
     elif req.initrd is not None:
-        initrd = layout.place("initrd", req.initrd, window=Range.between(MIN_INITRD_ADDR, initrd_top),
+        initrd = layout.place(Role.INITRD, req.initrd, window=Range.between(MIN_INITRD_ADDR, initrd_top),
                               what=req.initrd_name)
 
     return linuxboot.finish(layout, req, facts, usable, header_page=bytes(req.kernel[:0x1000]),

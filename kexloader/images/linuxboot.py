@@ -14,7 +14,7 @@ from ..cmdline import Cmdline
 from ..formats.bootparams import E820_MAX_ENTRIES_ZEROPAGE, SETUP_E820_EXT, SETUP_EFI
 from ..handoff import attach_purgatory
 from ..memory import ADDRESS_LIMIT, Layout, validate
-from ..model import (MAP_ONLY, GiB, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_UPDATE_ELFCOREHDR, LinuxEntry,
+from ..model import (GiB, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_UPDATE_ELFCOREHDR, LinuxEntry,
                      LoadRequest, MiB, Plan, Range, Role, Segment, SystemFacts)
 from ..purgatory.program import Linux64Handoff
 
@@ -39,7 +39,7 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
         notes += kdump.notes
         if not any(u.overlaps(SMALL_SEGMENTS) for u in usable):  # a crash region above 4 GiB (crashkernel=,high)
             small = Range.between(1 * MiB, ADDRESS_LIMIT)
-    line_seg = layout.place("cmdline", line, window=small, what=f"{len(line) - 1} bytes")
+    line_seg = layout.place(Role.CMDLINE, line, window=small, what=f"{len(line) - 1} bytes")
 
     # setup_data, chained in kexec-tools' order: RNG seed, then the e820 entries past 128, then EFI.
     memmap = kdump.memmap if kdump else facts.memmap
@@ -70,7 +70,7 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
         header_page, cmdline=Range(line_seg.mem, len(line) - 1),
         initrd=Range(initrd.mem, initrd.bufsz) if initrd else None, memmap=memmap,
         running=facts.boot_params, acpi_rsdp=facts.acpi_rsdp, setup_data=setup_data, efi_info=efi_info)
-    params = layout.place("boot-params", zero_page, window=small, what=zero_page_what)
+    params = layout.place(Role.BOOT_PARAMS, zero_page, window=small, what=zero_page_what)
 
     handoff = Linux64Handoff(boot_params=params.mem, kernel_entry=kernel_entry)
     hotplug = req.crash and req.hotplug
@@ -81,7 +81,7 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
         # Xen maps only the segments for the new image, and startup_64 reads the BIOS data area and puts
         # its 5-level trampoline in low memory before it builds its own page tables: have Xen map the
         # first MiB as well, without copying or zeroing it.
-        segments += (Segment(MAP_ONLY, 0, LOW_MEMORY.size, b"", "first MiB, mapped for the kernel's early code"),)
+        segments += (Segment(Role.MAP_ONLY, 0, LOW_MEMORY.size, b"", "first MiB, mapped for the kernel's early code"),)
         checked.append(LOW_MEMORY)
         notes.append("Xen target: the first MiB is mapped (not written) for the kernel's early code")
     # --hotplug: KEXEC_UPDATE_ELFCOREHDR, as kexec-tools on x86 (the newer KEXEC_CRASH_HOTPLUG_SUPPORT = 0x8 means

@@ -159,7 +159,7 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
     entry, loads = _image_loads(req, mb1)
     delta = _relocation(mb2, loads, layout)
     for load in loads:
-        layout.put("kernel", load.data, load.paddr + delta, align_up(load.memsz, 4096), what=name)
+        layout.put(Role.KERNEL, load.data, load.paddr + delta, align_up(load.memsz, 4096), what=name)
     entry += delta
     base = min(load.paddr for load in loads) + delta
     if entry + 16 > 4 * GiB or any(s.range.end > 4 * GiB for s in layout.segments):
@@ -173,7 +173,7 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
     # from 16 MiB, the modules lie far below where Xen moves them.
     low_first = legacybios.needed(facts) and not req.crash
     for module in req.modules:
-        seg = layout.place("module", module.data, window=MODULES_LOW if low_first else LOW_4G,
+        seg = layout.place(Role.MODULE, module.data, window=MODULES_LOW if low_first else LOW_4G,
                            top_down=not low_first, what=module.name)
         modules.append((seg.mem, seg.mem + module.data.__len__(), module.cmdline))
 
@@ -185,7 +185,7 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range], *, version: 
     # The image's name first, as kexec-tools does: Xen drops the first word unless the loader is GRUB 2.
     cmdline = f"{name} {args}".strip()
     info_size = 4096 + sum(len(m[2]) + 1 for m in modules) + len(cmdline) + 64 + 24 * len(facts.memmap) + 16 * len(modules)
-    info_seg = layout.place("mbi", bytes(info_size), window=LOW_4G, what=f"multiboot {version} information")
+    info_seg = layout.place(Role.MBI, bytes(info_size), window=LOW_4G, what=f"multiboot {version} information")
     if version == 1:
         info = build_mb1_info(info_seg.mem, cmdline, modules, facts, mem_lower=mem_lower)
         magic = mb.MB1_BOOTLOADER_MAGIC
@@ -218,15 +218,15 @@ def _bios_area(layout: Layout, facts: SystemFacts, usable: list[Range], args: st
             f"{name}: on a UEFI machine a multiboot kernel needs a BIOS data area in page 0 and an EBDA below "
             f"640 KiB (Xen's trampoline goes below it), but the memory map has {lower} KiB of RAM from 0 and "
             f"{'no' if area is None else 'not'} usable pages there")
-    layout.put("bios-data", area.page0, 0, legacybios.PAGE, what="BIOS data area (UEFI machine)")
+    layout.put(Role.BIOS_DATA, area.page0, 0, legacybios.PAGE, what="BIOS data area (UEFI machine)")
     acpi, xsdt = None, None
     if area.tables:
         size = len(legacybios.build_acpi_blob(area.tables, 0)[0])
-        seg = layout.place("acpi", bytes(size), window=LOW_4G, what="XSDT and copies of the ACPI tables")
+        seg = layout.place(Role.ACPI, bytes(size), window=LOW_4G, what="XSDT and copies of the ACPI tables")
         blob, xsdt = legacybios.build_acpi_blob(area.tables, seg.mem)
         layout.replace(seg, blob)
         acpi = Range(seg.mem, seg.memsz)
-    layout.put("ebda", area.ebda_page_data(xsdt), area.ebda_page, legacybios.PAGE,
+    layout.put(Role.EBDA, area.ebda_page_data(xsdt), area.ebda_page, legacybios.PAGE,
                what="EBDA" + (" with an RSDP" if xsdt is not None else ""))
     args, added = legacybios.with_no_real_mode(args)
     facts = dataclasses.replace(facts, memmap=tuple(legacybios.memmap_for(facts.memmap, area, acpi)))

@@ -33,7 +33,7 @@ from ..errors import MalformedImageError, PlacementError, UnsupportedImageError,
 from ..formats import bzimage as bz
 from ..memory import ADDRESS_LIMIT, Layout, SegmentData, allocate, validate
 from ..model import (KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, PAGE_SIZE, ArgsStyle, LoadRequest, MiB, Plan, Range,
-                     SystemFacts, align_down, align_up)
+                     Role, SystemFacts, align_down, align_up)
 from .. import __version__
 from ..formats import elfboot
 from ..handoff import attach_purgatory
@@ -255,7 +255,7 @@ def place_loads(layout: Layout, elf: ElfImage, name: str, *, movable: bool) -> t
         raise PlacementError(f"kernel ({name}): its segments at [{base:#x}, {end:#x}) (p_paddr) are not all inside "
                              "free usable memory", hint="usable: " + ", ".join(str(u) for u in layout.usable))
     for mem, size, data in _segments(elf, delta):
-        layout.put("kernel", data, mem, size, what=name)
+        layout.put(Role.KERNEL, data, mem, size, what=name)
     return Placed(entry + delta, delta, base + delta, end + delta), notes
 
 
@@ -324,9 +324,9 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
     if req.initrd is not None:
         low = Range.between(1 * MiB, SYNTHETIC_INITRD_ADDR_MAX + 1)
         try:
-            initrd = layout.place("initrd", req.initrd, window=low, what=req.initrd_name)
+            initrd = layout.place(Role.INITRD, req.initrd, window=low, what=req.initrd_name)
         except PlacementError:
-            initrd = layout.place("initrd", req.initrd, window=Range.between(1 * MiB, ADDRESS_LIMIT),
+            initrd = layout.place(Role.INITRD, req.initrd, window=Range.between(1 * MiB, ADDRESS_LIMIT),
                                   what=req.initrd_name)
             notes.append(f"initrd above initrd_addr_max {SYNTHETIC_INITRD_ADDR_MAX:#x}, at {initrd.mem:#x}: "
                          "a 64-bit kernel reads ext_ramdisk_image")
@@ -344,7 +344,7 @@ def _plan_boot_notes(layout: Layout, req: LoadRequest, usable: list[Range], entr
         (elfboot.EBN_BOOTLOADER_VERSION, __version__.encode() + b"\0"),
         (elfboot.EBN_COMMAND_LINE, Cmdline(req.cmdline).encode(None)),  # a note has no size limit of its own
     ])
-    seg = layout.place("boot-notes", block, window=linuxboot.SMALL_SEGMENTS, what="ELF boot notes (--args-elf)")
+    seg = layout.place(Role.BOOT_NOTES, block, window=linuxboot.SMALL_SEGMENTS, what="ELF boot notes (--args-elf)")
     handoff = Linux64Handoff(boot_params=0, kernel_entry=entry, rdi=seg.mem)
     start = attach_purgatory(layout, handoff, req.purgatory, window=linuxboot.SMALL_SEGMENTS)
     notes.append(f"{req.kernel_name}: --args-elf: rdi = ELF boot notes at {seg.mem:#x}")
