@@ -80,6 +80,18 @@ def test_offline_plans_are_reproducible(tmp_path):
     assert (tmp_path / "a/plan.json").read_bytes() == (tmp_path / "b/plan.json").read_bytes()
 
 
+def test_the_device_command_line_is_reused_from_its_snapshot(tmp_path):
+    """--reuse-cmdline composes from the snapshot's line (the device's), never this host's /proc/cmdline."""
+    plan_for_device(tmp_path, "plan", "--reuse-cmdline", "--crash", snapshot=SNAP_KDUMP)
+    doc = json.loads((tmp_path / "plan/plan.json").read_text())
+    (cmdline_seg,) = [s for s in doc["segments"] if s["role"] == "cmdline"]
+    line = (tmp_path / "plan" / cmdline_seg["file"]).read_bytes().rstrip(b"\0").decode()
+    device = json.loads(SNAP_KDUMP.read_text())["cmdline"]
+    kept = " ".join(w for w in device.split() if not w.startswith(("BOOT_IMAGE=", "crashkernel=")))
+    assert line.startswith(f"{kept} console=ttyS0 root=/dev/vda"), line
+    assert "crashkernel=" in device and "crashkernel=" not in line
+
+
 def test_a_crash_plan_fits_only_a_machine_with_a_crash_region(tmp_path):
     plan_for_device(tmp_path, "crash", "--crash", snapshot=SNAP_KDUMP)
     rc, out, err = run("verify_plan.py", "crash", SNAP_KDUMP, cwd=tmp_path)
