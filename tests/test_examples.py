@@ -5,6 +5,7 @@ Each runs in a subprocess behind the same guard as tests/conftest.py: a real kex
 ends it with an error instead of reaching this host."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,7 @@ def forbidden(*args, **kwargs):
     sys.exit(f"an example reached a real kernel or hypervisor call {args[:1]}")
 from kexloader.backends import linux
 linux.raw_syscall = forbidden
-try:
-    from kexloader import hypercall
-except ImportError:  # before the hypercall module existed
-    from kexloader.backends import xen as hypercall
+from kexloader import hypercall
 hypercall.raw_hypercall = forbidden
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
@@ -146,3 +144,15 @@ def test_vmcore_log(tmp_path):
     assert len(out.splitlines()) == 2
     rc, out, err = run("vmcore_log.py", "missing", cwd=tmp_path)
     assert rc != 0 and out == "" and err.startswith("vmcore_log: cannot open missing")
+
+
+def test_the_readme_snippet_runs(tmp_path):
+    """README's "Use as a library" code, on fixtures: the offline workflow writes a plan the CLI can read."""
+    code = re.search(r"## Use as a library.*?```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    (tmp_path / "initrd.img").write_bytes(b"initrd" * 100)
+    code = code.replace('"target.json"', repr(str(SNAP_2G))).replace('"vmlinuz"', repr(str(KERNEL)))
+    subprocess.run([sys.executable, "-c", GUARD.replace("runpy.run_path(sys.argv[0], run_name=\"__main__\")",
+                                                        code)], cwd=tmp_path, check=True)
+    doc = json.loads((tmp_path / "out/plan.json").read_text())
+    roles = {s["role"] for s in doc["segments"]}  # setup-data: the RNG seed read_request adds
+    assert roles == {"boot-params", "cmdline", "initrd", "kernel", "purgatory", "setup-data"}
