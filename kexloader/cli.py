@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from . import __version__, api
+from . import __version__, api, options
 from .backends.base import Backend
 from .backends.linux import FILE_FALLBACK_ERRNOS, LinuxKexecBackend
 from .backends.recording import RecordingBackend
@@ -28,31 +28,10 @@ from .errors import EXIT_DIE, EXIT_FALLBACK, BackendError, KexloaderError, NotSu
 
 log = logging.getLogger("kexloader")
 
-SHORT = "h?vdfixyluet:pscaS"
-# name -> takes an argument
-LONG = {
-    "help": False, "version": False, "debug": False, "force": False, "no-ifdown": False, "no-sync": False,
-    "no-checks": False, "load": False, "unload": False, "exec": False, "type": True, "load-panic": False,
-    "kexec-file-syscall": False, "kexec-syscall": False, "kexec-syscall-auto": False, "status": False,
-    "mem-min": True, "mem-max": True, "reuseinitrd": False, "print-ckr-size": False,
-    "load-preserve-context": False, "load-jump-back-helper": False, "entry": True, "load-live-update": False,
-    "exec-live-update": False, "hotplug": False, "no-cma": False, "force-dtb": False,
-    # x86_64 arch options
-    "reset-vga": False, "serial": True, "serial-baud": True, "console-vga": False, "console-serial": False,
-    "elf32-core-headers": False, "elf64-core-headers": False, "pass-memmap-cmdline": False, "noefi": False,
-    "reuse-video-type": False,
-    # loader options
-    "command-line": True, "append": True, "reuse-cmdline": False, "initrd": True, "ramdisk": True,
-    "real-mode": False, "entry-32bit": False, "args-linux": False, "args-elf": False, "args-none": False,
-    "module": True, "dtb": True, "vmm": True,
-    # kexloader extras
-    "dry-run": False, "plan-out": True, "plan-in": True, "facts": True, "inspect": True, "json": False,
-    "uki-profile": True, "boot-entry": True, "boot-dir": True, "esp": True, "list-boot-entries": False,
-}
-SHORT_TO_LONG = {"h": "help", "?": "?", "v": "version", "d": "debug", "f": "force", "i": "no-checks",
-                 "x": "no-ifdown", "y": "no-sync", "l": "load", "u": "unload", "e": "exec", "t": "type",
-                 "p": "load-panic", "s": "kexec-file-syscall", "c": "kexec-syscall", "a": "kexec-syscall-auto",
-                 "S": "status"}
+# getopt's tables, from the option table; "-?" is kexec-tools' hidden usage error (the usage on stderr, exit 1)
+_SHORT, LONG, _SHORT_TO_LONG = options.getopt_tables()
+SHORT = _SHORT + "?"
+SHORT_TO_LONG = {**_SHORT_TO_LONG, "?": "?"}
 NOT_YET = {
     "load-preserve-context": "--load-preserve-context",
     "load-jump-back-helper": "--load-jump-back-helper", "load-live-update": "--load-live-update",
@@ -61,61 +40,7 @@ NOT_YET = {
     "reuse-video-type": "--reuse-video-type",
 }
 
-USAGE = """\
-Usage: kexloader [OPTION]... [kernel]
-Load a new kernel or hypervisor and start it (a drop-in for kexec-tools' kexec).
-
- -h, --help               Print this help.
- -v, --version            Print the version.
- -l, --load               Load the new kernel into the current kernel.
- -p, --load-panic         Load the new kernel for use on panic (kdump), into the crash kernel region.
- -e, --exec               Execute a currently loaded kernel.
- -f, --force              Load and execute at once (no shutdown).
- -u, --unload             Unload the loaded kernel (with -p: the crash kernel).
- -S, --status             Exit 1 if a kernel is loaded (-l: normal, default or -p: crash), else 0.
- -t, --type=TYPE          Force the image type (bzImage64, ...).
- -i, --no-checks          Skip the purgatory's SHA-256 verification.
- -x, --no-ifdown          Accepted (kexloader does not take interfaces down).
- -y, --no-sync            Accepted (kexloader always syncs before -e/-f).
- -c, --kexec-syscall      Use kexec_load with kexloader's own layout and purgatory (the default, as
-                          Debian 12's kexec-tools).
- -s, --kexec-file-syscall Use kexec_file_load: the kernel lays out and checks a bzImage itself
-                          (the only way under lockdown / Secure Boot).
- -a, --kexec-syscall-auto kexec_file_load, falling back to kexec_load when the kernel cannot.
- -d, --debug              Print the segment table and error details; ask the kernel for its debug messages
-                          (KEXEC_FILE_DEBUG with -s, Linux 6.7+) and print what it logged during the call.
-     --hotplug            With -p: let the kernel update the crash kernel's core header when CPUs or memory
-                          come and go (Linux 6.5+, CONFIG_CRASH_HOTPLUG), instead of reloading it.
-     --no-cma             With -s: do not let the kernel place the image in CMA (KEXEC_FILE_NO_CMA, 6.17+).
-     --command-line=STR, --append=STR   The new kernel's command line (the last one wins).
-     --reuse-cmdline      Start from the running kernel's command line (without BOOT_IMAGE=).
-     --initrd=FILE, --ramdisk=FILE      The initial ramdisk; given more than once, all of them in order
-                          (one initramfs, each part padded to 4 bytes).
-     --module="FILE ARGS" A multiboot module and its command line (repeatable; Xen: dom0 kernel, initrd).
-     --vmm=XEN            The seed's syntax: kexloader -l --vmm=XEN --append="XEN_ARGS -- DOM0_ARGS" DOM0
-     --mem-min=ADDR, --mem-max=ADDR     Place segments only inside [ADDR, ADDR].
-     --console-serial, --serial=ttySn|0xPORT, --serial-baud=N, --console-vga, --reset-vga
-                          Purgatory console output.
-     --print-ckr-size     Print the size of the crash kernel region and exit.
-     --elf32-core-headers, --elf64-core-headers   Accepted; the kdump core header is always ELF64.
-     --noefi              Hand the new kernel no EFI state (efi_info, SETUP_EFI): it runs without EFI
-                          runtime services and finds ACPI through acpi_rsdp_addr.
- ELF kernels (elf-x86_64):
-     --args-linux         Pass a Linux zero page (the default for a Linux vmlinux).
-     --args-elf           Pass ELF boot notes (the default for an ELF that is not a Linux vmlinux).
-     --args-none          Jump to the entry point with no arguments.
- kexloader extras:
-     --dry-run            Build the plan, print it, load nothing.
-     --plan-out=DIR       Also write plan.json and one file per segment to DIR.
-     --plan-in=DIR        Load a plan saved with --plan-out instead of reading images.
-     --facts=SNAPSHOT     Plan for the machine described by a saved snapshot (with --dry-run).
-     --inspect=FILE [--json]   Say what FILE is (kind, compression, version, boot protocol, headers).
- Unified kernel images (uki) and boot loader entries:
-     --uki-profile=N      Boot profile N of a multi-profile UKI (default 0, as systemd-stub).
-     --boot-entry=ID|default   Load a Boot Loader Specification entry (Type #1 .conf or Type #2 UKI).
-     --boot-dir=DIR, --esp=DIR   Where the entries are (default: /boot, /efi, /boot/efi).
-     --list-boot-entries  Print the entries, in systemd-boot's order, the default marked.
-"""
+USAGE = options.usage("kexloader")
 
 
 class Action(enum.StrEnum):

@@ -3,7 +3,8 @@
 The one-way flow: formats -> images -> layout -> purgatory -> plan -> backend. The pure core never
 reaches the running system; only the edges (system facts, the hypercall module, the backends, the
 library face and the CLI) may. `cli.py` holds no policy: it parses arguments, picks a backend and
-prints errors, so it imports the library face (`api`), the backends and the errors, nothing else.
+prints errors, so it imports the library face (`api`), the backends, the errors and its option table
+(`options`, pure data), nothing else.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "vmcore": CORE,
     "api": (*IMAGES, "files", "plan", "system", "snapshot", "bootentries", "inspect", "inspect_uki", "fileload",
             "vmcore"),
-    "cli": ("errors", "api", "backends"),
+    "options": (),                                 # the command line as data (help, man page, completion)
+    "cli": ("errors", "api", "backends", "options"),
     "__main__": ("cli",),
     "__init__": (),
 }
