@@ -391,10 +391,12 @@ def guest_bench(reps: int, initrd_mib: int, kexec: Path, ld_path: str | None, wo
     initrd = "/bench-initrd.img"
     files = {initrd: os.urandom(initrd_mib << 20), **kexec_tools_files(kexec, ld_path)}
     guest = h.full(stages={"bench": guest_script(reps, initrd)}, files=files)
+    guest.modes[GUEST_KEXEC] = 0o755
     t = h.boot(guest, "stage=bench crashkernel=384M", name="bench-guest", timeout=600 + 120 * reps)
     if t.timed_out is not None:
         raise BenchError(f"the guest did not finish: {t.timed_out}: {t.summary()}")
-    rows = [Work(f"guest -l, {initrd_mib} MiB initrd", None, None), Work("guest -p", None, None),
+    rows = [Work(f"guest -l, {initrd_mib} MiB initrd", None, None),
+            Work(f"guest -p, {initrd_mib} MiB initrd", None, None),
             Work("guest -S", None, None, note="exit 0: nothing loaded")]
     samples = {w.name: {"kexloader": [], "kexec-tools": []} for w in rows}
     for rep in range(reps):
