@@ -2,7 +2,8 @@
 
 Options are parsed like kexec-tools' getopt_long: options may follow the image path, long options
 take `--opt=X` or `--opt X` (the next word even if it starts with '-'), unique prefixes are accepted.
-This module is the only place an exception becomes an exit code.
+This module is the only place an exception becomes an exit code. Called as `kexec` (argv[0]'s basename),
+help, messages and --version use that name.
 """
 
 from __future__ import annotations
@@ -41,6 +42,20 @@ NOT_YET = {
 }
 
 USAGE = options.usage("kexloader")
+
+
+def program_name(argv0: str) -> str:
+    """"kexec" when called by that name (a symlink, or the Debian package's alternative), else "kexloader"."""
+    return "kexec" if os.path.basename(argv0) == "kexec" else "kexloader"
+
+
+def version_line(prog: str) -> str:
+    """What --version prints. As kexec, kexec-tools' shape ("kexec-tools 2.0.25") comes first, because scripts and
+    scanners read the first two words (cve-bin-tool matches "kexec-tools" and a dotted version), so they see the
+    release whose command line kexloader follows; kexloader's own name and version follow in parentheses."""
+    if prog == "kexec":
+        return f"kexec-tools {options.KEXEC_TOOLS_VERSION} (kexloader {__version__})"
+    return f"kexloader {__version__}"
 
 
 class Action(enum.StrEnum):
@@ -104,15 +119,16 @@ class Options:
     args_style: api.ArgsStyle | None = None  # --args-linux/--args-elf/--args-none (the last one wins)
     inspect: str | None = None  # --inspect FILE
     json: bool = False
+    prog: str = "kexloader"  # the name it was called by: kexec or kexloader, for help and messages
 
 
-def parse_args(argv: Sequence[str]) -> Options:
+def parse_args(argv: Sequence[str], prog: str = "kexloader") -> Options:
     longopts = [name + ("=" if arg else "") for name, arg in LONG.items()]
     try:
         pairs, rest = getopt.gnu_getopt(list(argv), SHORT, longopts)
     except getopt.GetoptError as e:
-        raise UsageError(f"{e.msg}; see kexloader --help") from None
-    o = Options()
+        raise UsageError(f"{e.msg}; see {prog} --help") from None
+    o = Options(prog=prog)
     for flag, value in pairs:
         name = flag.lstrip("-")
         name = SHORT_TO_LONG.get(name, name) if not flag.startswith("--") else name
@@ -253,13 +269,13 @@ def intent(o: Options) -> api.LoadIntent:
 def run(o: Options, backend: Backend, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     if o.show == Show.HELP:
-        out.write(USAGE)
+        out.write(options.usage(o.prog))
         return 0
     if o.show == Show.VERSION:
-        out.write(f"kexloader {__version__}\n")
+        out.write(version_line(o.prog) + "\n")
         return 0
     if o.show == Show.USAGE_ERROR:
-        sys.stderr.write(USAGE)
+        sys.stderr.write(options.usage(o.prog))
         return EXIT_DIE
     if o.inspect is not None:
         return api.inspect_file(o.inspect, as_json=o.json, out=out)
@@ -313,7 +329,7 @@ def _after_load(o: Options, backend: Backend) -> int:
     if o.action == Action.FORCE:
         backend.execute()
     elif o.action is None:
-        _shutdown_reboot()
+        _shutdown_reboot(o.prog)
     return 0
 
 
@@ -357,19 +373,19 @@ def _build_plan(o: Options, what: api.LoadIntent) -> api.Plan:
     if o.plan_in:
         return api.read_plan(o.plan_in)
     if not what.kernel:
-        raise UsageError("no kernel image given", hint="kexloader -l KERNEL [--initrd=FILE] [--append=STRING]")
+        raise UsageError("no kernel image given", hint=f"{o.prog} -l KERNEL [--initrd=FILE] [--append=STRING]")
     if o.facts and not o.dry_run:
         raise UsageError("--facts describes another machine: use it with --dry-run")
     return api.plan_intent(what, api.load_facts(o.facts))
 
 
-def _shutdown_reboot() -> None:
+def _shutdown_reboot(prog: str) -> None:
     """kexec-tools without -l/-e/-f: load, then let init shut down and kexec (shutdown -r now)."""
     for path in ("/sbin/shutdown", "/etc/shutdown", "/bin/shutdown"):
         if os.access(path, os.X_OK):
             os.execv(path, [path, "-r", "now"])
     raise KexloaderError("loaded, but no shutdown command was found to reboot into it",
-                         hint="run kexloader -e to start the new kernel")
+                         hint=f"run {prog} -e to start the new kernel")
 
 
 def default_backend() -> Backend:
@@ -384,12 +400,15 @@ def default_backend() -> Backend:
     return LinuxKexecBackend()
 
 
-def main(argv: Sequence[str] | None = None, backend_factory: Callable[[], Backend] = default_backend) -> int:
+def main(argv: Sequence[str] | None = None, backend_factory: Callable[[], Backend] = default_backend,
+         prog: str | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv's); `prog` (default: from sys.argv[0]) names the program."""
     argv = sys.argv[1:] if argv is None else argv
+    prog = prog or program_name(sys.argv[0] if sys.argv else "")
     debug = any(a in ("-d", "--debug") for a in argv)
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="kexloader: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format=f"{prog}: %(message)s")
     try:
-        o = parse_args(argv)
+        o = parse_args(argv, prog)
         backend = RecordingBackend() if o.dry_run else backend_factory()
         if o.debug:
             backend.debug = True  # the backends' -d: kernel debug flags where they exist, the kernel's log
@@ -398,7 +417,7 @@ def main(argv: Sequence[str] | None = None, backend_factory: Callable[[], Backen
         if debug:
             traceback.print_exc()
         hint = f"; {e.hint}" if e.hint else ""
-        print(f"kexloader: {e}{hint}", file=sys.stderr)
+        print(f"{prog}: {e}{hint}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

@@ -244,3 +244,46 @@ def test_xen_backend_has_no_file_load():
 def test_s_refuses_multiboot(capsys):
     code, out, err, _ = run(["-s", "-l", TINY, "--module=x"], capsys, FileLoadBackend())
     assert code == 253 and "multiboot" in err
+
+
+@pytest.mark.parametrize("argv0, prog", [("/sbin/kexec", "kexec"), ("kexec", "kexec"), ("kexloader", "kexloader"),
+                                         ("/usr/bin/kexloader", "kexloader"), ("/x/kexloader/__main__.py", "kexloader"),
+                                         ("/sbin/kexec.orig", "kexloader")])
+def test_the_name_it_is_called_by(argv0, prog, capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", [argv0, "--version"])
+    assert cli.main(backend_factory=RecordingBackend) == 0
+    out = capsys.readouterr().out
+    if prog == "kexec":  # kexec-tools' shape first: "kexec-tools X.Y.Z", then who answers
+        assert out == f"kexec-tools {cli.options.KEXEC_TOOLS_VERSION} (kexloader {cli.__version__})\n"
+        word, version = out.split()[:2]
+        assert word == "kexec-tools" and tuple(map(int, version.split("."))) >= (2, 0, 25)
+    else:
+        assert out == f"kexloader {cli.__version__}\n"  # unchanged
+    monkeypatch.setattr("sys.argv", [argv0, "-h"])
+    assert cli.main(backend_factory=RecordingBackend) == 0
+    assert capsys.readouterr().out.startswith(f"Usage: {prog} [OPTION]... [kernel]\n")
+    for argv, words in ((["--bogus"], "option --bogus not recognized; see PROG --help"),
+                        (["-l", "--dry-run"], "no kernel image given; PROG -l KERNEL")):
+        monkeypatch.setattr("sys.argv", [argv0, *argv])
+        assert cli.main(backend_factory=RecordingBackend) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"{prog}: {words.replace('PROG', prog)}") and err.count("\n") == 1
+
+
+def test_a_kexec_symlink_to_the_script(tmp_path):
+    """Through a real symlink named kexec to the installed console script (only --version, --help, -?)."""
+    import shutil
+    import subprocess
+    import sys
+    script = Path(sys.executable).parent / "kexloader"
+    if not script.exists():
+        pytest.skip("no kexloader console script next to this Python")
+    link = tmp_path / "kexec"
+    link.symlink_to(script)
+    r = subprocess.run([str(link), "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("kexec-tools ") and "(kexloader " in r.stdout
+    r = subprocess.run([str(link), "-?"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("Usage: kexec ") and not r.stdout
+    r = subprocess.run([shutil.which("kexloader", path=str(script.parent)), "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("Usage: kexloader ")
