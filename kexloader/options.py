@@ -184,5 +184,6 @@ def usage(prog: str) -> str:
             else:
                 lines.append(left)
                 first = indent
-            lines.extend(textwrap.wrap(text, _WIDTH, initial_indent=first, subsequent_indent=indent))
+            lines.extend(textwrap.wrap(text, _WIDTH, initial_indent=first, subsequent_indent=indent,
+                                       break_on_hyphens=False))
     return "\n".join(lines) + "\n"
