@@ -1,4 +1,4 @@
-"""The man pages (tools/manpages.py) are generated from the option table, checked in, and render cleanly."""
+"""The man pages and bash completion (tools/manpages.py) are generated from the option table, checked in, and work."""
 
 import os
 import shutil
@@ -54,3 +54,39 @@ def test_the_pages_render_without_warnings(page):
     name = page.removesuffix(".8")
     assert r.stdout.startswith(name.upper()) or name.upper() in r.stdout.splitlines()[0]
     assert "SYNOPSIS" in r.stdout and "EXIT STATUS" in r.stdout
+
+
+def _complete(tmp_path, *words):
+    """What completion/kexloader.bash offers for the command line `words` (the last one being completed)."""
+    bash = shutil.which("bash")
+    if bash is None:
+        _unavailable("bash is not installed")
+    script = ('source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMPREPLY=(); _kexloader;'
+              ' (( ${#COMPREPLY[@]} )) && printf "%s\\n" "${COMPREPLY[@]}"; complete -p kexec kexloader')
+    r = subprocess.run([bash, "--norc", "--noprofile", "-c", script, "bash", str(ROOT / "completion/kexloader.bash"),
+                        *words], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-2:] == ["complete -F _kexloader kexec", "complete -F _kexloader kexloader"]  # both names
+    return lines[:-2]
+
+
+def test_completion_offers_the_tables_options(tmp_path):
+    assert _complete(tmp_path, "kexec", "--ap") == ["--append="]  # takes an argument: offered with '='
+    assert _complete(tmp_path, "kexloader", "--load-p") == ["--load-panic", "--load-preserve-context"]
+    every = _complete(tmp_path, "kexec", "-")
+    want = [f"-{o.short}" for o in options.OPTIONS if o.short]
+    want += [f"--{o.long}" + "=" * o.takes_arg for o in options.OPTIONS]
+    assert every == want
+
+
+def test_completion_offers_files_after_options_that_take_them(tmp_path):
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot/initrd.img").touch()
+    (tmp_path / "boot/vmlinuz").touch()
+    assert sorted(_complete(tmp_path, "kexec", "-l", "boot/")) == ["boot/initrd.img", "boot/vmlinuz"]  # the kernel
+    assert _complete(tmp_path, "kexec", "--initrd", "boot/i") == ["boot/initrd.img"]
+    assert _complete(tmp_path, "kexec", "--initrd", "=", "boot/i") == ["boot/initrd.img"]  # --initrd=… split at '='
+    assert _complete(tmp_path, "kexec", "--initrd=boot/i") == ["--initrd=boot/initrd.img"]  # … or one word
+    assert _complete(tmp_path, "kexec", "--plan-out", "b") == ["boot"]  # a directory
+    assert _complete(tmp_path, "kexec", "--append", "b") == []  # free text: nothing to offer
