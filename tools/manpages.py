@@ -90,8 +90,8 @@ def kexloader_page() -> str:
             ".SH EXIT STATUS\n.TP\n0\nSuccess; with \\fB\\-S\\fR: no kernel is loaded.\n",
             f".TP\n{errors.EXIT_DIE}\n" + roff("A usage error, an image or file that cannot be used, or anything "
                                                "else kexloader refuses; with -S: a kernel is loaded.") + "\n",
-            f".TP\n{errors.EXIT_FAILURE}\n" + roff("The kernel (or Xen) refused the request, or -t named an image type kexloader does not "
-                                                  "know (as kexec-tools).") + "\n",
+            f".TP\n{errors.EXIT_FAILURE}\n" + roff("The kernel (or Xen) refused the request, or -t named an image "
+                                                   "type kexloader does not know (as kexec-tools).") + "\n",
             f".TP\n{errors.EXIT_NO_CRASH_KERNEL}\n" + roff("-p, but there is no crash kernel region.") + "\n",
             f".TP\n{errors.EXIT_FALLBACK}\n"
             + roff("-s, but kexec_file_load cannot take this kernel or is not available.") + "\n",
