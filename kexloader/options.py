@@ -11,8 +11,9 @@ import enum
 import textwrap
 from dataclasses import dataclass
 
-# The kexec-tools release whose command line kexloader follows (issue 13); `kexec --version` reports it.
-KEXEC_TOOLS_VERSION = "2.0.32"
+# The kexec-tools release whose command line and defaults kexloader matches today; `kexec --version` reports it.
+# 2.0.25 while -c is the default: a script that reads 2.0.27 or later would expect -a (kexec_file_load first).
+KEXEC_TOOLS_VERSION = "2.0.25"
 
 
 class Group(enum.StrEnum):
