@@ -61,6 +61,8 @@ apt_packages=(
     ovmf dosfstools mtools
     # downloads of kernels and Xen through a private apt configuration
     debian-archive-keyring
+    # the generated man pages are rendered by the tests (man --warnings, groff)
+    man-db
 )
 export DEBIAN_FRONTEND=noninteractive
 say "apt-get update"
