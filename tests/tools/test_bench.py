@@ -24,8 +24,8 @@ from kexec_tools_capture import capture as kt  # noqa: E402
 def setup(tmp_path_factory):
     try:
         shim, spawner = kt.build_shim(), bench.build_spawner()
-        kexec = kt.kexec_binary(kt.kexec_tools_root(fetch=False))
-        ld_path = kt._library_path(kexec, kt.cache_dir(), fetch=False)
+        kexec = kt.kexec_binary(kt.kexec_tools_root())  # fetched on first use, as the capture tests do
+        ld_path = kt._library_path(kexec, kt.cache_dir(), fetch=True)
         kernel, xen = bench.debian_inputs()
     except kt.CaptureError as e:
         pytest.skip(str(e))
