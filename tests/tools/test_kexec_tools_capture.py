@@ -100,13 +100,46 @@ def test_syscall_interposer(shim, probe, safety_net_holds, tmp_path):
                                                                               (0x200000, 0x2000, 0)]
     assert (tmp_path / "seg-0-100000.bin").read_bytes() == b"kt-probe-segment\0"
     assert (tmp_path / "seg-1-200000.bin").read_bytes() == b""
+    # every call is logged with the answer it got
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert [(c["call"], c["errno"]) for c in calls] == [("reboot", EPERM), ("kexec_file_load", ENOSYS),
+                                                         ("kexec_load", 0)]
+    assert calls[1]["flags"] == 0x80000000 and calls[1]["kernel"] is None and calls[1]["cmdline"] is None
+    assert calls[2]["flags"] == 0x3E0000
     # the capture directory holds what the shim wrote and nothing else
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["capture.json", "seg-0-100000.bin", "seg-1-200000.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calls.jsonl", "capture.json", "seg-0-100000.bin",
+                                                          "seg-1-200000.bin"]
 
 
 def test_kexec_load_without_capture_dir_is_refused(shim, probe, safety_net_holds):
     proc, r = _run_probe(probe, "calls", shim, None)
     assert r["libc_kexec_load"] == (-1, EPERM)
+
+
+@pytest.mark.parametrize("load, file, want_load, want_file", [
+    ("EPERM", None, (-1, EPERM), (-1, ENOSYS)),  # lockdown with kexec_file_load unimplemented
+    ("1", "0", (-1, EPERM), (0, 0)),  # lockdown: kexec_load refused, kexec_file_load allowed
+    (None, "EINVAL", (0, 0), (-1, 22)),
+    ("ENOSYS", "ENOSYS", (-1, ENOSYS), (-1, ENOSYS)),  # no kexec at all
+    ("EWHATEVER", "-3", (-1, EPERM), (-1, EPERM)),  # unreadable choices are refusals, never successes
+])
+def test_worlds_answer_the_chosen_errno(shim, probe, safety_net_holds, tmp_path, monkeypatch, load, file, want_load,
+                                        want_file):
+    for var, value in (("KT_LOAD_ERRNO", load), ("KT_FILE_ERRNO", file)):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LD_PRELOAD": str(shim), "KT_CAPTURE_DIR": str(tmp_path)}
+    env.update({k: v for k, v in os.environ.items() if k in ("KT_LOAD_ERRNO", "KT_FILE_ERRNO")})
+    proc = subprocess.run([str(probe), "calls"], env=env, capture_output=True, text=True, timeout=60)
+    r = {line.split()[0]: (int(line.split()[1]), int(line.split()[2])) for line in proc.stdout.splitlines()}
+    assert r["libc_kexec_load"] == want_load and r["libc_kexec_file_load"] == want_file
+    # the raw syscalls still meet the filter, whatever the world
+    assert r["raw_kexec_load"] == r["raw_kexec_file_load"] == r["raw_reboot"] == (-1, EPERM)
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert {c["call"]: c["errno"] for c in calls} == {"reboot": EPERM, "kexec_file_load": -want_file[0] * want_file[1],
+                                                      "kexec_load": -want_load[0] * want_load[1]}
 
 
 def test_x32_syscalls_kill_the_process(shim, probe, safety_net_holds):
@@ -196,7 +229,9 @@ def test_capture_of_a_synthetic_bzimage(tmp_path):
     assert rd == i.mem
     # only the shim's files and the kexec-tools logs
     names = {p.name for p in cap.directory.iterdir()}
-    assert names == {"capture.json", "kexec.stdout", "kexec.stderr"} | {s.path.name for s in cap.segments}
+    assert names == {"calls.jsonl", "capture.json", "kexec.stdout", "kexec.stderr"} | {s.path.name for s in cap.segments}
+    calls = [json.loads(line) for line in (cap.directory / "calls.jsonl").read_text().splitlines()]
+    assert [(c["call"], c["errno"]) for c in calls] == [("kexec_load", 0)]  # -c: no kexec_file_load
 
 
 def test_capture_of_the_debian_kernel_if_cached(tmp_path):
@@ -244,3 +279,44 @@ def test_ctypes_syscalls_are_captured_or_refused(shim, probe, safety_net_holds, 
     meta = json.loads((tmp_path / "capture.json").read_text())
     assert meta["segments"] == [{"index": 0, "mem": 0x200000, "memsz": 0x1000, "bufsz": 11, "file": "seg-0-200000.bin"}]
     assert (tmp_path / "seg-0-200000.bin").read_bytes() == b"from-ctypes"
+
+
+FILE_LOAD_CALLER = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+kernel = os.open(sys.argv[1], os.O_RDONLY)
+cmdline = b"console=ttyS0 \"quoted\"\0"
+rc = libc.syscall(ctypes.c_long(320), ctypes.c_long(kernel), ctypes.c_long(-1), ctypes.c_long(len(cmdline)),
+                  ctypes.c_char_p(cmdline), ctypes.c_long(0x6))
+print(rc, ctypes.get_errno() if rc == -1 else 0)
+print(open("/proc/iomem").read(), end="")
+"""
+
+
+def test_kexec_file_load_is_recorded_and_reads_are_redirected(shim, probe, safety_net_holds, tmp_path):
+    """KT_FILE_ERRNO=0: the call succeeds without reaching the kernel, and its flags, command line and the kernel
+    fd's file name are recorded; KT_REDIRECT serves another file for a read-only open of /proc/iomem."""
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"not really a kernel")
+    fake = tmp_path / "iomem"
+    fake.write_text("00000000-00000fff : Reserved\n01000000-08ffffff : Crash kernel\n")
+    out = tmp_path / "cap"
+    out.mkdir()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KT_NET_PRELOAD": str(shim), "KT_CAPTURE_DIR": str(out),
+           "KT_FILE_ERRNO": "0", "KT_REDIRECT": f"/nonexistent=/x;/proc/iomem={fake}"}
+    proc = subprocess.run([str(probe), "net-exec", sys.executable, "-I", "-c", FILE_LOAD_CALLER, str(kernel)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode == 77:
+        pytest.skip("the probe is being traced; its safety net would not hold")
+    assert proc.returncode == 0, proc.stderr
+    first, rest = proc.stdout.split("\n", 1)
+    assert first == "0 0"
+    assert rest == fake.read_text()
+    calls = [json.loads(line) for line in (out / "calls.jsonl").read_text().splitlines()]
+    assert calls == [{"call": "kexec_file_load", "flags": 6, "errno": 0, "kernel": str(kernel), "initrd": None,
+                      "cmdline_len": 23, "cmdline": 'console=ttyS0 "quoted"'}]
+    meta = json.loads((out / "capture.json").read_text())
+    assert meta["syscall"] == "kexec_file_load" and meta["kernel"] == str(kernel) and meta["flags"] == 6
+    assert meta["segments"] == [] and meta["argv"][-1] == str(kernel)
+    assert kt.load_capture(out).segments == []

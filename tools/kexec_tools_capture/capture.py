@@ -246,7 +246,7 @@ def capture(kernel: str | os.PathLike, initrd: str | os.PathLike | None = None, 
     else:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        for old in list(out.glob("seg-*.bin")) + [out / "capture.json"]:
+        for old in list(out.glob("seg-*.bin")) + [out / "capture.json", out / "calls.jsonl"]:
             old.unlink(missing_ok=True)
 
     argv = [str(kexec), "-c", "-l", os.fspath(kernel)]

@@ -23,6 +23,19 @@
  *     loader; reboot answers EPERM.  reboot(3) and libxenctrl's xc_kexec_*
  *     are interposed too and refuse.  Everything else is forwarded.
  *
+ *     To play a kernel with other answers ("worlds"), the environment may
+ *     choose them; nothing here ever forwards one of these calls:
+ *       KT_LOAD_ERRNO  kexec_load's answer: 0 (default) captures and succeeds,
+ *                      a name (EPERM) or number fails with that errno;
+ *       KT_FILE_ERRNO  kexec_file_load's: ENOSYS (default); 0 records its
+ *                      flags, command line and the fds' names and succeeds.
+ *     Every kexec_load, kexec_file_load and reboot is appended to
+ *     $KT_CAPTURE_DIR/calls.jsonl with its flags and the errno it got.
+ *
+ *  3. Read-only opens of chosen files are redirected, so kexec-tools sees a
+ *     crash kernel region or a loaded image the host does not have:
+ *       KT_REDIRECT="/proc/iomem=/tmp/iomem;/sys/kernel/kexec_loaded=/tmp/one"
+ *
  * Even if the interposition fails (a static binary, an inlined syscall) the
  * filter of layer 1 still stops the call in the kernel.
  *
@@ -41,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -219,6 +233,72 @@ static void json_argv(FILE *f)
 	fputc(']', f);
 }
 
+
+/* ---- worlds: the answers the environment chooses ---------------------- */
+
+static const struct {
+	const char *name;
+	int value;
+} errno_names[] = {
+	{"EPERM", EPERM}, {"ENOENT", ENOENT}, {"EIO", EIO}, {"EBADF", EBADF}, {"ENOMEM", ENOMEM},
+	{"EACCES", EACCES}, {"EFAULT", EFAULT}, {"EBUSY", EBUSY}, {"EINVAL", EINVAL}, {"ENOSYS", ENOSYS},
+	{"ENOEXEC", ENOEXEC}, {"EOPNOTSUPP", EOPNOTSUPP}, {"EADDRNOTAVAIL", EADDRNOTAVAIL},
+	{"EBADMSG", EBADMSG}, {"EKEYREJECTED", EKEYREJECTED}, {"ENOKEY", ENOKEY}, {"ENOPKG", ENOPKG},
+	{"ELIBBAD", ELIBBAD}, {"EMSGSIZE", EMSGSIZE},
+};
+
+/* The errno $var asks for: 0 means "succeed"; unset gives dflt; unknown
+ * text gives EPERM (a refusal is always the safe reading). */
+static int chosen_errno(const char *var, int dflt)
+{
+	const char *v = getenv(var);
+	if (!v || !*v)
+		return dflt;
+	if (v[0] >= '0' && v[0] <= '9') {
+		char *end;
+		long n = strtol(v, &end, 10);
+		return (*end || n < 0 || n > 4095) ? EPERM : (int)n;
+	}
+	for (size_t i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++)
+		if (strcmp(v, errno_names[i].name) == 0)
+			return errno_names[i].value;
+	return EPERM;
+}
+
+/* "/proc/self/fd/N"'s target as a JSON string, or null. */
+static void json_fd_name(FILE *f, long fd)
+{
+	char link[64], target[4096];
+	ssize_t n = -1;
+	if (fd >= 0 && fd <= INT_MAX) {
+		snprintf(link, sizeof(link), "/proc/self/fd/%ld", fd);
+		n = readlink(link, target, sizeof(target));
+	}
+	if (n < 0)
+		fputs("null", f);
+	else
+		json_string(f, target, (size_t)n);
+}
+
+/* One line of $KT_CAPTURE_DIR/calls.jsonl; `fields` is the call's own JSON. */
+static FILE *calls_log_open(void)
+{
+	const char *dir = getenv("KT_CAPTURE_DIR");
+	char path[4096];
+	if (!dir || !*dir || (size_t)snprintf(path, sizeof(path), "%s/calls.jsonl", dir) >= sizeof(path))
+		return NULL;
+	return fopen(path, "ae");
+}
+
+static void log_simple_call(const char *call, unsigned long flags, int err)
+{
+	FILE *f = calls_log_open();
+	if (!f)
+		return;
+	fprintf(f, "{\"call\": \"%s\", \"flags\": %lu, \"errno\": %d}\n", call, flags, err);
+	fclose(f);
+}
+
 static long capture_kexec_load(unsigned long entry, unsigned long nr,
 			       const struct kt_kexec_segment *segs, unsigned long flags)
 {
@@ -270,6 +350,56 @@ static long capture_kexec_load(unsigned long entry, unsigned long nr,
 	return 0;
 }
 
+
+/* kexec_file_load: its arguments, in calls.jsonl and (when it succeeds) in
+ * capture.json.  Nothing is loaded either way. */
+static long answer_kexec_file_load(long kernel_fd, long initrd_fd, unsigned long cmdline_len,
+				   const char *cmdline, unsigned long flags)
+{
+	int err = chosen_errno("KT_FILE_ERRNO", ENOSYS);
+	size_t shown = cmdline ? (cmdline_len < 65536 ? cmdline_len : 65536) : 0;
+	const char *dir = getenv("KT_CAPTURE_DIR");
+	char path[4096], tmp[4096];
+	FILE *logf = calls_log_open();
+
+	if (shown && cmdline[shown - 1] == '\0')
+		shown--; /* the kernel's cmdline_len counts the NUL */
+	for (int pass = 0; pass < 2; pass++) {
+		FILE *f = logf;
+		if (pass == 1) {
+			f = NULL;
+			if (err == 0 && dir && *dir &&
+			    (size_t)snprintf(path, sizeof(path), "%s/capture.json", dir) < sizeof(path) &&
+			    (size_t)snprintf(tmp, sizeof(tmp), "%s/capture.json.tmp", dir) < sizeof(tmp))
+				f = fopen(tmp, "we");
+		}
+		if (!f)
+			continue;
+		fprintf(f, pass ? "{\n  \"syscall\": \"kexec_file_load\",\n  \"entry\": 0,\n  \"nr_segments\": 0,\n"
+				  "  \"segments\": [],\n  \"argv\": " : "{\"call\": \"kexec_file_load\", ");
+		if (pass)
+			json_argv(f);
+		fprintf(f, pass ? ",\n  \"flags\": %lu, \"errno\": 0, \"kernel\": " : "\"flags\": %lu, \"errno\": %d, \"kernel\": ",
+			flags, err);
+		json_fd_name(f, kernel_fd);
+		fputs(", \"initrd\": ", f);
+		json_fd_name(f, initrd_fd);
+		fprintf(f, ", \"cmdline_len\": %lu, \"cmdline\": ", cmdline_len);
+		if (cmdline)
+			json_string(f, cmdline, shown);
+		else
+			fputs("null", f);
+		fputs(pass ? "\n}\n" : "}\n", f);
+		if (fclose(f) != 0 || (pass == 1 && rename(tmp, path) != 0))
+			err = err ? err : EIO;
+	}
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- interposed entry points ------------------------------------------ */
 
 typedef long (*syscall_fn)(long, ...);
@@ -286,13 +416,22 @@ long syscall(long number, ...)
 	va_end(ap);
 
 	switch (number) {
-	case NR_KEXEC_LOAD:
+	case NR_KEXEC_LOAD: {
+		int err = chosen_errno("KT_LOAD_ERRNO", 0);
+		log_simple_call("kexec_load", (unsigned long)a[3], err);
+		if (err) {
+			errno = err;
+			return -1;
+		}
 		return capture_kexec_load((unsigned long)a[0], (unsigned long)a[1],
 					  (const struct kt_kexec_segment *)a[2], (unsigned long)a[3]);
+	}
 	case NR_KEXEC_FILE_LOAD:
-		errno = ENOSYS; /* kexec-tools then falls back to its own loader */
-		return -1;
+		/* ENOSYS by default: kexec-tools then falls back to its own loader */
+		return answer_kexec_file_load(a[0], a[1], (unsigned long)a[2], (const char *)a[3],
+					      (unsigned long)a[4]);
 	case NR_REBOOT:
+		log_simple_call("reboot", (unsigned long)a[2], EPERM);
 		shim_message("kt-capture-shim: reboot refused\n");
 		errno = EPERM;
 		return -1;
@@ -311,7 +450,7 @@ long syscall(long number, ...)
 
 int reboot(int cmd)
 {
-	(void)cmd;
+	log_simple_call("reboot", (unsigned long)(unsigned int)cmd, EPERM);
 	shim_message("kt-capture-shim: reboot refused\n");
 	errno = EPERM;
 	return -1;
@@ -342,3 +481,75 @@ int xc_kexec_unload(void *xch, int type)
 	errno = EPERM;
 	return -1;
 }
+
+/* ---- read-only redirects ($KT_REDIRECT) ------------------------------- */
+
+/* The replacement for `path` if $KT_REDIRECT names it ("FROM=TO;FROM=TO"),
+ * copied into buf; else path itself. */
+static const char *redirected(const char *path, char *buf, size_t size)
+{
+	const char *spec = getenv("KT_REDIRECT");
+	size_t plen = path ? strlen(path) : 0;
+	while (spec && *spec && plen) {
+		const char *end = strchr(spec, ';');
+		size_t len = end ? (size_t)(end - spec) : strlen(spec);
+		const char *eq = memchr(spec, '=', len);
+		if (eq && (size_t)(eq - spec) == plen && memcmp(spec, path, plen) == 0) {
+			size_t tlen = len - plen - 1;
+			if (tlen < size) {
+				memcpy(buf, eq + 1, tlen);
+				buf[tlen] = '\0';
+				return buf;
+			}
+		}
+		spec = end ? end + 1 : NULL;
+	}
+	return path;
+}
+
+typedef int (*open_fn)(const char *, int, ...);
+typedef FILE *(*fopen_fn)(const char *, const char *);
+
+static int open_redirected(const char *sym, const char *path, int flags, mode_t mode)
+{
+	char buf[4096];
+	open_fn real = (open_fn)dlsym(RTLD_NEXT, sym);
+	if (!real) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if ((flags & O_ACCMODE) == O_RDONLY && !(flags & O_CREAT))
+		path = redirected(path, buf, sizeof(buf));
+	return real(path, flags, mode);
+}
+
+#define OPEN_WRAPPER(name)                                   \
+	int name(const char *path, int flags, ...)           \
+	{                                                    \
+		mode_t mode = 0;                             \
+		if (flags & (O_CREAT | O_TMPFILE)) {         \
+			va_list ap;                          \
+			va_start(ap, flags);                 \
+			mode = (mode_t)va_arg(ap, int);      \
+			va_end(ap);                          \
+		}                                            \
+		return open_redirected(#name, path, flags, mode); \
+	}
+OPEN_WRAPPER(open)
+OPEN_WRAPPER(open64)
+
+static FILE *fopen_redirected(const char *sym, const char *path, const char *mode)
+{
+	char buf[4096];
+	fopen_fn real = (fopen_fn)dlsym(RTLD_NEXT, sym);
+	if (!real) {
+		errno = ENOSYS;
+		return NULL;
+	}
+	if (mode && mode[0] == 'r' && !strchr(mode, '+'))
+		path = redirected(path, buf, sizeof(buf));
+	return real(path, mode);
+}
+
+FILE *fopen(const char *path, const char *mode) { return fopen_redirected("fopen", path, mode); }
+FILE *fopen64(const char *path, const char *mode) { return fopen_redirected("fopen64", path, mode); }
