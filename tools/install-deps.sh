@@ -63,6 +63,10 @@ apt_packages=(
     debian-archive-keyring
     # the generated man pages are rendered by the tests (man --warnings, groff)
     man-db
+    # the Debian package (tools/build-deb, tests/test_debian_package.py): the build tools, lintian, and
+    # the four runtime dependencies for the build's smoke test and the test's runs with Debian's python3
+    build-essential debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel
+    lintian python3-construct python3-lz4 python3-pyelftools python3-zstandard
 )
 export DEBIAN_FRONTEND=noninteractive
 say "apt-get update"
