@@ -7,7 +7,9 @@ What it does, in order (as kexec-tools' purgatory does: behaviour, not code):
    far return, switch to our own stack (the entry RSP is in a page that is not ours). Every plan is loaded
    with KEXEC_ARCH_X86_64 (Xen: arch=EM_X86_64), so this is the only entry.
 2. Optional console: a polled 16550 UART and/or the VGA text buffer.
-3. SHA-256 over `regions` in order, compared with `digest`; on a mismatch print a line and halt forever.
+3. The check of the loaded segments: every `zeros` range (the segments' zero fill) must still be all zero,
+   and the SHA-256 over `regions` (the bytes the loader handed over) in order must equal `digest`; if either
+   fails, print a line and halt forever.
 4. kdump backup copy (src -> dst).
 5. Hand-off: 64-bit Linux boot protocol (rsi = boot_params, other GPRs 0) or, for multiboot, down to 32-bit
    protected mode with paging off (eax = magic, ebx = info).
@@ -30,7 +32,7 @@ from typing import Sequence, TypeAlias
 
 from ..errors import KexloaderError, NotSupportedYet
 from ..model import PAGE_SIZE, Backup, PurgatoryOptions, align_up
-from . import sha256_code
+from . import sha256_code, zero_code
 from .asm import (AL, CR0, CR4, DS, DX, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, FS, GS, R8D, R9D, R10D, R11D, R12D,
                   R13D, R14D, R15D, RAX, RCX, RDI, RSI, RSP, SS, Assembler, Mem, mem, rip)
 
@@ -64,7 +66,7 @@ Handoff: TypeAlias = Linux64Handoff | Multiboot32Handoff
 
 @dataclass(frozen=True)
 class Region:
-    """A physical range the purgatory hashes."""
+    """A physical range the purgatory checks: hashes (`regions`) or tests for zeros (`zeros`)."""
 
     start: int
     size: int
@@ -104,32 +106,37 @@ MSG_HELLO = b"kexloader purgatory\r\n"
 MSG_BAD_DIGEST = b"kexloader purgatory: SHA-256 mismatch, not starting the new system\r\n"
 
 
-def purgatory_size(handoff: Handoff, *, regions: Sequence[Region] = (), digest: bytes | None = None,
-                   options: PurgatoryOptions = PurgatoryOptions(), backup: Backup | None = None) -> int:
+def purgatory_size(handoff: Handoff, *, regions: Sequence[Region] = (), zeros: Sequence[Region] = (),
+                   digest: bytes | None = None, options: PurgatoryOptions = PurgatoryOptions(),
+                   backup: Backup | None = None) -> int:
     """memsz of the purgatory segment for these arguments (the size does not depend on the base address)."""
-    _, memsz, _ = _generate(0, handoff, tuple(regions), digest, options, backup)
+    _, memsz, _ = _generate(0, handoff, tuple(regions), tuple(zeros), digest, options, backup)
     return memsz
 
 
-def build_purgatory(base: int, handoff: Handoff, *, regions: Sequence[Region] = (), digest: bytes | None = None,
-                    options: PurgatoryOptions = PurgatoryOptions(), backup: Backup | None = None) -> PurgatoryImage:
-    """Generate the purgatory to run at physical address `base` (page aligned). Deterministic."""
-    _validate(base, handoff, tuple(regions), digest, options, backup)
-    code, memsz, entry = _generate(base, handoff, tuple(regions), digest, options, backup)
+def build_purgatory(base: int, handoff: Handoff, *, regions: Sequence[Region] = (), zeros: Sequence[Region] = (),
+                    digest: bytes | None = None, options: PurgatoryOptions = PurgatoryOptions(),
+                    backup: Backup | None = None) -> PurgatoryImage:
+    """Generate the purgatory to run at physical address `base` (page aligned). Deterministic.
+
+    regions: hashed in order, their SHA-256 must be `digest`; zeros: must be all zero bytes."""
+    _validate(base, handoff, tuple(regions), tuple(zeros), digest, options, backup)
+    code, memsz, entry = _generate(base, handoff, tuple(regions), tuple(zeros), digest, options, backup)
     if base + memsz > (1 << 52):
         raise PurgatoryError(f"purgatory at {base:#x} is beyond physical address space")
-    for r in regions:
-        if r.size and r.start < base + memsz and base < r.start + r.size:
-            raise PurgatoryError(f"hashed region [{r.start:#x}, {r.start + r.size:#x}) overlaps the purgatory "
-                                 f"[{base:#x}, {base + memsz:#x}), whose stack changes while it hashes")
+    for what, checked in (("hashed", regions), ("zero-filled", zeros)):
+        for r in checked:
+            if r.size and r.start < base + memsz and base < r.start + r.size:
+                raise PurgatoryError(f"{what} region [{r.start:#x}, {r.start + r.size:#x}) overlaps the purgatory "
+                                     f"[{base:#x}, {base + memsz:#x}), whose stack changes while it checks")
     if isinstance(handoff, Multiboot32Handoff) and base + memsz > LOW_4G:
         raise PurgatoryError(f"purgatory at [{base:#x}, {base + memsz:#x}) must be below 4 GiB for a 32-bit path",
                              hint="place the purgatory segment below 4 GiB")
     return PurgatoryImage(code, memsz, entry)
 
 
-def _validate(base: int, handoff: Handoff, regions: tuple[Region, ...], digest: bytes | None,
-              options: PurgatoryOptions, backup: Backup | None) -> None:
+def _validate(base: int, handoff: Handoff, regions: tuple[Region, ...], zeros: tuple[Region, ...],
+              digest: bytes | None, options: PurgatoryOptions, backup: Backup | None) -> None:
     if base < 0 or base % PAGE_SIZE:
         raise PurgatoryError(f"purgatory base {base:#x} is not a page-aligned physical address")
     if not isinstance(handoff, (Linux64Handoff, Multiboot32Handoff)):
@@ -143,10 +150,10 @@ def _validate(base: int, handoff: Handoff, regions: tuple[Region, ...], digest: 
         for what, value in (("boot_params", handoff.boot_params), ("kernel_entry", handoff.kernel_entry)):
             if not 0 <= value < 1 << 52:
                 raise PurgatoryError(f"Linux {what} {value:#x} is not a physical address")
-    if options.checks and regions:
+    if options.checks and (regions or zeros):
         if digest is None or len(digest) != 32:
             raise PurgatoryError("SHA-256 checks need a 32-byte digest of the regions")
-    for r in regions:
+    for r in regions + zeros:
         if r.start < 0 or r.size < 0 or r.start + r.size > (1 << 52):
             raise PurgatoryError(f"bad region {r.start:#x}+{r.size:#x}")
     if backup is not None:
@@ -167,10 +174,10 @@ def _validate(base: int, handoff: Handoff, regions: tuple[Region, ...], digest: 
                               hint="leave it out: the new kernel programs the VGA itself")
 
 
-def _generate(base: int, handoff: Handoff, regions: tuple[Region, ...], digest: bytes | None,
-              options: PurgatoryOptions, backup: Backup | None) -> tuple[bytes, int, int]:
+def _generate(base: int, handoff: Handoff, regions: tuple[Region, ...], zeros: tuple[Region, ...],
+              digest: bytes | None, options: PurgatoryOptions, backup: Backup | None) -> tuple[bytes, int, int]:
     a = Assembler(bits=64, base=base)
-    checks = bool(options.checks and regions)
+    checks = bool(options.checks and (regions or zeros))
     console = options.console_serial or options.console_vga
 
     a.label("start64")
@@ -193,6 +200,7 @@ def _generate(base: int, handoff: Handoff, regions: tuple[Region, ...], digest: 
         a.lea(RSI, rip("msg_hello"))
         a.call("puts")
     if checks:
+        zero_code.emit_zero_check(a, len(zeros), fail_label="bad_digest")  # first: no SSE, and quick to fail
         sha256_code.emit_verify(a, len(regions), fail_label="bad_digest")
     if backup is not None and backup.size:
         a.mov(RSI, backup.src)
@@ -214,6 +222,7 @@ def _generate(base: int, handoff: Handoff, regions: tuple[Region, ...], digest: 
         a.hlt()
         a.jmp("halt")
         sha256_code.emit_routines(a)
+        zero_code.emit_zero_regions(a)
     if console:
         _console_routines(a, options)
 
@@ -239,6 +248,7 @@ def _generate(base: int, handoff: Handoff, regions: tuple[Region, ...], digest: 
     if checks:
         # purgatory_size may come without a digest: the size is the same for any 32 bytes
         sha256_code.emit_verify_data(a, regions, digest if digest is not None else bytes(32))
+        zero_code.emit_zero_data(a, zeros)
     if console:
         a.label("msg_hello")
         a.db(MSG_HELLO, 0)

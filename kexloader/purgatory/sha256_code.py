@@ -17,11 +17,12 @@ Round structure and constants are from FIPS 180-4 §4.2.2, §5.3.3 and §6.2; th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .asm import (CR0, CR4, EAX, EBP, EBX, ECX, EDX, ESI, R8, R8D, R9D, R10D, R11D, R12, R12D, R13, R13D, R14,
                   R14D, R15, R15D, RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP, XMM0, XMM1, XMM2, XMM3, XMM4, XMM5,
                   XMM6, XMM7, XMM8, XMM9, XMM10, Assembler, Mem, Reg, mem, rip)
+from .zero_code import emit_zero_regions
 
 if TYPE_CHECKING:
     from .program import Region  # program imports this module
@@ -59,18 +60,29 @@ _SAVED = (RBX, RBP, R12, R13, R14, R15)  # callee-saved in the System V ABI
 
 
 def emit_blocks_int(a: Assembler, name: str = "sha256_blocks_int") -> None:
-    """FIPS 180-4 §6.2.2, fully unrolled. a..h live in r8d..r15d and are renamed instead of moved; the
-    message schedule is a 16-word ring on the stack (W[t-16] is overwritten by W[t])."""
+    """FIPS 180-4 §6.2.2, fully unrolled and written for short dependency chains (the round-to-round
+    chains through e and a set the pace): a..h live in r8d..r15d and are renamed instead of moved; each Sigma is three rotations of the same
+    input (two of them in parallel) instead of a chain of five; T1 is built from h + W + K first (known a round
+    early), then Ch, then Sigma1; Maj(a, b, c) = ((a ^ b) & (b ^ c)) ^ b reuses the a ^ b of the round
+    before as this round's b ^ c. The message schedule is a 16-word ring on the stack (W[t-16] is overwritten
+    by W[t]); the data pointer and the block count live on the stack too, to free rsi and rdx."""
+    data_ptr, count = mem(RSP, 64, size=64), mem(RSP, 72, size=64)
     a.label(name)
     for r in _SAVED:
         a.push(r)
-    a.sub(RSP, 64)
+    a.sub(RSP, 80)
     a.test(RDX, RDX)
     a.j("z", f"{name}_done")
+    a.mov(data_ptr, RSI)
+    a.mov(count, RDX)
     a.label(f"{name}_block")
+    a.mov(RBP, data_ptr)  # rbp: the block's bytes until round 15, then a schedule temporary
     names = [R8D, R9D, R10D, R11D, R12D, R13D, R14D, R15D]  # a, b, c, d, e, f, g, h
     for i, r in enumerate(names):
         a.mov(r, mem(RDI, 4 * i))
+    ab, bc = ESI, EDX  # a ^ b of this round, b ^ c (the previous round's a ^ b); they swap every round
+    a.mov(bc, names[1])
+    a.xor(bc, names[2])
 
     def w(t: int) -> Mem:
         return mem(RSP, 4 * (t % 16), size=32)
@@ -78,72 +90,74 @@ def emit_blocks_int(a: Assembler, name: str = "sha256_blocks_int") -> None:
     for t in range(64):
         va, vb, vc, vd, ve, vf, vg, vh = names
         if t < 16:
-            a.mov(EAX, mem(RSI, 4 * t))
+            a.mov(EAX, mem(RBP, 4 * t))
             a.bswap(EAX)  # message words are big-endian
-            a.mov(w(t), EAX)
         else:
             # W[t] = s1(W[t-2]) + W[t-7] + s0(W[t-15]) + W[t-16]
-            a.mov(EBX, w(t - 15))
-            a.mov(EAX, EBX)
-            a.ror(EAX, 18 - 7)
-            a.xor(EAX, EBX)
-            a.ror(EAX, 7)  # ror 18 ^ ror 7
-            a.shr(EBX, 3)
-            a.xor(EAX, EBX)  # s0
-            a.mov(EBP, w(t - 2))
-            a.mov(ECX, EBP)
-            a.ror(ECX, 19 - 17)
-            a.xor(ECX, EBP)
-            a.ror(ECX, 17)  # ror 19 ^ ror 17
-            a.shr(EBP, 10)
-            a.xor(ECX, EBP)  # s1
+            _small_sigma(a, EAX, EBX, w(t - 15), (7, 18, 3))  # s0
+            _small_sigma(a, ECX, EBP, w(t - 2), (17, 19, 10))  # s1
             a.add(EAX, ECX)
             a.add(EAX, w(t - 16))
             a.add(EAX, w(t - 7))
+        if t + 2 < 64:  # W[62] and W[63] are read by no later schedule step
             a.mov(w(t), EAX)
-        # T1 = h + S1(e) + Ch(e, f, g) + K[t] + W[t], accumulated in h
+        # T1 = h + K[t] + W[t] + Ch(e, f, g) + S1(e), accumulated in h
         a.add(vh, EAX)
         a.add(vh, K[t])
-        a.mov(EAX, ve)
-        a.ror(EAX, 25 - 11)
-        a.xor(EAX, ve)
-        a.ror(EAX, 11 - 6)
-        a.xor(EAX, ve)
-        a.ror(EAX, 6)  # S1(e) = ror 6 ^ ror 11 ^ ror 25
         a.mov(EBX, vf)
         a.xor(EBX, vg)
         a.and_(EBX, ve)
         a.xor(EBX, vg)  # Ch(e, f, g) = ((f ^ g) & e) ^ g
-        a.add(vh, EAX)
+        _big_sigma(a, ECX, EAX, ve, (6, 11, 25))  # S1(e)
         a.add(vh, EBX)
+        a.add(vh, ECX)
         a.add(vd, vh)  # e' = d + T1
         # T2 = S0(a) + Maj(a, b, c); a' = T1 + T2
-        a.mov(EAX, va)
-        a.ror(EAX, 22 - 13)
-        a.xor(EAX, va)
-        a.ror(EAX, 13 - 2)
-        a.xor(EAX, va)
-        a.ror(EAX, 2)  # S0(a) = ror 2 ^ ror 13 ^ ror 22
-        a.mov(EBX, va)
-        a.or_(EBX, vb)
-        a.and_(EBX, vc)
-        a.mov(ECX, va)
-        a.and_(ECX, vb)
-        a.or_(EBX, ECX)  # Maj(a, b, c) = ((a | b) & c) | (a & b)
-        a.add(vh, EAX)
-        a.add(vh, EBX)
+        _big_sigma(a, ECX, EAX, va, (2, 13, 22))  # S0(a)
+        a.mov(ab, va)
+        a.xor(ab, vb)
+        a.and_(bc, ab)
+        a.xor(bc, vb)  # Maj(a, b, c)
+        a.add(ECX, bc)
+        a.add(vh, ECX)
+        ab, bc = bc, ab  # this round's a ^ b is the next round's b ^ c
         names = [vh, va, vb, vc, vd, ve, vf, vg]  # the register that held h now holds a
+        if t == 15:
+            a.add(data_ptr, 64)
     assert names[0] is R8D  # 64 renamings bring every value back to its register
     for i, r in enumerate(names):
         a.add(mem(RDI, 4 * i), r)
-    a.add(RSI, 64)
-    a.dec(RDX)
+    a.dec(count)
     a.j("nz", f"{name}_block")
     a.label(f"{name}_done")
-    a.add(RSP, 64)
+    a.add(RSP, 80)
     for r in reversed(_SAVED):
         a.pop(r)
     a.ret()
+
+
+def _small_sigma(a: Assembler, out: Reg, tmp: Reg, word: Mem, ops: tuple[int, int, int]) -> None:
+    """out = ror(x, r1) ^ ror(x, r2) ^ (x >> s) for x = word (FIPS 180-4 §4.1.2); not on the rounds' chains."""
+    r1, r2, s = ops
+    a.mov(tmp, word)
+    a.mov(out, tmp)
+    a.ror(out, r2 - r1)
+    a.xor(out, tmp)
+    a.ror(out, r1)  # ror r2 ^ ror r1
+    a.shr(tmp, s)
+    a.xor(out, tmp)
+
+
+def _big_sigma(a: Assembler, out: Reg, tmp: Reg, x: Reg, rotations: tuple[int, int, int]) -> None:
+    """out = ror(x, r1) ^ ror(x, r2) ^ ror(x, r3) (FIPS 180-4 §4.1.2), two rotations in parallel: depth 3."""
+    r1, r2, r3 = rotations
+    a.mov(out, x)
+    a.ror(out, r1)
+    a.mov(tmp, x)
+    a.ror(tmp, r2)
+    a.xor(out, tmp)
+    a.ror(tmp, r3 - r2)
+    a.xor(out, tmp)
 
 
 # ------------------------------------------------------------------------------------------ SHA-NI
@@ -400,29 +414,12 @@ def emit_verify_data(a: Assembler, regions: Sequence[Region], digest: bytes) -> 
 
 
 def native_routines(base: int = 0) -> tuple[bytes, dict[str, int]]:
-    """The three routines alone, for native tests and the benchmark: (code, {name: offset})."""
+    """The three routines and zero_code's zero_regions alone, for native tests and the benchmark:
+    (code, {name: offset})."""
     a = Assembler(bits=64, base=base)
     emit_routines(a)
+    a.align(16)
+    emit_zero_regions(a)
     code = a.assemble()
-    return code, {n: a.labels[n] for n in ("sha256_regions", "sha256_blocks_int", "sha256_blocks_shani")}
-
-
-def regions_digest(parts: Iterable[tuple[bytes, int]]) -> bytes:
-    """What the loader computes: SHA-256 over each (buffer, memsz) as buffer followed by zeros up to memsz,
-    concatenated in order (as kexec-tools' update_purgatory does: behaviour, not code). The buffer may be any
-    bytes-like object."""
-    import hashlib
-
-    h = hashlib.sha256()
-    zeros = bytes(1 << 16)
-    for buf, memsz in parts:
-        view = memoryview(buf).cast("B")
-        if len(view) > memsz:
-            raise ValueError(f"buffer of {len(view):#x} bytes is larger than memsz {memsz:#x}")
-        h.update(view)
-        left = memsz - len(view)
-        while left:
-            n = min(left, len(zeros))
-            h.update(zeros[:n])
-            left -= n
-    return h.digest()
+    return code, {n: a.labels[n] for n in ("sha256_regions", "sha256_blocks_int", "sha256_blocks_shani",
+                                            "zero_regions")}

@@ -1,8 +1,10 @@
-"""Whole purgatories run in unicorn from the entry state the kernel or Xen leaves: digest checks, the
-64->32-bit multiboot path, the kdump backup copy and the console."""
+"""Whole purgatories run in unicorn from the entry state the kernel or Xen leaves: the checks of the loaded
+segments (SHA-256 of the bytes handed over, zero fills still zero), the 64->32-bit multiboot path, the kdump
+backup copy and the console."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 
@@ -10,10 +12,10 @@ import capstone
 import pytest
 
 from kexloader.errors import NotSupportedYet
+from kexloader.handoff import segments_digest, zero_fills
 from kexloader.model import PurgatoryOptions
 from kexloader.purgatory.program import (Backup, Linux64Handoff, Multiboot32Handoff, PurgatoryError, Region,
                                          build_purgatory, purgatory_size)
-from kexloader.purgatory.sha256_code import regions_digest
 
 from .purgatory_emu import PROBE, Machine
 
@@ -27,11 +29,21 @@ class Seg:
     data: bytes
     memsz: int
 
+    @property
+    def bufsz(self) -> int:
+        return len(self.data)
+
+    @property
+    def fill(self) -> tuple[int, int]:
+        """[start, end) of the zero fill."""
+        return self.mem + len(self.data), self.mem + self.memsz
+
 
 def linux_segments(seed: int = 1) -> tuple[list[Seg], Linux64Handoff]:
     rng = random.Random(seed)
     kernel = bytearray(rng.randbytes(5000))
     kernel[0x200:0x203] = PROBE  # the 64-bit entry is hashed too, so the probe is part of the image
+    # zero fills: none; 4068 bytes from an odd address; 7288 bytes; 1096 bytes (64-byte steps, then a tail)
     segs = [Seg(0x90000, rng.randbytes(4096), 0x1000),  # boot_params
             Seg(0x91000, b"console=ttyS0 root=/dev/vda\0", 0x1000),  # command line
             Seg(0x1000000, bytes(kernel), 0x3000),  # kernel: data + zero fill
@@ -51,11 +63,10 @@ def multiboot_segments(seed: int = 2) -> tuple[list[Seg], Multiboot32Handoff]:
 
 def run(segs, handoff, *, options=PurgatoryOptions(), backup=None, checks=True, sha_ni=None,
         digest=None, flip=None, extra=(), base=PURG, emulate_sha=False):
-    regions = [Region(s.mem, s.memsz) for s in segs] if checks else []
-    if digest is None:
-        digest = regions_digest([(s.data, s.memsz) for s in segs])
-    img = build_purgatory(base, handoff, regions=regions, digest=digest if checks else None,
-                          options=options, backup=backup)
+    regions, loader_digest = segments_digest(segs) if checks else ((), None)
+    zeros = zero_fills(segs) if checks else ()
+    img = build_purgatory(base, handoff, regions=regions, zeros=zeros,
+                          digest=(digest or loader_digest) if checks else None, options=options, backup=backup)
     m = Machine(sha_ni=sha_ni, emulate_sha=emulate_sha)
     for s in segs:
         m.write(s.mem, s.data)
@@ -90,22 +101,66 @@ def test_elf_boot_notes_handoff_sets_rdi():
     assert out.regs["rdi"] == 0x91000 and out.regs["rsi"] == 0 and out.regs["rbx"] == 0
 
 
-def _flip_positions():
-    segs, _ = linux_segments()
+def _hashed_positions():
+    """First, middle and last byte handed over, in every segment."""
+    segs, h = linux_segments()
     for i, s in enumerate(segs):
-        for where, off in (("first", 0), ("middle", len(s.data) // 2), ("last-data", len(s.data) - 1),
-                           ("zero-fill", len(s.data) + 3), ("last", s.memsz - 1)):
-            if off < s.memsz and not (i == 2 and 0x200 <= off < 0x203):
+        for where, off in (("first", 0), ("middle", len(s.data) // 2), ("last", len(s.data) - 1)):
+            if s.mem + off not in range(h.kernel_entry, h.kernel_entry + len(PROBE)):  # has its own test
                 yield pytest.param(s.mem + off, off % 8, id=f"seg{i}-{where}")
 
 
-@pytest.mark.parametrize("addr, bit", list(_flip_positions()))
+def _fill_positions():
+    """First, middle and last byte of every zero fill, and both sides of where its 64-byte steps end."""
+    segs, _ = linux_segments()
+    for i, s in enumerate(segs):
+        start, end = s.fill
+        steps_end = start + (end - start) // 64 * 64
+        for where, addr in (("first", start), ("middle", (start + end) // 2), ("last", end - 1),
+                            ("last-of-steps", steps_end - 1), ("first-of-tail", steps_end)):
+            if start < end:
+                yield pytest.param(addr, addr % 8, id=f"seg{i}-fill-{where}")
+
+
+def test_every_zero_fill_has_steps_and_a_tail():
+    segs, _ = linux_segments()
+    fills = [s.fill for s in segs if s.fill[0] < s.fill[1]]
+    assert len(fills) == 3 and all((end - start) >= 64 and (end - start) % 64 for start, end in fills)
+
+
+@pytest.mark.parametrize("addr, bit", list(_hashed_positions()) + list(_fill_positions()))
 def test_one_flipped_bit_stops_the_handoff(addr, bit):
+    """A flipped bit in a hashed byte changes the SHA-256; in a zero fill, it makes a byte non-zero."""
     segs, h = linux_segments()
     out, m, img = run(segs, h, flip=(addr, bit), options=PurgatoryOptions(console_serial=True))
     assert not out.reached and out.error is None and out.halted
     assert out.serial().endswith(b"SHA-256 mismatch, not starting the new system\r\n")
     assert PURG <= out.regs["rip"] < PURG + len(img.code)
+
+
+@pytest.mark.parametrize("sha_ni", [False, True], ids=["integer", "sha-ni"])
+def test_a_nonzero_fill_stops_before_any_hashing(sha_ni):
+    segs, h = linux_segments()
+    out, m, img = run(segs, h, sha_ni=sha_ni, emulate_sha=sha_ni, flip=(segs[3].fill[1] - 1, 7))
+    assert not out.reached and out.halted and m.sha_emulated == 0 and m.cpuid_calls == []
+
+
+def test_bytes_next_to_the_fills_are_not_checked():
+    """Non-zero bytes right after each segment (memory that belongs to no segment) do not stop the hand-off:
+    the check reads inside its ranges only."""
+    segs, h = linux_segments()
+    out, *_ = run(segs, h, extra=[(s.mem + s.memsz, b"\xff" * 64) for s in segs if s.mem + s.memsz not in
+                                  {t.mem for t in segs}])
+    assert out.reached, out.error
+
+
+def test_only_the_bytes_handed_over_are_hashed():
+    """The digest the loader gives is the SHA-256 of the buffers alone: zeros appended would not match."""
+    segs, h = linux_segments()
+    data = b"".join(s.data for s in segs)
+    assert run(segs, h, digest=hashlib.sha256(data).digest())[0].reached
+    with_fill = b"".join(s.data + bytes(s.memsz - s.bufsz) for s in segs)
+    assert not run(segs, h, digest=hashlib.sha256(with_fill).digest())[0].reached
 
 
 def test_flipped_bit_in_the_probe_bytes_too():
@@ -151,7 +206,7 @@ def test_cpuid_chooses_sha_ni_and_enables_sse_first():
     assert out.regs["cr4"] & 0x600 == 0x600
 
 
-@pytest.mark.parametrize("flip", [None, (0x1000000 + 0x2FFF, 7), (0x90000, 0)], ids=["intact", "tail", "bp"])
+@pytest.mark.parametrize("flip", [None, (0x1000000 + 4999, 7), (0x90000, 0)], ids=["intact", "kernel-end", "bp"])
 def test_sha_ni_emulated(flip):
     """The SHA-NI path end to end: CPUID says SHA, the purgatory enables SSE, and the SHA instructions are
     supplied by a Python model of the SDM's operation sections (unicorn lacks them)."""
@@ -192,9 +247,10 @@ def test_multiboot_from_64bit_entry(magic):
     assert out.mode_at_target == 32
 
 
-def test_multiboot_flipped_bit_halts():
+@pytest.mark.parametrize("addr", [0x800000 + 5000, 0x200000 + 6000, 0x200000 + 0x2000 - 1], ids=["module", "fill", "end"])
+def test_multiboot_flipped_bit_halts(addr):
     segs, h = multiboot_segments()
-    out, *_ = run(segs, h, flip=(0x800000 + 5000, 3))
+    out, *_ = run(segs, h, flip=(addr, 3))
     assert not out.reached and out.halted
 
 
@@ -280,8 +336,7 @@ def test_bad_serial_settings():
 
 def test_purgatory_size_matches_build():
     segs, h = linux_segments()
-    regions = [Region(s.mem, s.memsz) for s in segs]
-    kw = dict(regions=regions, digest=bytes(32), options=PurgatoryOptions(console_serial=True, console_vga=True),
+    kw = dict(regions=segments_digest(segs)[0], zeros=zero_fills(segs), digest=bytes(32), options=PurgatoryOptions(console_serial=True, console_vga=True),
               backup=Backup(0x1000, 0x3000000, 0x1000))
     size = purgatory_size(h, **kw)
     img = build_purgatory(0x7FF00000, h, **kw)

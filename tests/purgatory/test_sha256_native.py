@@ -1,5 +1,5 @@
-"""The purgatory's SHA-256 routines run natively (mapped executable in this process, called through ctypes
-with the System V ABI they follow) and compared with hashlib."""
+"""The purgatory's SHA-256 routines and its zero check run natively (mapped executable in this process,
+called through ctypes with the System V ABI they follow); the digests are compared with hashlib."""
 
 import ctypes
 import hashlib
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kexloader.purgatory.sha256_code import WORKSPACE_SIZE, native_routines, regions_digest
+from kexloader.purgatory.sha256_code import WORKSPACE_SIZE, native_routines
 
 
 def _has_sha_ni() -> bool:
@@ -36,6 +36,14 @@ class Native:
         self.regions = ctypes.CFUNCTYPE(None, vp, sz, vp, vp, vp)(self.addr + self.offsets["sha256_regions"])
         self.blocks = {n: ctypes.CFUNCTYPE(None, vp, vp, sz)(self.addr + self.offsets[n])
                        for n in ("sha256_blocks_int", "sha256_blocks_shani")}
+        self.zero_regions = ctypes.CFUNCTYPE(ctypes.c_uint64, vp, sz)(self.addr + self.offsets["zero_regions"])
+
+    def nonzero(self, buf: bytearray, spans) -> int:
+        """zero_regions over (offset, length) spans of buf."""
+        base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        flat = [v for off, n in spans for v in (base + off, n)]
+        table = (ctypes.c_uint64 * max(2, len(flat)))(*flat)
+        return self.zero_regions(table, len(spans))
 
     def digest(self, parts, blocks: str) -> bytes:
         keep = [ctypes.create_string_buffer(bytes(p), max(1, len(p))) for p in parts]
@@ -101,9 +109,53 @@ def test_routines_agree_on_random_data(native):
     assert native.digest([data], "sha256_blocks_int") == native.digest([data], "sha256_blocks_shani")
 
 
-def test_loader_side_digest_matches_zero_fill():
-    bufs = [(b"abc", 4096), (memoryview(b"x" * 5000), 8192), (b"", 4096)]
-    want = hashlib.sha256(b"abc" + bytes(4093) + b"x" * 5000 + bytes(3192) + bytes(4096)).digest()
-    assert regions_digest(bufs) == want
-    with pytest.raises(ValueError):
-        regions_digest([(b"toolong", 4)])
+# ------------------------------------------------------------------------------------------- zero_regions
+
+GUARD = 64  # non-zero bytes on both sides of every region: a read outside it would be seen
+
+
+def _guarded(lengths):
+    """A buffer of zero regions with the given lengths at odd offsets, each between 0xFF guards."""
+    buf, spans = bytearray(b"\xff" * (GUARD + 3)), []
+    for n in lengths:
+        spans.append((len(buf), n))
+        buf += bytes(n) + b"\xff" * (GUARD + 5)
+    return buf, spans
+
+
+LENGTHS = [0, 1, 7, 8, 9, 63, 64, 65, 127, 128, 129, 200, 4096, 4099, 65536 + 31]
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_zero_regions_accepts_zeros_and_reads_nothing_outside(native, length):
+    buf, spans = _guarded([length, 5, length])
+    assert native.nonzero(buf, spans) == 0
+
+
+@pytest.mark.parametrize("length", [n for n in LENGTHS if n])
+def test_zero_regions_sees_one_nonzero_byte_anywhere(native, length):
+    buf, spans = _guarded([100, length, 64])
+    off, n = spans[1]
+    positions = sorted({0, 1, 7, 8, 63, 64, n // 2, n - 65, n - 64, n - 2, n - 1} & set(range(n)))
+    for pos in positions:
+        for value in (0x01, 0x80):
+            buf[off + pos] = value
+            assert native.nonzero(buf, spans) != 0, (pos, value)
+            buf[off + pos] = 0
+    assert native.nonzero(buf, spans) == 0
+
+
+def test_zero_regions_without_regions(native):
+    assert native.nonzero(bytearray(b"\xff"), []) == 0
+
+
+def test_zero_regions_random(native):
+    rng = random.Random(11)
+    for trial in range(200):
+        buf, spans = _guarded([rng.randrange(1, 700) for _ in range(rng.randrange(1, 5))])
+        off, n = rng.choice(spans)
+        pos = off + rng.randrange(n)
+        buf[pos] = 1 << rng.randrange(8)
+        assert native.nonzero(buf, spans) != 0, trial
+        buf[pos] = 0
+        assert native.nonzero(buf, spans) == 0, trial
