@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, TextIO
 from . import system
 from .cmdline import Cmdline
 from . import plan as plans
-from .errors import BackendError, EXIT_FALLBACK, PlacementError, UnsupportedImageError, UsageError
+from .errors import (BackendError, EXIT_DIE, EXIT_FAILURE, EXIT_FALLBACK, PlacementError, UnsupportedImageError,
+                     UsageError)
 # re-exported: the library reads files through these
 from .files import DECOMPRESSED_LIMIT, inflate, open_for_file_load, read_file, read_image  # noqa: F401
 from .files import read_module as _read_module
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
     from .initramfs import InitrdPart
 
 __all__ = ["ADDRESS_LIMIT", "EVERYWHERE", "ArgsStyle", "FileLoadRefused", "LoadIntent", "Plan",
-           "PurgatoryOptions", "Range", "SystemFacts", "build_request", "check_crash", "check_file_load",
-           "command_line", "describe_plan", "inspect_file", "list_boot_entries", "load_facts", "make_plan",
+           "PurgatoryOptions", "Range", "SystemFacts", "build_request", "check_crash", "check_file_load", "check_plan",
+           "command_line", "describe_plan", "inspect_file", "list_boot_entries", "load_facts", "make_plan", "no_kernel",
            "open_file_load", "plan_intent", "read_module", "read_plan", "read_request",
            "resolve_boot_entry", "rng_seed", "write_plan", "xen_dma_limit", "xen_role"]
 
@@ -132,7 +133,7 @@ def build_request(intent: LoadIntent, facts: SystemFacts) -> LoadRequest:
     is read), the command line composed, the seed's --vmm syntax turned into multiboot modules."""
     intent = resolve_boot_entry(intent)
     if not intent.kernel:
-        raise UsageError("no kernel image given", hint="kexloader -l KERNEL [--initrd=FILE] [--append=STRING]")
+        raise no_kernel("kexloader -l")
     check_crash(intent, facts)
     line = command_line(intent, facts.cmdline)
     kernel, initrds, modules = intent.kernel, intent.initrds, list(intent.modules)
@@ -145,6 +146,12 @@ def build_request(intent: LoadIntent, facts: SystemFacts) -> LoadRequest:
                        image_type=intent.image_type, crash=intent.crash, modules=modules,
                        purgatory=intent.purgatory, args_style=intent.args_style, hotplug=intent.hotplug)
     return dataclasses.replace(req, noefi=True) if intent.noefi else req
+
+
+def no_kernel(how: str) -> UsageError:
+    """-l without an image: exit 255, as kexec-tools' "No kernel specified" (not its usage errors' 1)."""
+    return UsageError("no kernel image given", hint=f"{how} KERNEL [--initrd=FILE] [--append=STRING]",
+                      exit_code=EXIT_FAILURE)
 
 
 def plan_intent(intent: LoadIntent, facts: SystemFacts) -> Plan:
@@ -160,12 +167,19 @@ def check_file_load(intent: LoadIntent, snapshot: str | Path | None = None) -> N
     """kexec_file_load (-s) of `intent` (boot entry resolved), checked before anything is read. As kexec-tools,
     even here -p without a crash region (and --hotplug without kernel support) is one line and no load."""
     if not intent.kernel:
-        raise UsageError("no kernel image given", hint="kexloader -s -l KERNEL [--initrd=FILE] [--append=STRING]")
+        raise no_kernel("kexloader -s -l")
     if intent.vmm or intent.modules:
         raise FileLoadRefused("kexec_file_load cannot load multiboot images", hint="use -c (kexec_load)",
                               exit_code=EXIT_FALLBACK)
     if intent.crash or intent.hotplug:
         check_crash(intent, load_facts(snapshot))  # the kernel updates file-loaded crash images by itself, if it can
+    from . import images
+    data = read_image(intent.kernel, "kernel")
+    if not (images.bzimage.probe(data) or images.uki.probe(data)):
+        # the kernel's x86-64 kexec_file_load parses a bzImage only; kexec-tools 2.0.25 `-s -l vmlinux` exits 1
+        kind = images.detect(data, intent.kernel, intent.image_type)  # not an image at all: 255, as -c
+        raise FileLoadRefused(f"{intent.kernel}: kexec_file_load loads a bzImage, not a {kind.name} image",
+                              hint="use -c (kexec_load) or -a", exit_code=EXIT_DIE)
 
 
 @contextlib.contextmanager
@@ -192,9 +206,25 @@ def write_plan(plan: Plan, directory: str | Path) -> None:
     plans.write_dir(plan, Path(directory))
 
 
-def read_plan(directory: str | Path) -> Plan:
-    """A plan written by write_plan, every segment checked against its SHA-256 (--plan-in)."""
-    return plans.read_dir(Path(directory))
+def read_plan(directory: str | Path, facts: SystemFacts | None = None) -> Plan:
+    """A plan written by write_plan, every segment checked against its size and SHA-256 (--plan-in); with the
+    `facts` of the machine it is for, also checked as a freshly made plan is (check_plan)."""
+    plan = plans.read_dir(Path(directory))
+    if facts is not None:
+        check_plan(plan, facts)
+    return plan
+
+
+def check_plan(plan: Plan, facts: SystemFacts) -> None:
+    """What every planner checks before it returns (memory.validate: page alignment, overlaps, the segment
+    count, the entry inside a segment), against where a plan for `facts` may put segments: the crash region
+    for a crash plan, RAM otherwise, and under Xen also the first MiB (mapped, not written, for Linux)."""
+    from . import crash
+    from .memory import validate
+    usable = crash.usable(facts, EVERYWHERE) if plan.crash else list(facts.ram())
+    if facts.xen is not None:
+        usable.append(crash.LOW_MEMORY)
+    validate(plan, usable)
 
 
 def read_module(spec: str) -> Module:
@@ -264,16 +294,20 @@ def make_plan(req: LoadRequest, facts: SystemFacts, *, window: Range = EVERYWHER
     planner = kind.plan
     assert planner is not None  # detect returns only kinds with a planner
     plan: Plan | None = None
-    if req.crash:
-        plan = _crash_plan(kind, planner, req, facts, window)
-    else:
-        usable = [part for r in facts.ram() if (part := r.intersect(window)) is not None]
-        if facts.xen is not None and window == EVERYWHERE:
-            low = [part for r in usable if (part := r.intersect(Range(0, xen_dma_limit(facts)))) is not None]
-            with contextlib.suppress(PlacementError):  # too small: anywhere, as before
-                plan = planner(req, facts, low)
-        if plan is None:
-            plan = planner(req, facts, usable)
+    try:
+        if req.crash:
+            plan = _crash_plan(kind, planner, req, facts, window)
+        else:
+            usable = [part for r in facts.ram() if (part := r.intersect(window)) is not None]
+            if facts.xen is not None and window == EVERYWHERE:
+                low = [part for r in usable if (part := r.intersect(Range(0, xen_dma_limit(facts)))) is not None]
+                with contextlib.suppress(PlacementError):  # too small: anywhere, as before
+                    plan = planner(req, facts, low)
+            if plan is None:
+                plan = planner(req, facts, usable)
+    except UsageError as e:  # an image loader refusing the request (a command line too long, an initrd a
+        # multiboot image cannot take): kexec-tools' loaders fail with "Cannot load", exit 255
+        raise UsageError(str(e), hint=e.hint, exit_code=EXIT_FAILURE) from e
     return dataclasses.replace(plan, notes=plan.notes + (f"facts: {facts.source}",))
 
 

@@ -14,6 +14,7 @@ import errno
 import getopt
 import logging
 import os
+import struct
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from . import __version__, api, options
 from .backends.base import Backend
 from .backends.linux import FILE_FALLBACK_ERRNOS, LinuxKexecBackend
 from .backends.recording import RecordingBackend
-from .errors import EXIT_DIE, EXIT_FALLBACK, BackendError, KexloaderError, NotSupportedYet, UsageError
+from .errors import EXIT_DIE, EXIT_FAILURE, EXIT_FALLBACK, BackendError, KexloaderError, NotSupportedYet, UsageError
 
 log = logging.getLogger("kexloader")
 
@@ -42,6 +43,11 @@ NOT_YET = {
 }
 
 USAGE = options.usage("kexloader")
+# What kexec-tools' image loaders parse: given with -u, -S or -e (no image to load) it is a usage error (1).
+# --noefi, --pass-memmap-cmdline and --reuse-video-type sit with the x86-64 options in its help but are parsed
+# by its bzImage loader (measured: `kexec -u --noefi` exits 1, `kexec -u --console-vga` 0).
+LOADER_ONLY = frozenset({o.long for o in options.OPTIONS if o.group == options.Group.LOADER}
+                        | {"noefi", "pass-memmap-cmdline", "reuse-video-type"})
 
 
 def program_name(argv0: str) -> str:
@@ -129,12 +135,18 @@ def parse_args(argv: Sequence[str], prog: str = "kexloader") -> Options:
     except getopt.GetoptError as e:
         raise UsageError(f"{e.msg}; see {prog} --help") from None
     o = Options(prog=prog)
+    names = []
     for flag, value in pairs:
         name = flag.lstrip("-")
         name = SHORT_TO_LONG.get(name, name) if not flag.startswith("--") else name
         _apply(o, name, value)
-    if len(rest) > 1:
-        raise UsageError(f"more than one image given: {' '.join(rest)}")
+        names.append(name)
+    misplaced = [n for n in names if n in LOADER_ONLY]
+    if o.action in (Action.UNLOAD, Action.STATUS, Action.EXEC) and misplaced:
+        raise UsageError(f"--{misplaced[0]} is for loading an image; {o.action.value} takes no image options",
+                         hint=f"see {prog} --help")
+    if len(rest) > 1:  # as kexec-tools: the first word is the image, the others are ignored
+        log.debug("ignored after the image %s: %s", rest[0], " ".join(rest[1:]))
     o.kernel = rest[0] if rest else None
     return o
 
@@ -211,9 +223,10 @@ def _apply(o: Options, name: str, value: str) -> None:
     elif name == "serial":
         o.purgatory = dataclasses.replace(o.purgatory, serial_port=_serial_port(value))
     elif name == "serial-baud":
-        baud = _number(name, value)
-        if not 9600 <= baud <= 115200 or 115200 % baud:
-            raise UsageError(f"--serial-baud={value}: must be between 9600 and 115200 and divide 115200")
+        baud = _number(name, value, EXIT_FAILURE)  # kexec-tools divides by it: SIGFPE on a word
+        if not 9600 <= baud <= 115200 or 115200 % baud:  # kexec-tools: "Bad serial port baud rate", 255
+            raise UsageError(f"--serial-baud={value}: must be between 9600 and 115200 and divide 115200",
+                             exit_code=EXIT_FAILURE)
         o.purgatory = dataclasses.replace(o.purgatory, serial_baud=baud)
     elif name == "print-ckr-size":
         o.print_ckr_size = True
@@ -239,20 +252,21 @@ def _apply(o: Options, name: str, value: str) -> None:
         raise NotSupportedYet(f"--{name} is not supported yet")
 
 
-def _number(name: str, value: str) -> int:
+def _number(name: str, value: str, exit_code: int = EXIT_DIE) -> int:
     try:
         return int(value, 0)
     except ValueError:
-        raise UsageError(f"--{name}={value}: not a number") from None
+        raise UsageError(f"--{name}={value}: not a number", exit_code=exit_code) from None
 
 
 def _serial_port(value: str) -> int:
+    """ttyS0-3 or an I/O port; anything else exits 255, as kexec-tools' "Bad serial port base"."""
     ports = {"ttyS0": 0x3F8, "ttyS1": 0x2F8, "ttyS2": 0x3E8, "ttyS3": 0x2E8}
     if value in ports:
         return ports[value]
-    port = _number("serial", value)
+    port = _number("serial", value, EXIT_FAILURE)
     if not 0 < port < 0x10000:
-        raise UsageError(f"--serial={value}: not an I/O port")
+        raise UsageError(f"--serial={value}: not an I/O port", exit_code=EXIT_FAILURE)
     return port
 
 
@@ -370,12 +384,12 @@ def _load_with_file_syscall(o: Options, what: api.LoadIntent, backend: Backend, 
 
 
 def _build_plan(o: Options, what: api.LoadIntent) -> api.Plan:
-    if o.plan_in:
-        return api.read_plan(o.plan_in)
-    if not what.kernel:
-        raise UsageError("no kernel image given", hint=f"{o.prog} -l KERNEL [--initrd=FILE] [--append=STRING]")
     if o.facts and not o.dry_run:
         raise UsageError("--facts describes another machine: use it with --dry-run")
+    if o.plan_in:  # checked as a plan made here would be, for this machine (or the --facts one)
+        return api.read_plan(o.plan_in, api.load_facts(o.facts))
+    if not what.kernel:
+        raise api.no_kernel(f"{o.prog} -l")
     return api.plan_intent(what, api.load_facts(o.facts))
 
 
@@ -414,13 +428,44 @@ def main(argv: Sequence[str] | None = None, backend_factory: Callable[[], Backen
             backend.debug = True  # the backends' -d: kernel debug flags where they exist, the kernel's log
         return run(o, backend)
     except KexloaderError as e:
-        if debug:
-            traceback.print_exc()
         hint = f"; {e.hint}" if e.hint else ""
-        print(f"{prog}: {e}{hint}", file=sys.stderr)
-        return e.exit_code
+        return _fail(prog, f"{e}{hint}", e.exit_code, debug)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 -- the last guard: one line, never a traceback (unless -d)
+        message, code = escaped(e)
+        return _fail(prog, message, code, debug)
+
+
+def escaped(e: BaseException) -> tuple[str, int]:
+    """The line and exit code for an exception that is not a KexloaderError (the library let it through:
+    a bug worth a report, except the system's own errors, which say what is wrong by themselves)."""
+    report = "please report this as a kexloader bug, with the command line (-d shows where it happened)"
+    if isinstance(e, MemoryError):
+        return "out of memory", EXIT_FAILURE
+    if isinstance(e, OSError):  # a file or a device: kexec-tools' "Cannot open"/"Cannot read", exit 1
+        where = f"{os.fsencode(e.filename).decode('utf-8', 'backslashreplace')}: " if e.filename else ""
+        return f"{where}{e.strerror or e}", EXIT_DIE
+    if isinstance(e, UnicodeError):
+        return f"text that is not UTF-8 ({e}); {report}", EXIT_DIE
+    construct = any(c.__module__.split(".")[0] == "construct" for c in type(e).__mro__)
+    if construct or isinstance(e, (struct.error, OverflowError, RecursionError, ValueError, IndexError,
+                                   KeyError, TypeError, AssertionError, ZeroDivisionError)):
+        # what a malformed input makes a parser raise where no check caught it: an image failure, 255
+        return f"cannot use this input ({type(e).__name__}: {_first_line(e)}); {report}", EXIT_FAILURE
+    return f"unexpected {type(e).__name__}: {_first_line(e)}; {report}", EXIT_FAILURE
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
+def _fail(prog: str, message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"{prog}: {' '.join(message.splitlines())}", file=sys.stderr)
+    return code
 
 
 def entry_point() -> None:

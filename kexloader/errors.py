@@ -2,6 +2,7 @@
 
 kexec-tools' codes (kexec/kexec.h): 0 ok, 1 die()/usage or `-S` with an image loaded,
 255 generic failure (a syscall returned -1), 254 no crash kernel region, 253 file-load fallback impossible.
+docs/exit-codes.md has the table of cases, measured with kexec-tools 2.0.25, and kexloader's code for each.
 """
 
 EXIT_DIE = 1
@@ -31,7 +32,10 @@ class NotSupportedYet(KexloaderError):
 
 
 class ImageFormatError(KexloaderError):
-    """An image (kernel, hypervisor, module, initrd) cannot be used."""
+    """An image (kernel, hypervisor, module, initrd) cannot be used. Exit 255, as kexec-tools' "Cannot determine
+    the file type" and "Cannot load" (its image loaders fail, the load returns -1)."""
+
+    exit_code = EXIT_FAILURE
 
 
 class UnknownFormatError(ImageFormatError):

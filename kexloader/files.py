@@ -4,8 +4,13 @@ for kexec_file_load. The only place the library reads the files a user names."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
+import shutil
+import signal
+import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,22 +26,132 @@ DECOMPRESSED_LIMIT = compression.DEFAULT_LIMIT
 
 
 def read_file(path: str | Path, what: str) -> FileData:
-    """The file's bytes as a copy-on-write mapping (no copy, writable for ctypes), or bytes when empty."""
+    """The file's bytes as a copy-on-write mapping (no copy, writable for ctypes), or bytes when empty.
+    Only a regular file is read: a FIFO would block, a device never end (/dev/zero), a directory fail later."""
+    fd = open_regular(path, what)
     try:
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            if size == 0:
-                return b""
-            return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return b""
+        return memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_COPY))
+    except (OSError, ValueError) as e:  # ValueError: mmap refuses (a file truncated under us)
+        raise KexloaderError(f"cannot read {what} {_shown(path)}: {getattr(e, 'strerror', None) or e}") from e
+    finally:
+        os.close(fd)
+
+
+def read_small(path: str | Path, what: str, limit: int) -> bytes:
+    """A regular file of at most `limit` bytes (a snapshot, a plan.json), read whole."""
+    fd = open_regular(path, what)
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise KexloaderError(f"{what} {_shown(path)} is {size} bytes; at most {limit} are read")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(limit + 1)[:limit]
     except OSError as e:
-        raise KexloaderError(f"cannot read {what} {path}: {e.strerror}") from e
-    except ValueError as e:  # mmap of something that is not a regular file
-        raise KexloaderError(f"cannot read {what} {path}: {e}") from e
+        raise KexloaderError(f"cannot read {what} {_shown(path)}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def open_regular(path: str | Path, what: str, *, follow_links: bool = True) -> int:
+    """A read-only descriptor of `path`, refused (one line, nothing read) unless it is a regular file. Opened
+    non-blocking, so a FIFO without a writer is refused instead of waiting for one. follow_links False: a
+    symbolic link is refused too (the files of a saved plan)."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP and not follow_links:
+            raise KexloaderError(f"cannot read {what} {_shown(path)}: a symbolic link (not followed here)") from e
+        raise KexloaderError(f"cannot read {what} {_shown(path)}: {e.strerror}") from e
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            raise KexloaderError(f"cannot read {what} {_shown(path)}: {kind}, not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """`data` written to a temporary file beside `path`, then renamed over it: whatever stops the write (an
+    interrupt, ENOSPC, EFBIG) leaves the previous file, or none, and no temporary file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def replace_directory(path: Path, fill: Callable[[Path], None], replaceable: Callable[[Path], bool]) -> None:
+    """Build a directory with `fill(tmp)` in a temporary sibling, then put it at `path`: an interrupt or an
+    error while filling leaves `path` as it was. An existing `path` is replaced only when it is empty or
+    `replaceable(path)` says it holds only what fill writes (nothing else of the user's is removed)."""
+    if path.exists() and not (path.is_dir() and not path.is_symlink()):
+        raise FileExistsError(errno.EEXIST, "exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not replaceable(path):
+        raise FileExistsError(errno.ENOTEMPTY, "holds other files (give a new or empty directory)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    old = None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        fill(tmp)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:  # the old directory moves aside and the new one in, with no interrupt between the two
+            if path.is_dir() and any(path.iterdir()):
+                old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+                os.replace(path, old)
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None and not path.exists():
+                os.replace(old, path)
+                old = None
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _shown(path: str | Path) -> str:
+    """A path for a message: bytes that are not UTF-8 (argv's surrogate escapes) as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def read_image(path: str | Path, what: str) -> FileData:
-    """An image file, decompressed when its content says it is compressed (never by its name)."""
-    return inflate(read_file(path, what), what, path)
+    """An image file, decompressed when its content says it is compressed (never by its name). An empty one
+    is refused here, as kexec-tools does ("Cannot read", exit 1), before any image kind is asked."""
+    data = read_file(path, what)
+    if not len(data):
+        raise KexloaderError(f"cannot read {what} {_shown(path)}: the file is empty")
+    return inflate(data, what, path)
 
 
 def inflate(data: FileData, what: str, path: str | Path) -> FileData:
@@ -58,23 +173,18 @@ def open_for_file_load(kernel: str | Path, initrd: str | Path | None) -> Iterato
         if compression.sniff(raw):
             fd = os.memfd_create("kernel", os.MFD_CLOEXEC)
             fds.append(fd)
-            os.write(fd, inflate(raw, "kernel", kernel))
+            view = memoryview(inflate(raw, "kernel", kernel)).cast("B")
+            while view:
+                view = view[os.write(fd, view):]
             os.lseek(fd, 0, os.SEEK_SET)
         else:
-            fds.append(_open(kernel, "kernel"))
-        fds.append(_open(initrd, "initrd") if initrd is not None else -1)
+            fds.append(open_regular(kernel, "kernel"))
+        fds.append(open_regular(initrd, "initrd") if initrd is not None else -1)
         yield fds[0], fds[1]
     finally:
         for fd in fds:
             if fd >= 0:
                 os.close(fd)
-
-
-def _open(path: str | Path, what: str) -> int:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise KexloaderError(f"cannot read {what} {path}: {e.strerror}") from e
 
 
 def read_module(spec: str, is_kernel: Callable[[FileData], bool]) -> Module:

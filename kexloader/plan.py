@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+from . import schema
 from .errors import KexloaderError
+from .files import open_regular, read_small, replace_directory
 from .model import LinuxEntry, MultibootEntry, Plan, Role, Segment
 
 
@@ -32,40 +35,84 @@ def to_json(plan: Plan, *, files: bool = True) -> dict[str, Any]:
     return doc
 
 
+PLAN_JSON_LIMIT = 1 << 20  # bytes; plan.json lists at most a few dozen segments
+SEGMENT_FILE = r"[\w.-]{1,200}"
+_A = schema.ADDRESS
+_SEGMENT = schema.obj({
+    "mem": _A, "memsz": _A, "bufsz": _A, "role": schema.string(32), "what": schema.string(4096),
+    "sha256": schema.string(64, r"[0-9a-f]{64}"), "file": schema.string(200, SEGMENT_FILE),
+}, required=("mem", "memsz", "bufsz", "role", "sha256", "file"))
+PLAN_SCHEMA = schema.obj({
+    "entry": _A, "flags": schema.integer(0, (1 << 32) - 1),
+    "segments": schema.list_of(_SEGMENT, 256),  # the kernel's own limit (16) is memory.validate's to say
+    "notes": schema.list_of(schema.string(4096), 1024),
+    "linux": schema.optional(schema.obj({"boot_params": _A, "kernel_entry": _A},
+                                        required=("boot_params", "kernel_entry"))),
+    "multiboot": schema.optional(schema.obj({"magic": schema.integer(0, (1 << 32) - 1), "info": _A, "entry": _A},
+                                            required=("magic", "info", "entry"))),
+}, required=("entry", "flags", "segments"))
+
+
 def write_dir(plan: Plan, out: Path | str) -> None:
-    """plan.json plus the bytes of every segment (its buffer; the zero fill is implied by memsz)."""
+    """plan.json plus the bytes of every segment (its buffer; the zero fill is implied by memsz), built in a
+    temporary sibling and renamed into place: an interrupt or a failed write leaves `out` as it was."""
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        doc = to_json(plan)
+    doc = to_json(plan)
+
+    def fill(tmp: Path) -> None:
         for seg, entry in zip(plan.segments, doc["segments"]):
-            (out / entry["file"]).write_bytes(seg.data)
-        (out / "plan.json").write_text(json.dumps(doc, indent=1) + "\n")
+            with open(tmp / entry["file"], "xb") as f:
+                f.write(seg.data)
+        (tmp / "plan.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+    try:
+        replace_directory(out, fill, _is_plan_dir)
     except OSError as e:
-        raise KexloaderError(f"cannot write the plan to {out}: {e.strerror}") from e
+        raise KexloaderError(f"cannot write the plan to {out}: {e.strerror or e}") from e
+
+
+def _is_plan_dir(path: Path) -> bool:
+    """Only plan.json and segment files (regular files, no subdirectories): what write_dir may replace."""
+    names = {p.name: p for p in path.iterdir()}
+    return "plan.json" in names and all(
+        p.is_file() and not p.is_symlink() and (n == "plan.json" or re.fullmatch(r"\d+-" + SEGMENT_FILE + r"\.bin", n))
+        for n, p in names.items())
 
 
 def read_dir(src: Path | str) -> Plan:
-    """A plan saved by write_dir, ready for a backend (the embedded-team flow: plan on a host, load on the target)."""
+    """A plan saved by write_dir, ready for a backend (the embedded-team flow: plan on a host, load on the target).
+    plan.json is checked against PLAN_SCHEMA; every segment file must be a regular file (not a link), of the
+    size plan.json gives, with the SHA-256 it gives. Whether the segments fit a machine is memory.validate's."""
     src = Path(src)
     try:
-        doc = json.loads((src / "plan.json").read_text())
-        segs = []
-        for entry in doc["segments"]:
-            if not re.fullmatch(r"[\w.-]+", entry["file"]):
-                raise ValueError(f"bad segment file name {entry['file']!r}")
-            if not entry.get("sha256"):  # write_dir always records it: a plan without one was edited by hand
-                raise ValueError(f"segment {entry['file']} has no sha256 in plan.json")
-            data = (src / entry["file"]).read_bytes()
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise ValueError(f"{entry['file']} does not match its sha256 in plan.json")
-            segs.append(Segment(_role(entry["role"]), int(entry["mem"]), int(entry["memsz"]), data, entry.get("what", "")))
-        linux = LinuxEntry(**doc["linux"]) if "linux" in doc else None
-        mb = MultibootEntry(**doc["multiboot"]) if "multiboot" in doc else None
-        return Plan(entry=int(doc["entry"]), flags=int(doc["flags"]), segments=tuple(segs), linux=linux,
-                    multiboot=mb, notes=tuple(doc.get("notes", ())))
-    except (OSError, KeyError, TypeError, ValueError) as e:
+        doc = schema.check(schema.parse(read_small(src / "plan.json", "plan", PLAN_JSON_LIMIT)), PLAN_SCHEMA)
+        segs = tuple(_segment(src, i, entry) for i, entry in enumerate(doc["segments"]))
+        linux = LinuxEntry(**doc["linux"]) if doc.get("linux") else None
+        mb = MultibootEntry(**doc["multiboot"]) if doc.get("multiboot") else None
+        return Plan(entry=doc["entry"], flags=doc["flags"], segments=segs, linux=linux, multiboot=mb,
+                    notes=tuple(doc.get("notes", ())))
+    except schema.SchemaError as e:
+        raise KexloaderError(f"{src}: not a usable saved plan: plan.json: {e}") from e
+    except ValueError as e:
         raise KexloaderError(f"{src}: not a usable saved plan: {e}") from e
+
+
+def _segment(src: Path, index: int, entry: dict[str, Any]) -> Segment:
+    name = entry["file"]
+    fd = open_regular(src / name, "segment file", follow_links=False)
+    try:
+        size = os.fstat(fd).st_size
+        if size != entry["bufsz"]:
+            raise ValueError(f"{name} is {size} bytes; plan.json says segments[{index}].bufsz is {entry['bufsz']}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(size + 1)
+    except OSError as e:
+        raise KexloaderError(f"cannot read segment file {src / name}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+    if len(data) != size or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ValueError(f"{name} does not match its sha256 in plan.json")
+    return Segment(_role(entry["role"]), entry["mem"], entry["memsz"], data, entry.get("what", ""))
 
 
 def _role(name: object) -> Role:

@@ -10,11 +10,50 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import efi
-from .errors import SystemFactsError
+from . import efi, schema
+from .errors import KexloaderError, SystemFactsError
+from .files import read_small, write_atomically
 from .model import IomemEntry, KernelText, KexecSysfs, MemRegion, Range, SystemFacts, XenFacts
 
 SNAPSHOT_VERSION = 1
+SNAPSHOT_LIMIT = 64 << 20  # bytes; a snapshot with a copy of the ACPI tables is a few MiB
+
+_A, _N = schema.ADDRESS, schema.integer
+_RANGE = schema.optional(schema.address_range)
+_EFI = schema.obj({
+    **{name: schema.optional(_A) for name in efi.SCALARS},
+    "loader_signature": schema.optional(schema.string(16)),
+    "runtime_map": schema.optional(schema.list_of(schema.row(*[_A] * len(efi.RUNTIME_MAP_FIELDS)), 1 << 16)),
+    "acpi_tables": schema.optional(schema.list_of(schema.row(schema.string(64), schema.hex_bytes(16 << 20)), 4096)),
+})
+_KEXEC = schema.obj({
+    "directory": schema.string(4096), "loaded": schema.optional(schema.boolean),
+    "crash_loaded": schema.optional(schema.boolean), "crash_size": schema.optional(_A),
+    "crash_elfcorehdr_size": schema.optional(_A),
+    "crash_cma_ranges": schema.list_of(schema.address_range, 1 << 10),
+    "cpu_crash_hotplug": schema.optional(_N(0, 1)), "memory_crash_hotplug": schema.optional(_N(0, 1)),
+})
+_XEN = schema.obj({
+    "crash_area": _RANGE, "vmcoreinfo": _RANGE,
+    "cpu_notes": schema.list_of(schema.row(_N(0, 1 << 20), _A, _A), 1 << 16),
+})
+# what facts_to_json writes; `version` and `memmap` are required, everything else was added later
+SNAPSHOT_SCHEMA = schema.obj({
+    "version": _N(0, 1 << 31),
+    "memmap": schema.list_of(schema.row(_A, _A, _N(0, (1 << 32) - 1)), 1 << 16),
+    "iomem": schema.list_of(schema.row(_A, _A, schema.string(256), _N(0, 64)), 1 << 16),
+    "boot_params": schema.optional(schema.base64_bytes(4096)),
+    "cmdline": schema.string(1 << 16),
+    "acpi_rsdp": schema.optional(_A),
+    "efi": schema.optional(_EFI),
+    "xen": schema.optional(_XEN),
+    "crash_notes": schema.list_of(schema.row(_N(0, 1 << 20), _A, _A), 1 << 16),
+    "vmcoreinfo": _RANGE,
+    "kernel_text": schema.optional(schema.row(_A, _A, _A)),
+    "page_offset": schema.optional(_A),
+    "os_release": schema.string(256),
+    "kexec": schema.optional(_KEXEC),
+}, required=("version", "memmap"))
 
 
 def facts_to_json(facts: SystemFacts) -> dict[str, Any]:
@@ -80,10 +119,17 @@ def _range_from_json(v: Any) -> Range | None:
     return Range(*v) if v else None
 
 
-def facts_from_json(doc: dict[str, Any], source: str = "snapshot") -> SystemFacts:
+def facts_from_json(doc: Any, source: str = "snapshot") -> SystemFacts:
+    """The facts a parsed snapshot describes, checked against SNAPSHOT_SCHEMA first (one error naming the field)."""
     try:
+        schema.check(doc, SNAPSHOT_SCHEMA)
         if doc.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"snapshot version {doc.get('version')!r}, expected {SNAPSHOT_VERSION}")
+        for i, (start, size, _) in enumerate(doc["memmap"]):
+            schema.address_range([start, size], f"memmap[{i}]")
+        for i, (start, last, _, _) in enumerate(doc.get("iomem", [])):
+            if last < start:
+                raise ValueError(f"iomem[{i}]: ends at {last:#x}, before its start {start:#x}")
         bp = base64.b64decode(doc["boot_params"]) if doc.get("boot_params") else None
         return SystemFacts(
             memmap=tuple(sorted(MemRegion(Range(s, n), t) for s, n, t in doc["memmap"])),
@@ -101,19 +147,27 @@ def facts_from_json(doc: dict[str, Any], source: str = "snapshot") -> SystemFact
             os_release=doc.get("os_release", ""),
             kexec=_kexec_from_json(doc.get("kexec")),
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:  # SchemaError is a ValueError
         raise SystemFactsError(f"{source}: not a kexloader snapshot: {e}") from e
 
 
 def save_snapshot(facts: SystemFacts, path: Path) -> None:
-    path.write_text(json.dumps(facts_to_json(facts), indent=1) + "\n")
+    """Written beside `path` and renamed over it: an interrupted or failed save leaves the old file (or none)."""
+    text = json.dumps(facts_to_json(facts), indent=1) + "\n"
+    try:
+        write_atomically(Path(path), text.encode())
+    except OSError as e:
+        raise SystemFactsError(f"cannot write snapshot {path}: {e.strerror or e}") from e
 
 
 def load_snapshot(path: Path) -> SystemFacts:
+    """A snapshot file (a regular file of at most SNAPSHOT_LIMIT bytes), checked against SNAPSHOT_SCHEMA."""
     try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise SystemFactsError(f"cannot read snapshot {path}: {e.strerror}") from e
-    except json.JSONDecodeError as e:
-        raise SystemFactsError(f"snapshot {path} is not JSON: {e}") from e
+        raw = read_small(path, "snapshot", SNAPSHOT_LIMIT)
+    except KexloaderError as e:
+        raise SystemFactsError(str(e)) from e
+    try:
+        doc = schema.parse(raw)
+    except schema.SchemaError as e:
+        raise SystemFactsError(f"snapshot {path}: {e}") from e
     return facts_from_json(doc, f"snapshot {path}")

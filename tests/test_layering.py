@@ -34,11 +34,12 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "initramfs": HANDOFF, "crash": HANDOFF,
     "images": IMAGES,
     # the edges: they read or write files or the running system, and never plan
-    "plan": CORE,                                  # the Plan as data, and its directory form on disk
+    "schema": (),                                  # checks for the JSON read back (snapshots, plan.json)
+    "plan": (*CORE, "schema", "files"),            # the Plan as data, and its directory form on disk
     "efi": CORE,                                   # EFI facts from /sys/firmware
     "files": CORE,                                 # image, initrd and module files: mapped, inflated, opened
     "hypercall": CORE,
-    "snapshot": (*CORE, "efi"),
+    "snapshot": (*CORE, "efi", "schema", "files"),
     "system": (*CORE, "efi", "hypercall", "snapshot"),
     "backends": (*CORE, "plan", "hypercall", "backends"),
     # the library face: everything but the command line
