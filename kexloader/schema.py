@@ -28,6 +28,8 @@ def parse(text: str | bytes) -> Any:
     is one error, not a RecursionError (the schema below never nests deeper than it walks)."""
     try:
         return json.loads(text, parse_constant=_no_constant)
+    except SchemaError:
+        raise
     except RecursionError:
         raise SchemaError("nested too deeply") from None
     except UnicodeDecodeError as e:

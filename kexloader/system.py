@@ -4,7 +4,7 @@ load_snapshot and save_snapshot are re-exported here).
 Every reader takes `root` so tests (and offline builds) can point it at a copy of another machine's files.
 Readers report; they decide nothing.
 
-    python3 -m kexloader.system save OUT.json     # snapshot this machine
+    python3 -m kexloader.system save OUT.json     # snapshot this machine (written beside OUT, renamed over it)
     python3 -m kexloader.system show [IN.json]    # print a snapshot (or the live facts)
 """
 
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from . import efi, hypercall
-from .errors import SystemFactsError
+from .errors import KexloaderError, SystemFactsError
 from .formats import elfcore
 from .formats import xen as xf
 from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, E820_UNUSABLE,
@@ -324,7 +324,8 @@ def read_xen_facts() -> tuple[tuple[MemRegion, ...], XenFacts]:
 def read_cmdline(root: Path = Path("/")) -> str:
     """The running kernel's command line (/proc/cmdline), "" when it cannot be read."""
     try:
-        return (root / "proc/cmdline").read_text().strip()
+        # bytes that are not UTF-8 kept as surrogate escapes: the line is passed on byte for byte
+        return (root / "proc/cmdline").read_text(errors="surrogateescape").strip()
     except OSError:
         return ""
 
@@ -403,9 +404,14 @@ def main(argv: list[str]) -> int:
         else:
             print("usage: python3 -m kexloader.system save OUT.json | show [IN.json]", file=sys.stderr)
             return 1
-    except SystemFactsError as e:
+    except KexloaderError as e:
         print(f"kexloader: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # what a reader let through: one line all the same
+        print(f"kexloader: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # save writes beside OUT and renames: nothing is left half-written
+        return 130
     return 0
 
 
