@@ -11,6 +11,7 @@ import struct
 from collections.abc import Sequence
 
 from .formats import bootparams as bp
+from .errors import MalformedImageError
 from .formats import bzimage as bz
 from .memory import Layout
 from .model import MemRegion, MiB, Range, Role
@@ -33,6 +34,8 @@ def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memma
     # The header as the image declares it, and no further: bytes past it are not header (boot.rst).
     jump = struct.unpack_from("<H", image, 0x200)[0]
     end = min(bz.header_end(jump), bp.OFFSETS["hdr"] + bz.SETUP_HEADER_SIZE)
+    if end < bz.HEADER_END_MIN:  # images.bzimage.parse_header refuses such an image before it gets here
+        raise MalformedImageError(f"setup header ends at {end:#x} (jump {jump:#06x}), before init_size")
     page[bp.OFFSETS["hdr"]:end] = image[bp.OFFSETS["hdr"]:end]
     params = bp.BootParams.parse(bytes(page))
     hdr = params.hdr

@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kexloader import api, system
-from kexloader.errors import KexloaderError
+from kexloader.errors import KexloaderError, MalformedImageError
 from kexloader.model import LoadRequest, Module
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,3 +40,15 @@ def test_byte_flips_raise_only_kexloader_errors(name, flips):
 @given(name=st.sampled_from(sorted(IMAGES)), cut=st.integers(0, 1 << 16))
 def test_truncations_raise_only_kexloader_errors(name, cut):
     plan(IMAGES[name][:cut % (len(IMAGES[name]) + 1)])
+
+
+def test_jump_byte_that_ends_the_header_early_is_a_malformed_image():
+    """0x201 is the jump's displacement: the header ends at 0x202 + it; 0 puts the end before 'HdrS'."""
+    for end_byte in (0x00, 0x03, 0x61):
+        bad = bytearray(IMAGES["bzimage/tiny.bzImage"])
+        bad[0x201] = end_byte
+        with pytest.raises(MalformedImageError, match="jump"):
+            api.make_plan(LoadRequest(kernel=bytes(bad), kernel_name="jump"), FACTS)
+    ok = bytearray(IMAGES["bzimage/tiny.bzImage"])
+    ok[0x201] = 0x62  # ends at 0x264: init_size is in
+    api.make_plan(LoadRequest(kernel=bytes(ok), kernel_name="jump"), FACTS)

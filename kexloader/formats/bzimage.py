@@ -81,6 +81,9 @@ def setup_size(setup_sects: int) -> int:
     return ((setup_sects or 4) + 1) * 512
 
 
+HEADER_END_MIN = 0x264  # protocol 2.10+ headers reach at least the end of init_size (0x260)
+
+
 def header_end(jump: int) -> int:
     """End of the header as the image declares it: 0x202 + the jump's 8-bit displacement (boot.rst)."""
     return 0x202 + (jump >> 8)

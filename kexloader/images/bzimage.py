@@ -45,6 +45,11 @@ def parse_header(data: SegmentData, name: str) -> Container:
     if not hdr.xloadflags & bz.XLF_KERNEL_64:
         raise UnsupportedImageError(f"{name}: a 32-bit-only kernel (no XLF_KERNEL_64); kexloader boots x86-64 "
                                     "kernels through their 64-bit entry")
+    end = bz.header_end(hdr.jump)
+    if end < bz.HEADER_END_MIN:
+        # the zero page gets the header up to where the image says it ends: it must hold what we read of it
+        raise MalformedImageError(f"{name}: corrupt setup header: its jump (0x200: {hdr.jump:#06x}) ends it at "
+                                  f"{end:#x}, before init_size (protocol 2.10+ headers reach {bz.HEADER_END_MIN:#x})")
     if not hdr.loadflags & bz.LOADED_HIGH:
         raise UnsupportedImageError(f"{name}: a zImage (not loaded high); only bzImage is supported")
     setup = bz.setup_size(hdr.setup_sects)
