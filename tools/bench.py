@@ -133,20 +133,24 @@ class Work:
     note: str = ""
 
 
-def build_spawner(cache: Path | None = None) -> Path:
-    """Compile bench_spawn.c into the cache (keyed by its source's hash) unless it is there."""
-    source = SPAWN_SOURCE.read_bytes()
-    out = (cache or kt.cache_dir()) / "bench" / f"bench_spawn-{hashlib.sha256(source).hexdigest()[:16]}"
+def build_c(source_path: Path, flags: list[str], suffix: str = "", cache: Path | None = None) -> Path:
+    """Compile one C file into the cache (keyed by its source and flags) unless that build is there."""
+    key = hashlib.sha256(source_path.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
+    out = (cache or kt.cache_dir()) / "bench" / f"{source_path.stem}-{key}{suffix}"
     if out.exists():
         return out
     gcc = shutil.which("gcc") or shutil.which("cc")
     if not gcc:
-        raise kt.Unavailable("gcc is needed to build tools/bench_spawn.c")
+        raise kt.Unavailable(f"gcc is needed to build {source_path.relative_to(REPO)}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    subprocess.run([gcc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(tmp), str(SPAWN_SOURCE)], check=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    subprocess.run([gcc, *flags, "-Wall", "-Wextra", "-Werror", "-o", str(tmp), str(source_path)], check=True)
     os.replace(tmp, out)
     return out
+
+
+def build_spawner(cache: Path | None = None) -> Path:
+    return build_c(SPAWN_SOURCE, ["-O2"], cache=cache)
 
 
 def spawn(runner: Runner, scratch: Path, spawner: Path) -> Sample:

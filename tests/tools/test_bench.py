@@ -1,4 +1,5 @@
-"""tools/bench.py on a tiny input, one repetition: the table's structure and the guards, never a timing.
+"""tools/bench.py on a tiny input, one repetition: the table's structure and the guards, never a timing;
+tools/bench_sha256.py's yardstick, instruction-count fit and -e check on small inputs.
 
 Every kexloader child refuses to start unless the capture shim's seccomp filter is active, and its
 raw_syscall is a recorder; kexec-tools only runs under the shim. Skips when gcc, kexec-tools or Debian's
@@ -7,6 +8,8 @@ kernel and Xen are not in the cache.
 
 from __future__ import annotations
 
+import hashlib
+import random
 import statistics
 import sys
 from pathlib import Path
@@ -17,6 +20,7 @@ TOOLS = Path(__file__).resolve().parents[2] / "tools"
 sys.path.insert(0, str(TOOLS))
 
 import bench  # noqa: E402
+import bench_sha256  # noqa: E402
 from kexec_tools_capture import capture as kt  # noqa: E402
 
 
@@ -99,3 +103,42 @@ def test_guest_script_times_both_loaders_alternately():
                 assert f"{tag}_{op}_{rep}" in runs
     assert runs[0].startswith("kl_") and runs[10].startswith("kt_")  # order flips every repetition
     assert all(bench.GUEST_KEXEC in ln for ln in script if ln.startswith("run kt_"))
+
+
+# ------------------------------------------------------------------------------------------- bench_sha256
+
+@pytest.fixture(scope="module")
+def native():
+    portable = bench_sha256.build_portable()
+    if portable is None:
+        pytest.skip("no C compiler for tools/sha256_portable.c")
+    return bench_sha256.Native(portable)
+
+
+def test_the_portable_c_yardstick_is_sha256(native):
+    rng = random.Random(3)
+    for trial in range(40):
+        parts = [bytearray(rng.randbytes(rng.choice([0, 1, 55, 56, 63, 64, 65, rng.randrange(3000)])))
+                 for _ in range(rng.randrange(1, 5))]
+        spans = [(bench_sha256.address(p) if p else 0, len(p)) for p in parts]
+        assert native.portable(spans) == hashlib.sha256(b"".join(parts)).digest(), trial
+
+
+@pytest.mark.parametrize("sha_ni", [False, True], ids=["integer", "sha-ni"])
+def test_instruction_counts_are_linear_in_the_bytes(sha_ni):
+    """The extrapolation's premise: the count at a fourth size is exactly what three others predict; and
+    testing a byte of fill for zero costs a small fraction of hashing it."""
+    fit = bench_sha256.fit_instructions(sha_ni, h=1024, z=1024)
+    predicted, counted = fit.check
+    assert predicted == counted
+    assert 0 < fit.per_zero < fit.per_hashed / 10
+
+
+def test_the_check_at_exec_on_a_small_plan(native):
+    tiny = Path(__file__).resolve().parents[2] / "fixtures/bzimage/tiny.bzImage"
+    lay, rows = bench_sha256.plan_layout(tiny, 1)
+    assert lay.zero_bytes > 0 and lay.hashed_bytes >= 1 << 20 and "kernel" in rows and "initrd" in rows
+    got = dict(bench_sha256.check_at_exec(native, lay, 1))  # asserts every digest and the zero test itself
+    assert "purgatory, integer: fills tested + buffers hashed (now)" in got
+    assert "kexec-tools' purgatory (portable C, every byte hashed)" in got
+    assert all(t >= 0 for t in got.values())
