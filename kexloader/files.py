@@ -85,8 +85,10 @@ def open_regular(path: str | Path, what: str, *, follow_links: bool = True) -> i
 def write_atomically(path: Path, data: bytes) -> None:
     """`data` written to a temporary file beside `path`, then renamed over it: whatever stops the write (an
     interrupt, ENOSPC, EFBIG) leaves the previous file, or none, and no temporary file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        with _signals_held():  # made and named together: an interrupt cannot leave it unnamed
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
@@ -94,8 +96,9 @@ def write_atomically(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
 
 
@@ -108,30 +111,38 @@ def replace_directory(path: Path, fill: Callable[[Path], None], replaceable: Cal
     if path.is_dir() and any(path.iterdir()) and not replaceable(path):
         raise FileExistsError(errno.ENOTEMPTY, "holds other files (give a new or empty directory)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    old = None
+    tmp = old = None
     try:
+        with _signals_held():
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         os.chmod(tmp, 0o777 & ~_umask())
         fill(tmp)
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        try:  # the old directory moves aside and the new one in, with no interrupt between the two
-            if path.is_dir() and any(path.iterdir()):
-                old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-                os.replace(path, old)
-            os.replace(tmp, path)
-        except BaseException:
-            if old is not None and not path.exists():
-                os.replace(old, path)
-                old = None
-            raise
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with _signals_held():  # the old directory moves aside and the new one in, with no interrupt between
+            try:
+                if path.is_dir() and any(path.iterdir()):
+                    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+                    os.replace(path, old)
+                os.replace(tmp, path)
+                tmp = None
+            except BaseException:
+                if old is not None and not path.exists():
+                    os.replace(old, path)
+                    old = None
+                raise
     finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover is not None:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (a step that must not be cut in two)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _umask() -> int:
