@@ -70,11 +70,18 @@ class Stats:
 
 # ------------------------------------------------------------------------------------------ one input
 def site_of(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if f.filename.startswith(PKG)]
-    f = (ours or frames or [None])[-1]
-    where = f"{Path(f.filename).resolve().relative_to(ROOT) if f.filename.startswith(str(ROOT)) else Path(f.filename).name}:{f.lineno}:{f.name}" if f else "?"
-    return f"{type(exc).__name__}@{where}"
+    return f"{type(exc).__name__}@{_innermost(exc.__traceback__)}"
+
+
+def _innermost(tb: TracebackType | None) -> str:
+    """path:line:function of the innermost frame in kexloader/ (of the innermost frame when none is)."""
+    frames = traceback.extract_tb(tb)
+    ours = [f for f in frames if f.filename.startswith(PKG)] or frames
+    if not ours:
+        return "?"
+    f = ours[-1]
+    where = Path(f.filename).relative_to(ROOT) if f.filename.startswith(str(ROOT)) else Path(f.filename).name
+    return f"{where}:{f.lineno}:{f.name}"
 
 
 def _alarm(signum: int, frame: FrameType | None) -> None:
@@ -91,7 +98,7 @@ def execute(target: Target, data: bytes, timeout: float = TIMEOUT) -> Failure | 
     except KexloaderError:
         return None
     except Hang as e:
-        return Failure("hang", f"Hang@{_where_now(e.__traceback__)}", "".join(traceback.format_exception(e)))
+        return Failure("hang", site_of(e), "".join(traceback.format_exception(e)))
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # noqa: B036 - MemoryError and RecursionError are findings too
@@ -100,13 +107,6 @@ def execute(target: Target, data: bytes, timeout: float = TIMEOUT) -> Failure | 
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     return None
-
-
-def _where_now(tb: TracebackType | None) -> str:
-    frames = traceback.extract_tb(tb)
-    ours = [f for f in frames if f.filename.startswith(PKG)]
-    f = (ours or frames)[-1] if (ours or frames) else None
-    return f"{Path(f.filename).relative_to(ROOT)}:{f.lineno}:{f.name}" if f and f.filename.startswith(str(ROOT)) else "?"
 
 
 # ------------------------------------------------------------------------------------------ coverage
@@ -155,7 +155,7 @@ def fast_purgatory() -> Iterator[None]:
     """Build the purgatory as with SHA-256 checks off (-i: no regions, no digest). Its SHA-256 routines take
     90 % of a plan's time and depend on nothing the parsers decide; the segments are still digested, and the
     purgatory's size, placement and hand-off checks still run."""
-    real_size, real_build = handoff.purgatory_size, handoff.build_purgatory
+    real_size, real_build = getattr(handoff, "purgatory_size"), getattr(handoff, "build_purgatory")
 
     def unchecked(kw: dict[str, Any]) -> dict[str, Any]:
         out = {**kw, "options": dataclasses.replace(kw["options"], checks=False)}
@@ -165,16 +165,18 @@ def fast_purgatory() -> Iterator[None]:
         return out
 
     def size(h: Any, **kw: Any) -> int:
-        return real_size(h, **unchecked(kw))
+        return int(real_size(h, **unchecked(kw)))
 
     def build(base: int, h: Any, **kw: Any) -> Any:
         return real_build(base, h, **unchecked(kw))
 
-    handoff.purgatory_size, handoff.build_purgatory = size, build  # type: ignore[assignment]
+    setattr(handoff, "purgatory_size", size)
+    setattr(handoff, "build_purgatory", build)
     try:
         yield
     finally:
-        handoff.purgatory_size, handoff.build_purgatory = real_size, real_build  # type: ignore[assignment]
+        setattr(handoff, "purgatory_size", real_size)
+        setattr(handoff, "build_purgatory", real_build)
 
 
 # ------------------------------------------------------------------------------------------ minimizing

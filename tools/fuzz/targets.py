@@ -7,6 +7,7 @@ Seeds come from fixtures/ and, when present, Debian's real kernels and Xen in th
 
 from __future__ import annotations
 
+import atexit
 import bz2
 import contextlib
 import gzip
@@ -14,6 +15,7 @@ import io
 import json
 import lzma
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from kexloader import api, snapshot
 from kexloader.errors import PlacementError, UsageError
+from kexloader.files import inflate
 from kexloader.formats import compression
 from kexloader.model import LoadRequest, Module, SystemFacts
 
@@ -68,7 +71,9 @@ def uefi_kdump() -> SystemFacts:
 def scratch() -> Path:
     """A private directory on tmpfs when there is one (the file targets write an input per run)."""
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="kexloader-fuzz-", dir=base))
+    d = Path(tempfile.mkdtemp(prefix="kexloader-fuzz-", dir=base))
+    atexit.register(shutil.rmtree, d, True)
+    return d
 
 
 def scratch_file(data: bytes, name: str = "input") -> Path:
@@ -207,11 +212,11 @@ def run_vmlinux(data: bytes) -> None:
 
 
 def run_compressed(data: bytes) -> None:
-    plan(bytes(api.inflate(data, "kernel", "fuzz")))
+    plan(bytes(inflate(data, "kernel", "fuzz")))
 
 
 def run_multiboot(data: bytes) -> None:
-    kernel = bytes(api.inflate(data, "hypervisor", "fuzz"))
+    kernel = bytes(inflate(data, "hypervisor", "fuzz"))
     dom0 = fixture("bzimage/tiny.bzImage")[0]
     plan(kernel, modules=(Module("vmlinuz", dom0, "vmlinuz console=hvc0"), Module("initrd", b"x" * 3000, "initrd")),
          initrd=None)
