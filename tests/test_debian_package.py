@@ -150,7 +150,7 @@ def test_the_programs_run_with_debians_python_and_packages(deb: Path, tmp_path: 
     root = _extract(deb, tmp_path)
     env = _system_env(PYTHONPATH=str(root / DIST_PACKAGES), PYTHONNOUSERSITE="1")
     sbin = root / SBIN.lstrip("/")
-    assert (sbin / "kexloader").read_text().startswith("#!/usr/bin/python3\n")
+    assert re.match(r"#! ?/usr/bin/python3\n", (sbin / "kexloader").read_text())  # Debian's, not the builder's
     r = _run("/usr/bin/python3", "-c", "import kexloader; print(kexloader.__file__)", env=env, cwd=tmp_path)
     assert r.stdout.startswith(str(root)), r.stdout + r.stderr
     r = _run(sbin / "kexloader", "--version", env=env, cwd=tmp_path)
