@@ -144,8 +144,17 @@ def test_multiboot_leaves_long_mode_in_the_sdm_order():
 
 
 def test_regions_must_not_cover_the_purgatory():
-    with pytest.raises(PurgatoryError, match="overlaps the purgatory"):
+    with pytest.raises(PurgatoryError, match="hashed region .* overlaps the purgatory"):
         build_purgatory(BASE, LINUX, regions=[Region(BASE + 0x1000, 0x1000)], digest=bytes(32))
+    with pytest.raises(PurgatoryError, match="zero-filled region .* overlaps the purgatory"):
+        build_purgatory(BASE, LINUX, zeros=[Region(BASE - 0x10, 0x20)], digest=bytes(32))
+
+
+def test_zero_fills_alone_need_a_digest_and_valid_ranges():
+    with pytest.raises(PurgatoryError, match="digest"):
+        build_purgatory(BASE, LINUX, zeros=[Region(0x1000000, 0x1000)])
+    with pytest.raises(PurgatoryError, match="bad region"):
+        build_purgatory(BASE, LINUX, zeros=[Region(-1, 0x1000)], digest=bytes(32))
 
 
 def test_backup_ranges_must_not_overlap():
