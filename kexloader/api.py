@@ -178,7 +178,7 @@ def check_file_load(intent: LoadIntent, snapshot: str | Path | None = None) -> N
     if not (images.bzimage.probe(data) or images.uki.probe(data)):
         # the kernel's x86-64 kexec_file_load parses a bzImage only; kexec-tools 2.0.25 `-s -l vmlinux` exits 1
         kind = images.detect(data, intent.kernel, intent.image_type)  # not an image at all: 255, as -c
-        raise FileLoadRefused(f"{intent.kernel}: kexec_file_load loads a bzImage, not a {kind.name} image",
+        raise FileLoadRefused(f"{intent.kernel}: kexec_file_load loads only a bzImage; this is {kind.name}",
                               hint="use -c (kexec_load) or -a", exit_code=EXIT_DIE)
 
 

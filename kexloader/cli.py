@@ -464,8 +464,17 @@ def _first_line(e: BaseException) -> str:
 def _fail(prog: str, message: str, code: int, debug: bool) -> int:
     if debug:
         traceback.print_exc()
-    print(f"{prog}: {' '.join(message.splitlines())}", file=sys.stderr)
+    print(f"{prog}: {_printable(' '.join(message.splitlines()))}", file=sys.stderr)
     return code
+
+
+def _printable(text: str) -> str:
+    """Argv's bytes that are not UTF-8 (surrogate escapes) shown as \\xNN, whatever stderr's encoding."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no byte became
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def entry_point() -> None:

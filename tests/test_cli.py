@@ -307,3 +307,32 @@ def test_a_kexec_symlink_to_the_script(tmp_path):
     r = subprocess.run([shutil.which("kexloader", path=str(script.parent)), "--help"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("Usage: kexloader ")
+
+
+@pytest.mark.parametrize("exc, code, words", [
+    (OverflowError("int too big to convert"), 255, "cannot use this input (OverflowError: int too big"),
+    (RecursionError("maximum recursion depth exceeded"), 255, "cannot use this input (RecursionError"),
+    (__import__("struct").error("unpack requires a buffer of 8 bytes"), 255, "cannot use this input (error"),
+    (__import__("construct").ConstError("parsing expected b'HdrS'\nbut parsed b'\\0'"), 255,
+     "cannot use this input (ConstError: parsing expected"),
+    (MemoryError(), 255, "out of memory"),
+    (UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed"), 1, "text that is not UTF-8"),
+    (OSError(28, "No space left on device", "/tmp/x"), 1, "/tmp/x: No space left on device"),
+    (RuntimeError("something new"), 255, "unexpected RuntimeError: something new"),
+])
+def test_anything_that_escapes_is_one_line(exc, code, words, capsys, monkeypatch):
+    def boom(*a, **k):
+        raise exc
+    monkeypatch.setattr(cli.api, "plan_intent", boom)
+    got, out, err, backend = run(["--dry-run", "-l", TINY, "--facts", SNAP], capsys)
+    assert got == code and err.count("\n") == 1 and words in err and "Traceback" not in err, err
+    assert ("please report" in err) == (not isinstance(exc, (MemoryError, OSError)))
+    got, out, err, backend = run(["--dry-run", "-d", "-l", TINY, "--facts", SNAP], capsys)
+    assert got == code and "Traceback" in err and words in err.splitlines()[-1]  # -d: the traceback, then the line
+
+
+def test_sigint_is_130(capsys, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli.api, "plan_intent", interrupted)
+    assert run(["--dry-run", "-l", TINY, "--facts", SNAP], capsys)[0] == 130
