@@ -17,11 +17,12 @@ Round structure and constants are from FIPS 180-4 §4.2.2, §5.3.3 and §6.2; th
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Sequence
 
 from .asm import (CR0, CR4, EAX, EBP, EBX, ECX, EDX, ESI, R8, R8D, R9D, R10D, R11D, R12, R12D, R13, R13D, R14,
                   R14D, R15, R15D, RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP, XMM0, XMM1, XMM2, XMM3, XMM4, XMM5,
-                  XMM6, XMM7, XMM8, XMM9, XMM10, Assembler, Mem, Reg, mem, rip)
+                  XMM6, XMM7, XMM8, XMM9, XMM10, AsmError, Assembler, Mem, Reg, mem, rip)
 from .zero_code import emit_zero_regions
 
 if TYPE_CHECKING:
@@ -342,14 +343,34 @@ def _call_blocks(a: Assembler, ws: Reg) -> None:
 # ------------------------------------------------------------------------------------------ purgatory glue
 
 
+ROUTINES = ("sha256_regions", "sha256_blocks_int", "sha256_blocks_shani")
+
+
 def emit_routines(a: Assembler) -> None:
-    """All three routines, 16-byte aligned (the SHA-NI constants are read with aligned SSE loads)."""
+    """All three routines, 16-byte aligned (the SHA-NI constants are read with aligned SSE loads).
+
+    They are position independent and depend on nothing but themselves, so they are assembled once per process
+    and copied in: encoding the unrolled integer rounds takes tens of milliseconds, and every plan generates
+    its purgatory twice (purgatory_size, then build_purgatory)."""
+    code, offsets = _assembled_routines()
     a.align(16)
+    start = a.here()
+    for name in ROUTINES:
+        if name in a.labels:
+            raise AsmError(f"label {name!r} defined twice")
+        a.labels[name] = start + offsets[name]
+    a.raw(code)
+
+
+@functools.lru_cache(maxsize=1)
+def _assembled_routines() -> tuple[bytes, dict[str, int]]:
+    a = Assembler(bits=64, base=0)
     emit_regions(a)
     a.align(16)
     emit_blocks_int(a)
     a.align(16)
     emit_blocks_shani(a)
+    return a.assemble(), {name: a.labels[name] for name in ROUTINES}
 
 
 def emit_verify(a: Assembler, count: int, fail_label: str, workspace: str = "workspace") -> None:
@@ -421,5 +442,4 @@ def native_routines(base: int = 0) -> tuple[bytes, dict[str, int]]:
     a.align(16)
     emit_zero_regions(a)
     code = a.assemble()
-    return code, {n: a.labels[n] for n in ("sha256_regions", "sha256_blocks_int", "sha256_blocks_shani",
-                                            "zero_regions")}
+    return code, {n: a.labels[n] for n in (*ROUTINES, "zero_regions")}

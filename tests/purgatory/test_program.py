@@ -165,3 +165,35 @@ def test_backup_ranges_must_not_overlap():
 def test_unknown_handoff():
     with pytest.raises(PurgatoryError):
         build_purgatory(BASE, object())
+
+
+# ---------------------------------------------------------------------------------------- SHA-256 routines
+
+def _routines_emitted_in_place(base: int, lead: int) -> bytes:
+    """The three routines emitted instruction by instruction after `lead` bytes of other code."""
+    from kexloader.purgatory import sha256_code
+    from kexloader.purgatory.asm import Assembler
+
+    a = Assembler(bits=64, base=base)
+    a.raw(b"\xcc" * lead)
+    a.align(16)
+    sha256_code.emit_regions(a)
+    a.align(16)
+    sha256_code.emit_blocks_int(a)
+    a.align(16)
+    sha256_code.emit_blocks_shani(a)
+    return a.assemble()
+
+
+def test_the_routines_copied_in_are_the_routines_emitted_in_place():
+    """emit_routines copies one assembly of the routines into every purgatory: right only because they are
+    position independent, at any base and any 16-byte aligned offset."""
+    from kexloader.purgatory import sha256_code
+    from kexloader.purgatory.asm import Assembler
+
+    for base, lead in ((0, 0), (BASE, 5), (0x7FFF_F000, 100), (1 << 40, 17)):
+        a = Assembler(bits=64, base=base)
+        a.raw(b"\xcc" * lead)
+        sha256_code.emit_routines(a)
+        assert a.assemble() == _routines_emitted_in_place(base, lead), (base, lead)
+        assert a.labels["sha256_blocks_shani"] % 16 == 0
