@@ -31,7 +31,8 @@ from .errors import (BackendError, EXIT_DIE, EXIT_FAILURE, EXIT_FALLBACK, Placem
 from .files import DECOMPRESSED_LIMIT, inflate, open_for_file_load, read_file, read_image  # noqa: F401
 from .files import read_module as _read_module
 from .memory import ADDRESS_LIMIT, EVERYWHERE
-from .model import ArgsStyle, LoadRequest, Module, Plan, PurgatoryOptions, Range, SystemFacts
+from .model import (KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_UPDATE_ELFCOREHDR, ArgsStyle, LoadRequest, Module,
+                    Plan, PurgatoryOptions, Range, SystemFacts)
 from .snapshot import load_snapshot
 
 if TYPE_CHECKING:
@@ -221,6 +222,10 @@ def check_plan(plan: Plan, facts: SystemFacts) -> None:
     for a crash plan, RAM otherwise, and under Xen also the first MiB (mapped, not written, for Linux)."""
     from . import crash
     from .memory import validate
+    known = KEXEC_ARCH_X86_64 | KEXEC_ON_CRASH | KEXEC_UPDATE_ELFCOREHDR  # what the planners set
+    if plan.flags & ~known or not plan.flags & KEXEC_ARCH_X86_64:
+        raise PlacementError(f"flags {plan.flags:#x}: a plan for x86-64 has KEXEC_ARCH_X86_64 ({KEXEC_ARCH_X86_64:#x}) "
+                             f"and no flag but KEXEC_ON_CRASH and KEXEC_UPDATE_ELFCOREHDR")
     usable = crash.usable(facts, EVERYWHERE) if plan.crash else list(facts.ram())
     if facts.xen is not None:
         usable.append(crash.LOW_MEMORY)

@@ -170,7 +170,9 @@ def test_a_plan_read_back_is_checked_for_its_machine(tmp_path):
     for path, value, words in [(("segments", 1, "mem"), 0x100000, "overlaps"),
                                (("segments", 1, "mem"), 0x200800, "not page aligned"),
                                (("segments", 1, "mem"), 0xFFFFF000, "not inside usable memory"),
-                               (("entry",), 0x300000, "not inside any segment")]:
+                               (("entry",), 0x300000, "not inside any segment"),
+                               (("flags",), 0x3E0002, "flags 0x3e0002"),  # KEXEC_PRESERVE_CONTEXT: not ours
+                               (("flags",), 0x30000, "flags 0x30000")]:  # another architecture
         (out / "plan.json").write_text(json.dumps(edited(doc, path, value)))
         with pytest.raises(PlacementError, match=words):
             api.read_plan(out, facts)
