@@ -103,7 +103,8 @@ def _segment(src: Path, index: int, entry: dict[str, Any]) -> Segment:
     try:
         size = os.fstat(fd).st_size
         if size != entry["bufsz"]:
-            raise ValueError(f"{name} is {size} bytes; plan.json says segments[{index}].bufsz is {entry['bufsz']}")
+            raise ValueError(f"{name} is {size} bytes, not the {entry['bufsz']} of segments[{index}].bufsz in plan.json: "
+                             f"not the file whose sha256 it records")
         with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read(size + 1)
     except OSError as e:

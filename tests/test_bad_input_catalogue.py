@@ -217,7 +217,7 @@ CASES = [
         ("no-plan-json", "No such file"), ("not-json", "not JSON"), ("deep", "nested too deeply"),
         ("segments-dict", "segments: not a list"), ("no-sha256", "segments[0].sha256: missing"),
         ("wrong-sha256", "does not match its sha256"), ("segment-dev-zero", "a symbolic link"),
-        ("segment-fifo", "a FIFO"), ("segment-size", "plan.json says segments[0].bufsz"),
+        ("segment-fifo", "a FIFO"), ("segment-size", "of segments[0].bufsz in plan.json"),
         ("file-name-escape", "is not of the form"), ("infinity-entry", "Infinity is not a number"),
         ("string-mem", "segments[0].mem: not an integer"), ("unknown-role", "unknown segment role"),
         ("entry-outside", "not inside any segment"), ("overlap", "overlaps"),

@@ -139,7 +139,7 @@ def saved(tmp_path: Path, plan: Plan | None = None) -> tuple[Path, dict]:
     (("notes",), [[]], "notes[0]: not a string"),
     (("linux",), {"boot_params": 1}, "linux.kernel_entry: missing"),
     (("multiboot",), {"magic": "2BADB002", "info": 0, "entry": 0}, "multiboot.magic: not an integer"),
-    (("segments", 0, "bufsz"), 4999, "is 5000 bytes; plan.json says segments[0].bufsz is 4999"),
+    (("segments", 0, "bufsz"), 4999, "is 5000 bytes, not the 4999 of segments[0].bufsz in plan.json"),
 ])
 def test_a_wrong_plan_field_is_named(path, value, words, tmp_path):
     out, doc = saved(tmp_path)
