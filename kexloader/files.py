@@ -85,6 +85,7 @@ def open_regular(path: str | Path, what: str, *, follow_links: bool = True) -> i
 def write_atomically(path: Path, data: bytes) -> None:
     """`data` written to a temporary file beside `path`, then renamed over it: whatever stops the write (an
     interrupt, ENOSPC, EFBIG) leaves the previous file, or none, and no temporary file."""
+    path = Path(os.path.abspath(path))
     tmp = None
     try:
         with _signals_held():  # made and named together: an interrupt cannot leave it unnamed
@@ -106,6 +107,7 @@ def replace_directory(path: Path, fill: Callable[[Path], None], replaceable: Cal
     """Build a directory with `fill(tmp)` in a temporary sibling, then put it at `path`: an interrupt or an
     error while filling leaves `path` as it was. An existing `path` is replaced only when it is empty or
     `replaceable(path)` says it holds only what fill writes (nothing else of the user's is removed)."""
+    path = Path(os.path.abspath(path))  # "." and "dir/..": a name to put a sibling beside
     if path.exists() and not (path.is_dir() and not path.is_symlink()):
         raise FileExistsError(errno.EEXIST, "exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not replaceable(path):
