@@ -81,7 +81,10 @@ def core_header(src: CoreSources) -> bytes:
     phdrs = [elfcore.Phdr(elfcore.PT_NOTE, 0, r.start, 0, r.start, r.size, r.size, 0) for r in src.notes]
     phdrs += [elfcore.Phdr(elfcore.PT_LOAD, elfcore.PF_R | elfcore.PF_W | elfcore.PF_X, ld.offset, ld.vaddr,
                            ld.paddr, ld.size, ld.size, 0) for ld in src.loads]
-    return elfcore.build_core(phdrs, machine=src.machine)
+    try:
+        return elfcore.build_core(phdrs, machine=src.machine)
+    except elfcore.ElfCoreError as e:  # e.g. more CPU notes and RAM ranges than an ELF header can count
+        raise SystemFactsError(f"cannot describe this machine in a kdump ELF core header: {e}") from None
 
 
 def ram_loads(ram: Sequence[Range], exclude: Sequence[Range], page_offset: int,

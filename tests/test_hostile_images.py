@@ -1,5 +1,6 @@
 """Hostile or damaged images: byte flips and cuts of every fixture kind may raise only KexloaderError."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -7,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kexloader import api, system
-from kexloader.errors import KexloaderError, MalformedImageError
-from kexloader.model import LoadRequest, Module
+from kexloader.errors import KexloaderError, MalformedImageError, SystemFactsError
+from kexloader.model import LoadRequest, Module, Range
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTS = system.load_snapshot(ROOT / "fixtures/snapshots/qemu-2g.json")
@@ -52,3 +53,13 @@ def test_jump_byte_that_ends_the_header_early_is_a_malformed_image():
     ok = bytearray(IMAGES["bzimage/tiny.bzImage"])
     ok[0x201] = 0x62  # ends at 0x264: init_size is in
     api.make_plan(LoadRequest(kernel=bytes(ok), kernel_name="jump"), FACTS)
+
+
+def test_more_core_header_entries_than_elf_can_count_is_one_error():
+    """A snapshot the schema accepts (65535 CPU notes) whose kdump ELF header would need more than 65534
+    program headers: a SystemFactsError, not the format layer's ElfCoreError (found by tools/fuzz)."""
+    kdump = system.load_snapshot(ROOT / "fixtures/snapshots/qemu-debian12-kdump-384m.json")
+    notes = tuple((cpu, Range(0x10000000 + 0x1000 * cpu, 0x100)) for cpu in range(65535))
+    req = LoadRequest(kernel=IMAGES["bzimage/tiny.bzImage"], kernel_name="tiny", crash=True)
+    with pytest.raises(SystemFactsError, match="ELF core header"):
+        api.make_plan(req, dataclasses.replace(kdump, crash_notes=notes))
