@@ -229,6 +229,28 @@ def check_extra_args(args: list[str]) -> None:
                                    "the capture only loads (use the --long=value form for option arguments)")
 
 
+def shim_env(shim: Path, capture_dir: Path, ld_path: str | None = None, **world: str) -> dict[str, str]:
+    """The environment kexec-tools runs in: a few of ours, the shim preloaded, its capture directory, and the
+    world's KT_* choices (shim.c: KT_LOAD_ERRNO, KT_FILE_ERRNO, KT_REDIRECT)."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR")}
+    env["LD_PRELOAD"] = str(shim)
+    env["KT_CAPTURE_DIR"] = str(Path(capture_dir).resolve())
+    if ld_path:
+        env["LD_LIBRARY_PATH"] = ld_path
+    for name, value in world.items():
+        if not name.startswith("KT_"):
+            raise ValueError(f"{name}: the shim reads only KT_* variables")
+        env[name] = value
+    return env
+
+
+def debian_kexec(cache: Path | None = None, fetch: bool = True) -> tuple[Path, str | None]:
+    """Debian's /sbin/kexec (fetched and unpacked on first use) and the LD_LIBRARY_PATH it needs here."""
+    cache = cache or cache_dir()
+    kexec = kexec_binary(kexec_tools_root(cache, fetch=fetch))
+    return kexec, _library_path(kexec, cache, fetch)
+
+
 def capture(kernel: str | os.PathLike, initrd: str | os.PathLike | None = None, append: str | None = None,
             extra_args: list[str] | tuple = (), out_dir: str | os.PathLike | None = None, debug: bool = False,
             fetch: bool = True, timeout: float = 300) -> Capture:
@@ -237,9 +259,7 @@ def capture(kernel: str | os.PathLike, initrd: str | os.PathLike | None = None, 
     check_extra_args(extra_args)
     cache = cache_dir()
     shim = build_shim(cache)
-    root = kexec_tools_root(cache, fetch=fetch)
-    kexec = kexec_binary(root)
-    ld_path = _library_path(kexec, cache, fetch)
+    kexec, ld_path = debian_kexec(cache, fetch)
 
     if out_dir is None:
         out = Path(tempfile.mkdtemp(prefix="kt-capture-"))
@@ -258,11 +278,7 @@ def capture(kernel: str | os.PathLike, initrd: str | os.PathLike | None = None, 
         argv.append(f"--append={append}")
     argv += extra_args
 
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR")}
-    env["LD_PRELOAD"] = str(shim)
-    env["KT_CAPTURE_DIR"] = str(out.resolve())
-    if ld_path:
-        env["LD_LIBRARY_PATH"] = ld_path
+    env = shim_env(shim, out, ld_path)
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     (out / "kexec.stdout").write_text(proc.stdout)
     (out / "kexec.stderr").write_text(proc.stderr)
