@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, TextIO
 from . import system
 from .cmdline import Cmdline
 from . import plan as plans
-from .errors import (BackendError, EXIT_DIE, EXIT_FAILURE, EXIT_FALLBACK, PlacementError, UnsupportedImageError,
-                     UsageError)
+from .errors import (BackendError, EXIT_DIE, EXIT_FAILURE, EXIT_FALLBACK, FileOpenError, PlacementError,
+                     UnsupportedImageError, UsageError)
 # re-exported: the library reads files through these
-from .files import DECOMPRESSED_LIMIT, inflate, open_for_file_load, read_file, read_image  # noqa: F401
+from .files import DECOMPRESSED_LIMIT, inflate, open_for_file_load, open_regular, read_file, read_image  # noqa: F401
 from .files import read_module as _read_module
 from .memory import ADDRESS_LIMIT, EVERYWHERE
 from .model import (KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_UPDATE_ELFCOREHDR, ArgsStyle, LoadRequest, Module,
@@ -175,7 +175,12 @@ def check_file_load(intent: LoadIntent, snapshot: str | Path | None = None) -> N
     if intent.crash or intent.hotplug:
         check_crash(intent, load_facts(snapshot))  # the kernel updates file-loaded crash images by itself, if it can
     from . import images
-    data = read_image(intent.kernel, "kernel")
+    try:
+        data = read_image(intent.kernel, "kernel")
+        for initrd in intent.initrds:
+            os.close(open_regular(initrd, "initrd"))
+    except FileOpenError as e:  # kexec-tools' kexec_file_load path: "Failed to open file", 255 (-c: 1)
+        raise FileOpenError(str(e), exit_code=EXIT_FAILURE) from e
     if not (images.bzimage.probe(data) or images.uki.probe(data)):
         # the kernel's x86-64 kexec_file_load parses a bzImage only; kexec-tools 2.0.25 `-s -l vmlinux` exits 1
         kind = images.detect(data, intent.kernel, intent.image_type)  # not an image at all: 255, as -c

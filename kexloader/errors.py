@@ -27,6 +27,11 @@ class UsageError(KexloaderError):
     """Bad command line."""
 
 
+class FileOpenError(KexloaderError):
+    """A file that cannot be opened (missing, not permitted): kexec-tools' "Cannot open", exit 1; on its
+    kexec_file_load path "Failed to open file", exit 255 (the caller says which)."""
+
+
 class NotSupportedYet(KexloaderError):
     """An option or feature kexec-tools has that kexloader has not built yet."""
 

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import DecompressionError, KexloaderError
+from .errors import DecompressionError, FileOpenError, KexloaderError
 from .formats import compression
 from .model import Module
 
@@ -69,7 +69,7 @@ def open_regular(path: str | Path, what: str, *, follow_links: bool = True) -> i
     except OSError as e:
         if e.errno == errno.ELOOP and not follow_links:
             raise KexloaderError(f"cannot read {what} {_shown(path)}: a symbolic link (not followed here)") from e
-        raise KexloaderError(f"cannot read {what} {_shown(path)}: {e.strerror}") from e
+        raise FileOpenError(f"cannot read {what} {_shown(path)}: {e.strerror}") from e
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -86,6 +86,15 @@ CASES = (
     Case("file-load-garbage", ("-s", "-l", "{GARBAGE}")),
     Case("auto-falls-back", ("-a", "-l", "{TINY}")),
     Case("load-preserve-context", ("--load-preserve-context", "-l", "{TINY}")),
+    Case("file-load-missing-kernel", ("-s", "-l", "/nonexistent/vmlinuz")),
+    Case("auto-missing-kernel", ("-a", "-l", "/nonexistent/vmlinuz")),
+    Case("file-load-missing-initrd", ("-s", "-l", "{TINY}", "--initrd=/nonexistent/initrd")),
+    Case("file-load-empty-kernel", ("-s", "-l", "{EMPTY}")),
+    Case("file-load-no-crash-region", ("-s", "-p", "{TINY}")),
+    Case("unload-with-noefi", ("-u", "--noefi")),
+    Case("unload-with-module", ("-u", "--module=x")),
+    Case("unload-with-console-vga", ("-u", "--console-vga")),
+    Case("unload-with-kernel", ("-u", "{TINY}")),
 )
 
 
