@@ -2,8 +2,9 @@
 
 Options are parsed like kexec-tools' getopt_long: options may follow the image path, long options
 take `--opt=X` or `--opt X` (the next word even if it starts with '-'), unique prefixes are accepted.
-This module is the only place an exception becomes an exit code. Called as `kexec` (argv[0]'s basename),
-help, messages and --version use that name.
+This module is the only place an exception becomes an exit code (kexec-tools' codes, listed with the cases
+measured in docs/exit-codes.md): one line on stderr, whatever the exception. Called as `kexec` (argv[0]'s
+basename), help, messages and --version use that name.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """System facts: readers over a fake root, /proc/iomem parsing, snapshots."""
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -137,3 +138,24 @@ def test_a_domu_is_refused(tmp_path):
         (tmp_path / name).write_text(text)
     with pytest.raises(SystemFactsError, match="domU"):
         system.read_facts(tmp_path)
+
+
+@pytest.mark.parametrize("argv, make, code, words", [
+    (["show", "{tmp}/fifo"], lambda t: os.mkfifo(t / "fifo"), 1, "a FIFO, not a regular file"),
+    (["show", "{tmp}/bad.json"], lambda t: (t / "bad.json").write_text('{"version": 1, "memmap": [[0, NaN, 1]]}'), 1,
+     "NaN is not a number"),
+    (["show", "{tmp}/nothing.json"], lambda t: None, 1, "No such file"),
+    (["save"], lambda t: None, 1, "usage: python3 -m kexloader.system"),
+])
+def test_system_main_says_one_line(argv, make, code, words, tmp_path, capsys):
+    make(tmp_path)
+    assert system.main([a.format(tmp=tmp_path) for a in argv]) == code
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cmdline_bytes_that_are_not_utf8_are_kept(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cmdline").write_bytes(b"root=/dev/vda label=\xff\xfe\n")
+    line = system.read_cmdline(tmp_path)
+    assert line.encode("utf-8", "surrogateescape") == b"root=/dev/vda label=\xff\xfe"
