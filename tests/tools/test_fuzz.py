@@ -13,7 +13,7 @@ from tools.fuzz.targets import TARGETS, Target
 
 # inputs per target: about 5 s each on a 2-core host (plans run at 50-150/s, parsers alone at 1000+/s)
 COUNTS = {"bzimage": 300, "bzimage-compressed": 1500, "vmlinux": 600, "multiboot": 500, "uki": 400, "module": 400,
-          "decompress": 3000, "inspect": 600, "plan-in": 3000, "snapshot": 300}
+          "decompress": 3000, "inspect": 600, "plan-in": 3000, "snapshot": 300, "vmcore": 1500}
 
 
 def test_every_target_has_a_count():

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from kexloader import api, snapshot
+from kexloader import api, snapshot, vmcore
 from kexloader.errors import PlacementError, UsageError
 from kexloader.files import inflate
-from kexloader.formats import compression
+from kexloader.formats import compression, elfcore
 from kexloader.model import LoadRequest, Module, SystemFacts
 
 from .mutate import Hot
@@ -183,6 +183,11 @@ def multiboot_hot(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
+def vmcore_hot(data: bytes) -> list[tuple[int, int]]:
+    """The ELF header and program headers, the notes (VMCOREINFO's text) and the log's words."""
+    return elf_hot(data) + [(0xB0, 0x400), (0x1000 + 0x1000, 0x1000 + 0x1020)]
+
+
 def pe_hot(data: bytes) -> list[tuple[int, int]]:
     lfanew = int.from_bytes(data[0x3C:0x40], "little") if len(data) >= 0x40 else 0x40
     return [(0, 0x40), (lfanew, lfanew + 24 + 0xF0 + 40 * 8)]
@@ -284,6 +289,38 @@ def run_snapshot(data: bytes) -> None:
     api.make_plan(LoadRequest(kernel=kernel, kernel_name="tiny", cmdline=CMDLINE, crash=True), machine)
 
 
+def run_vmcore(data: bytes) -> None:
+    """vmcore-dmesg on a saved core: main() prints one line and returns an exit code for what it expects
+    (VmcoreError, OSError); anything else escapes to here."""
+    vmcore.main([str(scratch_file(data, "vmcore"))], out=io.BytesIO())
+
+
+def vmcore_seeds() -> list[bytes]:
+    """Small ELF cores of a pretend crashed kernel (Documentation/admin-guide/kdump/vmcoreinfo.rst): 64 KiB of
+    RAM, a VMCOREINFO note, the log as the character ring of Linux before 3.5 (log_buf, log_end, ...) and as
+    the same with a Xen crash-info note."""
+    start_kernel_map, page_offset = 0xFFFFFFFF80000000, 0xFFFF888000000000
+    ram = bytearray(0x10000)
+    text = b"<6>Linux version 2.6.32-fuzz\n<4>a second line\n<0>Kernel panic - not syncing: fuzz\n"
+    ram[0x2000:0x2000 + len(text)] = text
+    struct.pack_into("<QIII", ram, 0x1000, start_kernel_map + 0x2000, len(text), 0x1000, len(text))
+    info = ["OSRELEASE=2.6.32-fuzz", "PAGESIZE=4096", "NUMBER(phys_base)=0",
+            f"SYMBOL(log_buf)={start_kernel_map + 0x1000:x}", f"SYMBOL(log_end)={start_kernel_map + 0x1008:x}",
+            f"SYMBOL(log_buf_len)={start_kernel_map + 0x100c:x}", f"SYMBOL(logged_chars)={start_kernel_map + 0x1010:x}",
+            "CRASHTIME=1796203990"]
+    note = elfcore.build_note(b"VMCOREINFO", 0, "\n".join(info).encode())
+    xen = elfcore.build_note(b"Xen", vmcore.XEN_ELFNOTE_CRASH_INFO, struct.pack("<10Q", *range(1, 11)))
+    return [_core(note, bytes(ram), page_offset), _core(note + xen, bytes(ram), page_offset)]
+
+
+def _core(notes: bytes, ram: bytes, vaddr: int) -> bytes:
+    data_at = elfcore.EHDR_SIZE + 2 * elfcore.PHDR_SIZE
+    load_at = -(-(data_at + len(notes)) // 4096) * 4096
+    head = elfcore.build_core([elfcore.Phdr(elfcore.PT_NOTE, 0, data_at, 0, 0, len(notes), len(notes), 0),
+                               elfcore.Phdr(elfcore.PT_LOAD, 7, load_at, vaddr, 0, len(ram), len(ram), 0)]) + notes
+    return head + bytes(load_at - len(head)) + ram
+
+
 def snapshot_seeds() -> list[bytes]:
     return [p.read_bytes() for p in sorted((FIXTURES / "snapshots").glob("*.json"))]
 
@@ -305,6 +342,8 @@ TARGETS = {t.name: t for t in (
            json_input=True),
     Target("snapshot", "--facts (api.load_facts) -> bzImage plan, plain and kdump", run_snapshot, snapshot_seeds,
            json_input=True),
+    Target("vmcore", "vmcore-dmesg on a saved ELF core (notes, PT_LOADs, VMCOREINFO, the log)", run_vmcore,
+           vmcore_seeds, vmcore_hot),
 )}
 
 
