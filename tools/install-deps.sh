@@ -17,6 +17,8 @@
 #       deb12      Debian 12's kernel (6.1) and Xen 4.17
 #       deb13      Debian 13's kernel (6.12) and Xen 4.20
 #       deb13-bpo  the newest kernel in trixie-backports and Xen 4.20
+#   - Debian's kdump-tools (12's and 13's, unpacked the same way) and virt-firmware from PyPI (in its own
+#     venv in the cache) for the kdump-tools and Secure Boot VM tests
 set -euo pipefail
 
 say() { printf 'install-deps: %s\n' "$*"; }
@@ -103,4 +105,8 @@ run_as_user mkdir -p "$cache"
 retry run_as_user bash "$repo/tools/apt-platforms.sh" "$cache" deb12 deb13 deb13-bpo
 # Debian 13's ukify and systemd-stub, unpacked, for the tests that build unified kernel images
 retry run_as_user bash "$repo/tools/uki-tools.sh" "$cache"
+# Debian 12's and 13's kdump-tools, unpacked, for the test where kdump-config drives kexloader
+retry run_as_user bash "$repo/tools/kdump-tools.sh" "$cache"
+# virt-firmware (virt-fw-vars) in a private venv, for the Secure Boot test's OVMF variables
+retry run_as_user bash "$repo/tools/secureboot-tools.sh" "$cache"
 say "done: run the tests with  $venv/bin/python -m pytest"
