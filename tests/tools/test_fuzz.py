@@ -89,3 +89,15 @@ def test_json_edits_reach_hostile_values():
     assert any(b"NaN" in o or b"Infinity" in o for o in outs)
     assert any(b"[[[[[[[[[[" in o for o in outs)
     assert any(b"18446744073709551615" in o or b"18446744073709551616" in o for o in outs)
+
+
+def test_until_resumes_from_the_saved_totals(tmp_path):
+    t = TARGETS["decompress"]
+    first = Campaign(t, tmp_path, seed=2, log=lambda s: None)
+    first.load_corpus()
+    first.run(until=300)
+    again = Campaign(t, tmp_path, seed=2, log=lambda s: None)
+    assert again.stats.inputs == 300 and again.stats.seconds > 0
+    again.load_corpus()
+    assert len(again.corpus) >= len(first.corpus)  # the kept inputs come back from OUT/TARGET/corpus
+    assert again.run(until=450).inputs == 450

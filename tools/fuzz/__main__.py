@@ -7,6 +7,7 @@ Exit status 1 when a crash or hang was found in this run.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown targets {unknown}; see --list")
     if a.seconds is None and a.count is None and a.until is None:
         a.seconds = 60.0
+    # kill PID: stop as Ctrl-C does, the current target's totals saved (the campaign resumes from them)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     jobs = [(n, a) for n in names]
     if a.slice:
         if a.until is None:
