@@ -109,7 +109,7 @@ def replace_directory(path: Path, fill: Callable[[Path], None], replaceable: Cal
     `replaceable(path)` says it holds only what fill writes (nothing else of the user's is removed)."""
     path = Path(os.path.abspath(path))  # "." and "dir/..": a name to put a sibling beside
     if path.exists() and not (path.is_dir() and not path.is_symlink()):
-        raise FileExistsError(errno.EEXIST, "exists and is not a directory")
+        raise FileExistsError(errno.EEXIST, "exists and is not a directory (a symbolic link is not followed)")
     if path.is_dir() and any(path.iterdir()) and not replaceable(path):
         raise FileExistsError(errno.ENOTEMPTY, "holds other files (give a new or empty directory)")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -87,9 +87,10 @@ def read_dir(src: Path | str) -> Plan:
     try:
         doc = schema.check(schema.parse(read_small(src / "plan.json", "plan", PLAN_JSON_LIMIT)), PLAN_SCHEMA)
         segs = tuple(_segment(src, i, entry) for i, entry in enumerate(doc["segments"]))
-        linux = LinuxEntry(**doc["linux"]) if doc.get("linux") else None
-        mb = MultibootEntry(**doc["multiboot"]) if doc.get("multiboot") else None
-        return Plan(entry=doc["entry"], flags=doc["flags"], segments=segs, linux=linux, multiboot=mb,
+        lx, mb = doc.get("linux"), doc.get("multiboot")  # fields a newer writer adds are left out
+        linux = LinuxEntry(boot_params=lx["boot_params"], kernel_entry=lx["kernel_entry"]) if lx else None
+        multiboot = MultibootEntry(magic=mb["magic"], info=mb["info"], entry=mb["entry"]) if mb else None
+        return Plan(entry=doc["entry"], flags=doc["flags"], segments=segs, linux=linux, multiboot=multiboot,
                     notes=tuple(doc.get("notes", ())))
     except schema.SchemaError as e:
         raise KexloaderError(f"{src}: not a usable saved plan: plan.json: {e}") from e

@@ -163,6 +163,14 @@ def test_a_segment_file_must_be_the_one_written(replace, words, tmp_path):
         read_dir(out)
 
 
+def test_fields_a_newer_writer_adds_are_ignored(tmp_path):
+    out, doc = saved(tmp_path)
+    doc.update(linux={"boot_params": 0x1000, "kernel_entry": 0x100200, "new": 1}, future={"x": [1]})
+    doc["segments"][0]["new"] = "y"
+    (out / "plan.json").write_text(json.dumps(doc))
+    assert read_dir(out).linux.kernel_entry == 0x100200
+
+
 def test_a_plan_read_back_is_checked_for_its_machine(tmp_path):
     facts = api.load_facts(SNAPSHOTS / "qemu-2g.json")
     out, doc = saved(tmp_path)
