@@ -88,11 +88,16 @@ def kexloader_page() -> str:
                  f"does not take /sbin/kexec: a distribution package provides that name (with "
                  f"update-alternatives(1), for instance).") + "\n",
             ".SH EXIT STATUS\n.TP\n0\nSuccess; with \\fB\\-S\\fR: no kernel is loaded.\n",
-            f".TP\n{errors.EXIT_DIE}\n" + roff("A usage error, an image or file that cannot be used, or anything "
-                                               "else kexloader refuses; with -S: a kernel is loaded.") + "\n",
-            f".TP\n{errors.EXIT_FAILURE}\n" + roff("The kernel (or Xen) refused the request, or -t named an image "
-                                                   "type kexloader does not know (as kexec-tools).") + "\n",
-            f".TP\n{errors.EXIT_NO_CRASH_KERNEL}\n" + roff("-p, but there is no crash kernel region.") + "\n",
+            f".TP\n{errors.EXIT_DIE}\n" + roff("A usage error, a file that cannot be opened or read (a missing "
+                                               "file, a directory, a device, a FIFO), a snapshot or saved plan "
+                                               "that is not what kexloader writes, segments that do not fit, no "
+                                               "crash kernel region for -p, or an option not supported yet; with "
+                                               "-S: a kernel is loaded.") + "\n",
+            f".TP\n{errors.EXIT_FAILURE}\n" + roff("An image that cannot be used (its type cannot be determined, "
+                                                   "or it cannot be loaded), -l without an image, a bad --serial or "
+                                                   "--serial-baud, or the kernel (or Xen) refused the request; with "
+                                                   "-s or -a, also a file that cannot be opened (as kexec-tools).")
+            + "\n",
             f".TP\n{errors.EXIT_FALLBACK}\n"
             + roff("-s, but kexec_file_load cannot take this kernel or is not available.") + "\n",
             ".TP\n130\nInterrupted.\n",
