@@ -69,6 +69,10 @@ def open_regular(path: str | Path, what: str, *, follow_links: bool = True) -> i
     except OSError as e:
         if e.errno == errno.ELOOP and not follow_links:
             raise KexloaderError(f"cannot read {what} {_shown(path)}: a symbolic link (not followed here)") from e
+        if e.errno == errno.ENXIO:  # a socket (or a device without its driver) cannot be opened at all
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    raise KexloaderError(f"cannot read {what} {_shown(path)}: a socket, not a regular file") from e
         raise FileOpenError(f"cannot read {what} {_shown(path)}: {e.strerror}") from e
     try:
         mode = os.fstat(fd).st_mode
