@@ -18,6 +18,7 @@ import os
 import shutil
 import struct
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -58,12 +59,15 @@ def plain() -> SystemFacts:
     return facts("qemu-2g")
 
 
-def kdump() -> SystemFacts:
-    return facts("qemu-debian12-kdump-384m")
+# the machines an input is planned for, picked by the input's CRC (the same input, the same machine): BIOS
+# and UEFI (the EFI hand-off), 2 and 6 GiB, an e820 of more than 128 entries (SETUP_E820_EXT), a Xen dom0
+MACHINES = ("qemu-2g", "ovmf-6g-kdump", "synthetic-uefi-e820-fragmented-kdump", "xen-dom0-2g")
+KDUMP_MACHINES = ("ovmf-2g-kdump", "qemu-debian12-kdump-384m", "synthetic-kaslr-64cpu-kdump",
+                  "qemu-debian13bpo-7.3-cma-kdump-384m")
 
 
-def uefi_kdump() -> SystemFacts:
-    return facts("ovmf-2g-kdump")
+def machine_for(data: bytes, names: tuple[str, ...]) -> SystemFacts:
+    return facts(names[zlib.crc32(data) % len(names)])
 
 
 # ------------------------------------------------------------------------------------------ scratch files
@@ -195,13 +199,14 @@ def pe_hot(data: bytes) -> list[tuple[int, int]]:
 
 # ------------------------------------------------------------------------------------------ runs
 def plan(data: bytes, *, modules: tuple[Module, ...] = (), initrd: bytes | None = b"initrd" * 100) -> None:
-    """make_plan on a plain machine and, when that works and the kind can, as a kdump kernel (the crash
-    memory map, elfcorehdr and backup code) on a UEFI machine with a crash region."""
+    """make_plan on one of MACHINES and, when that works and the kind can, as a kdump kernel (the crash
+    memory map, elfcorehdr and backup code) on one of KDUMP_MACHINES."""
     req = LoadRequest(kernel=data, kernel_name="fuzz", cmdline=CMDLINE, initrd=initrd, initrd_name="initrd",
                       modules=modules, rng_seed=bytes(32))
-    api.make_plan(req, plain())
+    api.make_plan(req, machine_for(data, MACHINES))
     if not modules:
-        api.make_plan(LoadRequest(kernel=data, kernel_name="fuzz", cmdline=CMDLINE, crash=True), uefi_kdump())
+        api.make_plan(LoadRequest(kernel=data, kernel_name="fuzz", cmdline=CMDLINE, crash=True),
+                      machine_for(data, KDUMP_MACHINES))
 
 
 def run_bzimage(data: bytes) -> None:
