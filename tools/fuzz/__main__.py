@@ -7,6 +7,7 @@ Exit status 1 when a crash or hang was found in this run.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m tools.fuzz", description=__doc__.splitlines()[0])
     p.add_argument("targets", nargs="*", help="target names, or all")
     p.add_argument("--list", action="store_true", help="list the targets")
+    p.add_argument("--summary", action="store_true", help="a table of the totals in --out, then stop")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--seconds", type=float, help="run each target this long")
     stop.add_argument("--count", type=int, help="run each target this many inputs")
@@ -34,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slice", type=float, help="with --until: take turns, this many seconds per target per turn, "
                    "in one process (every target advances; a long campaign stopped early has figures for all)")
     a = p.parse_args(argv)
+    if a.summary:
+        print(summary(a.out))
+        return 0
     if a.list or not a.targets:
         for t in TARGETS.values():
             print(f"{t.name:20} {t.doc}")
@@ -64,6 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         for site, path in s.sites.items():
             print(f"    {site}\n        {path}")
     return 1 if found else 0
+
+
+def summary(out: Path) -> str:
+    """The totals of every target in `out` as a Markdown table (what README's campaign section shows)."""
+    rows = ["| target | inputs | seconds | inputs/s | crash sites | crashing inputs | hangs | corpus | edges |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in TARGETS:
+        f = out / name / "stats.json"
+        if f.is_file():
+            s = Stats(**json.loads(f.read_text()))
+            rows.append(f"| {name} | {s.inputs:,} | {s.seconds:,.0f} | {s.rate:,.1f} | {len(s.sites)} | "
+                        f"{s.crash_inputs} | {s.hangs} | {s.corpus} | {s.edges} |")
+    return "\n".join(rows)
 
 
 def _logger(out: Path) -> Callable[[str], None]:
