@@ -57,6 +57,7 @@ WORLDS = {
 }
 ALL = tuple(WORLDS)
 PARSE = ("file-ok",)  # rows that end before any syscall: one world is enough
+ONE_WORLD = PARSE  # rows about what is loaded, not about the syscall's answer
 
 APPEND = "console=ttyS0 root=/dev/vda"
 
@@ -155,6 +156,11 @@ def _rows() -> list[Row]:
         Row("append-then-noefi", ("-l", k, a, "--noefi")),
         Row("append-then-pass-memmap-cmdline", ("-l", k, a, "--pass-memmap-cmdline")),
         Row("append-then-reuse-video-type", ("-l", k, a, "--reuse-video-type")),
+        # ... which only shows on the kexec_load path (-c): the command line is read back from the captured zero page
+        Row("noefi-then-append-c", ("-c", "--noefi", "-l", k, a), ONE_WORLD),
+        Row("append-then-noefi-c", ("-c", "-l", k, a, "--noefi"), ONE_WORLD),
+        Row("append-then-pass-memmap-cmdline-c", ("-c", "-l", k, a, "--pass-memmap-cmdline"), ONE_WORLD),
+        Row("append-then-reuse-video-type-c", ("-c", "-l", k, a, "--reuse-video-type"), ONE_WORLD),
         # -------- the loaders' options (KEXEC_ALL_OPTIONS)
         Row("command-line", ("-l", k, "--command-line=quiet")),
         Row("append-twice", ("-l", k, "--append=one", "--append=two")),
@@ -326,6 +332,19 @@ def make_inputs(directory: Path) -> Inputs:
 
 # ------------------------------------------------------------------------------------------------ running
 
+def zero_page_cmdline(segments: list[tuple[int, bytes]]) -> str | None:
+    """The command line a kexec_load segment list (physical address, bytes) hands a bzImage: the zero page's
+    cmd_line_ptr (0x228, high half at 0xc8), read from whichever segment holds it. None without a zero page."""
+    for _, data in segments:
+        if len(data) >= 0x230 and data[0x202:0x206] == b"HdrS":
+            ptr = struct.unpack_from("<I", data, 0x228)[0] | struct.unpack_from("<I", data, 0xC8)[0] << 32
+            for mem, text in segments:
+                if mem <= ptr < mem + len(text):
+                    return text[ptr - mem:].split(b"\0", 1)[0].decode(errors="replace")
+            return None
+    return None
+
+
 def kexec_for(version: str) -> tuple[Path, str | None]:
     if version == "2.0.25":
         kexec, ld_path = kt.debian_kexec()
@@ -350,6 +369,11 @@ def run_row(kexec: Path, ld_path: str | None, shim: Path, inputs: Inputs, row: R
             code, stdout, stderr = "hang", "", ""
         calls_file = out / "calls.jsonl"
         calls = [json.loads(line) for line in calls_file.read_text().splitlines()] if calls_file.exists() else []
+        loaded = [c for c in calls if c["call"] == "kexec_load" and c["errno"] == 0]
+        if loaded and (out / "capture.json").exists():
+            cmdline = zero_page_cmdline([(seg.mem, seg.data()) for seg in kt.load_capture(out).segments])
+            if cmdline is not None:
+                loaded[-1]["cmdline"] = cmdline
     for c in calls:
         for key in ("kernel", "initrd", "cmdline"):
             if isinstance(c.get(key), str):
