@@ -44,15 +44,12 @@ Nothing here reads files or imports kexloader; callers map `CompressionError` to
 
 from __future__ import annotations
 
-import bz2
-import lzma
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-import lz4.block
-import lz4.frame
-import zstandard
+# bz2, lzma, lz4 and zstandard are imported by the code that decodes their format: a plain bzImage, -S, -u
+# and -e never load them (a start-up cost the command line pays on every call).
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer     # collections.abc.Buffer from Python 3.12 on
@@ -150,6 +147,7 @@ def _is_lzma(h: memoryview) -> bool:
         return False                                # 2^n, 2^n + 2^(n-1), or "unknown"
     if size != (1 << 64) - 1 and size >= 1 << 38:
         return False
+    import lzma
     try:                                            # trial decode: random data fails within 64 bytes
         lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=_LZMA_MEMLIMIT).decompress(h[:_LZMA_TRIAL], 1 << 16)
     except lzma.LZMAError as e:
@@ -268,6 +266,7 @@ class _Zstd:
     needs_input = True
 
     def __init__(self) -> None:
+        import zstandard
         self._d = zstandard.ZstdDecompressor().decompressobj()
 
     def decompress(self, buf: bytes | memoryview, max_length: int, /) -> bytes:
@@ -285,18 +284,31 @@ class _Zstd:
         return self._d.unused_data
 
 
-_MAKERS: dict[str, tuple[Callable[[], _Decompressor], type[Exception] | tuple[type[Exception], ...]]] = {
-    "gzip": (_Zlib, zlib.error),
-    "xz": (lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_LZMA_MEMLIMIT), lzma.LZMAError),
-    "lzma": (lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=_LZMA_MEMLIMIT), lzma.LZMAError),
-    "bzip2": (bz2.BZ2Decompressor, OSError),
-    "zstd": (_Zstd, zstandard.ZstdError),
-    "lz4": (lz4.frame.LZ4FrameDecompressor, RuntimeError),
-}
+_Maker = tuple[Callable[[], _Decompressor], type[Exception] | tuple[type[Exception], ...]]
+
+
+def _maker(fmt: str) -> _Maker:
+    """The decompressor factory and error types of `fmt`, its library imported on first use."""
+    if fmt == "gzip":
+        return _Zlib, zlib.error
+    if fmt in ("xz", "lzma"):
+        import lzma
+        kind = lzma.FORMAT_XZ if fmt == "xz" else lzma.FORMAT_ALONE
+        return (lambda: lzma.LZMADecompressor(kind, memlimit=_LZMA_MEMLIMIT)), lzma.LZMAError
+    if fmt == "bzip2":
+        import bz2
+        return bz2.BZ2Decompressor, OSError
+    if fmt == "zstd":
+        import zstandard
+        return _Zstd, zstandard.ZstdError
+    if fmt == "lz4":
+        import lz4.frame
+        return lz4.frame.LZ4FrameDecompressor, RuntimeError
+    raise KeyError(fmt)
 
 
 def _stream(fmt: str, view: memoryview, out: _Out) -> int:
-    make, errors = _MAKERS[fmt]
+    make, errors = _maker(fmt)
     dec, pos = make(), 0
     buf: bytes | memoryview
     while not dec.eof:
@@ -319,6 +331,7 @@ def _stream(fmt: str, view: memoryview, out: _Out) -> int:
 
 
 def _stream_lz4_legacy(view: memoryview, out: _Out) -> int:
+    import lz4.block
     pos = 4
     while pos < len(view):
         if len(view) - pos < 4:                     # a cut size field, or padding
@@ -418,18 +431,30 @@ def _plausible(fmt: str, view: memoryview) -> bool:
     return out.size > 0
 
 
+_FIND_WINDOW = 1 << 20
+
+
+def _find_all(data: Buffer, view: memoryview, magic: bytes) -> Iterator[int]:
+    """Every offset of `magic` in `data`, as repeated bytes.find: bytes and bytearray searched directly,
+    anything else (a mapped file) a window at a time, so that no copy of the whole image is made."""
+    whole = data if isinstance(data, (bytes, bytearray)) else None
+    for base in range(0, len(view), (len(view) or 1) if whole is not None else _FIND_WINDOW):
+        window = whole if whole is not None else view[base:base + _FIND_WINDOW + len(magic) - 1].tobytes()
+        at = window.find(magic)
+        while at >= 0 and (whole is not None or at < _FIND_WINDOW):
+            yield base + at
+            at = window.find(magic, at + 1)
+
+
 def find_payloads(data: Buffer) -> list[tuple[int, str]]:
     """(offset, format) of every embedded stream whose header checks out and whose start decodes.
 
     Candidates, not proof: the caller decompresses each (e.g. a bzImage's payload is the one that
     inflates to an ELF file)."""
-    buf = data if isinstance(data, (bytes, bytearray)) else bytes(data)
-    view = _view(buf)
+    view = _view(data)
     found: list[tuple[int, str]] = []
     for name, magic in _SCAN:
-        pos = buf.find(magic)
-        while pos >= 0:
+        for pos in _find_all(data, view, magic):
             if _CHECK[name](view[pos:pos + _LZMA_TRIAL]) and _plausible(name, view[pos:]):
                 found.append((pos, name))
-            pos = buf.find(magic, pos + 1)
     return sorted(found)
