@@ -264,7 +264,13 @@ def run_kexloader(run: dict[str, Any], worlds: dict[str, dict[str, str]], tmp: P
     def refused_exec(path: str, args: list[str]) -> None:  # the shim's seccomp filter refuses execve
         raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), path)
 
+    real_access = os.access
+
+    def shutdown_is_there(path: str, mode: int) -> bool:  # as on the recording host, whatever this one has
+        return True if path in ("/sbin/shutdown", "/etc/shutdown", "/bin/shutdown") else real_access(path, mode)
+
     monkeypatch.setattr(cli.os, "execv", refused_exec)
+    monkeypatch.setattr(cli.os, "access", shutdown_is_there)
     sysroot = tmp / "root"
     (sysroot / "sys/kernel").mkdir(parents=True, exist_ok=True)
     for name in ("kernel/kexec_loaded", "kernel/kexec_crash_loaded", "devices/system/cpu/crash_hotplug",
