@@ -13,11 +13,9 @@ import dataclasses
 import enum
 import errno
 import getopt
-import logging
 import os
 import struct
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,16 @@ from .backends.linux import FILE_FALLBACK_ERRNOS, LinuxKexecBackend
 from .backends.recording import RecordingBackend
 from .errors import EXIT_DIE, EXIT_FAILURE, EXIT_FALLBACK, BackendError, KexloaderError, NotSupportedYet, UsageError
 
-log = logging.getLogger("kexloader")
+
+class _Log:
+    """The "kexloader" logger, with logging imported by the first message (rare: -d's notes) instead of at start-up."""
+
+    def debug(self, msg: str, *args: object) -> None:
+        import logging
+        logging.getLogger("kexloader").debug(msg, *args)
+
+
+log = _Log()
 
 # getopt's tables, from the option table; "-?" is kexec-tools' hidden usage error (the usage on stderr, exit 1)
 _SHORT, LONG, _SHORT_TO_LONG = options.getopt_tables()
@@ -43,7 +50,14 @@ NOT_YET = {
     "reuse-video-type": "--reuse-video-type",
 }
 
-USAGE = options.usage("kexloader")
+
+def __getattr__(name: str) -> str:
+    """USAGE, the help text, made when asked for (not on every start-up)."""
+    if name == "USAGE":
+        return options.usage("kexloader")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # What kexec-tools' image loaders parse: given with -u, -S or -e (no image to load) it is a usage error (1).
 # --noefi, --pass-memmap-cmdline and --reuse-video-type sit with the x86-64 options in its help but are parsed
 # by its bzImage loader (measured: `kexec -u --noefi` exits 1, `kexec -u --console-vga` 0).
@@ -421,7 +435,9 @@ def main(argv: Sequence[str] | None = None, backend_factory: Callable[[], Backen
     argv = sys.argv[1:] if argv is None else argv
     prog = prog or program_name(sys.argv[0] if sys.argv else "")
     debug = any(a in ("-d", "--debug") for a in argv)
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format=f"{prog}: %(message)s")
+    if debug:  # without -d nothing is logged: logging is not even imported
+        import logging
+        logging.basicConfig(level=logging.DEBUG, format=f"{prog}: %(message)s")
     try:
         o = parse_args(argv, prog)
         backend = RecordingBackend() if o.dry_run else backend_factory()
@@ -464,6 +480,7 @@ def _first_line(e: BaseException) -> str:
 
 def _fail(prog: str, message: str, code: int, debug: bool) -> int:
     if debug:
+        import traceback
         traceback.print_exc()
     print(f"{prog}: {_printable(' '.join(message.splitlines()))}", file=sys.stderr)
     return code

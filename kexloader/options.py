@@ -8,7 +8,6 @@ and describes it in one line. Rows are in the order `--help` lists them.
 from __future__ import annotations
 
 import enum
-import textwrap
 from dataclasses import dataclass
 
 # The kexec-tools release whose command line and defaults kexloader matches today; `kexec --version` reports it.
@@ -173,6 +172,7 @@ _WIDTH = 112
 
 def usage(prog: str) -> str:
     """The `--help` text, naming the program as it was called (kexloader or kexec)."""
+    import textwrap  # (and re, which it needs): for --help only, not at every start-up
     lines = [f"Usage: {prog} [OPTION]... [kernel]", DESCRIPTION, ""]
     for group in Group:
         if HEADINGS[group]:
