@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, TextIO
 
 from . import system
 from .cmdline import Cmdline
-from . import plan as plans
 from .errors import (BackendError, EXIT_DIE, EXIT_FAILURE, EXIT_FALLBACK, FileOpenError, PlacementError,
                      UnsupportedImageError, UsageError)
 # re-exported: the library reads files through these
@@ -33,7 +32,6 @@ from .files import read_module as _read_module
 from .memory import ADDRESS_LIMIT, EVERYWHERE
 from .model import (KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_UPDATE_ELFCOREHDR, ArgsStyle, LoadRequest, Module,
                     Plan, PurgatoryOptions, Range, SystemFacts)
-from .snapshot import load_snapshot
 
 if TYPE_CHECKING:
     from .fileload import FileLoad
@@ -76,7 +74,10 @@ class LoadIntent:
 
 def load_facts(snapshot: str | Path | None = None) -> SystemFacts:
     """The machine to plan for: the running system, or the one a saved snapshot describes."""
-    return load_snapshot(Path(snapshot)) if snapshot is not None else system.read_facts()
+    if snapshot is None:
+        return system.read_facts()
+    from .snapshot import load_snapshot  # json, base64, the EFI formats: only when a snapshot is read
+    return load_snapshot(Path(snapshot))
 
 
 def xen_role() -> str | None:
@@ -181,7 +182,7 @@ def check_file_load(intent: LoadIntent, snapshot: str | Path | None = None) -> N
             os.close(open_regular(initrd, "initrd"))
     except FileOpenError as e:  # kexec-tools' kexec_file_load path: "Failed to open file", 255 (-c: 1)
         raise FileOpenError(str(e), exit_code=EXIT_FAILURE) from e
-    if not (images.bzimage.probe(data) or images.uki.probe(data)):
+    if not (images.bzimage.probe(data) or images.probe_uki(data)):
         # the kernel's x86-64 kexec_file_load parses a bzImage only; kexec-tools 2.0.25 `-s -l vmlinux` exits 1
         kind = images.detect(data, intent.kernel, intent.image_type)  # not an image at all: 255, as -c
         raise FileLoadRefused(f"{intent.kernel}: kexec_file_load loads only a bzImage; this is {kind.name}",
@@ -204,17 +205,20 @@ def open_file_load(intent: LoadIntent, snapshot: str | Path | None = None) -> It
 
 
 def describe_plan(plan: Plan) -> str:
+    from . import plan as plans
     return plans.describe(plan)
 
 
 def write_plan(plan: Plan, directory: str | Path) -> None:
     """plan.json and one file per segment (--plan-out)."""
+    from . import plan as plans
     plans.write_dir(plan, Path(directory))
 
 
 def read_plan(directory: str | Path, facts: SystemFacts | None = None) -> Plan:
     """A plan written by write_plan, every segment checked against its size and SHA-256 (--plan-in); with the
     `facts` of the machine it is for, also checked as a freshly made plan is (check_plan)."""
+    from . import plan as plans
     plan = plans.read_dir(Path(directory))
     if facts is not None:
         check_plan(plan, facts)
@@ -266,9 +270,12 @@ def read_request(kernel: str | Path, *, initrd: str | Path | None = None, cmdlin
     addons: tuple[str, ...] = ()
     sidecars: tuple[InitrdPart, ...] = ()
     addon_parts: tuple[tuple[str, InitrdPart], ...] = ()
-    if images.uki.probe(data):  # its command-line addons, found where systemd-stub looks for them
+    # a UKI's command-line addons, found where systemd-stub looks for them (a file that is a bzImage too is
+    # planned as one, kexec-tools' order: its PE sections are not looked at, and uki is not imported)
+    if not images.bzimage.probe(data) and images.probe_uki(data):
         from . import bootentries
-        uname = images.uki.contents(data, str(kernel), uki_profile).uname
+        from .images import uki
+        uname = uki.contents(data, str(kernel), uki_profile).uname
         addons = tuple(line for _, line in bootentries.addons(kernel, uname))
         sidecars = tuple(bootentries.sidecars(kernel))
         addon_parts = bootentries.addon_parts(kernel, uname)

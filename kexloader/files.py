@@ -7,10 +7,8 @@ import contextlib
 import errno
 import mmap
 import os
-import shutil
 import signal
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -92,6 +90,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     path = Path(os.path.abspath(path))
     tmp = None
     try:
+        import tempfile  # only writers need it (with shutil, the bz2 and lzma modules: not on -l's path)
         with _signals_held():  # made and named together: an interrupt cannot leave it unnamed
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
@@ -117,6 +116,8 @@ def replace_directory(path: Path, fill: Callable[[Path], None], replaceable: Cal
     if path.is_dir() and any(path.iterdir()) and not replaceable(path):
         raise FileExistsError(errno.ENOTEMPTY, "holds other files (give a new or empty directory)")
     path.parent.mkdir(parents=True, exist_ok=True)
+    import shutil
+    import tempfile
     tmp = old = None
     try:
         with _signals_held():

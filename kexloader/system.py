@@ -14,16 +14,27 @@ import re
 import struct
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from . import efi, hypercall
 from .errors import KexloaderError, SystemFactsError
-from .formats import elfcore
-from .formats import xen as xf
 from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, E820_UNUSABLE,
                     KEXEC_SYSFS_DIR, KEXEC_SYSFS_FILES, IomemEntry, KernelText, KexecSysfs, MemRegion, Range,
                     SystemFacts, XenFacts)
-# re-exported: `system.load_snapshot` is what callers of the library have used
-from .snapshot import SNAPSHOT_VERSION, facts_from_json, facts_to_json, load_snapshot, save_snapshot  # noqa: F401
+
+if TYPE_CHECKING:
+    from .formats import elfcore
+
+# efi, hypercall, snapshot and the construct formats are imported where they are used: `xen_role` (every -S, -u
+# and -e asks it) then costs no more than this module.
+# re-exported, on first use: `system.load_snapshot` is what callers of the library have used
+_FROM_SNAPSHOT = frozenset({"SNAPSHOT_VERSION", "facts_from_json", "facts_to_json", "load_snapshot", "save_snapshot"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_SNAPSHOT:
+        from . import snapshot
+        return getattr(snapshot, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Type names of /sys/firmware/memmap/N/type and /proc/iomem (arch/x86/kernel/e820.c e820_type_to_string).
 TYPE_BY_NAME = {
@@ -175,6 +186,7 @@ def read_kallsyms(root: Path = Path("/"), names: tuple[str, ...] = KALLSYMS_WANT
 
 def read_kcore_loads(root: Path = Path("/")) -> tuple[elfcore.Phdr, ...]:
     """/proc/kcore's PT_LOAD headers (the file's first 64 KiB only), or () when it cannot be read."""
+    from .formats import elfcore
     try:
         with open(root / "proc/kcore", "rb") as f:
             head = f.read(KCORE_READ)
@@ -312,6 +324,8 @@ def _xen_guest_type(root: Path) -> str:
 
 def read_xen_facts() -> tuple[tuple[MemRegion, ...], XenFacts]:
     """The machine memory map and Xen's kexec ranges, through hypercalls (dom0 only)."""
+    from . import hypercall
+    from .formats import xen as xf
     crash_area = hypercall.get_range(xf.KEXEC_RANGE_MA_CRASH)
     notes: tuple[tuple[int, Range], ...] = ()
     vmcoreinfo = None
@@ -332,6 +346,7 @@ def read_cmdline(root: Path = Path("/")) -> str:
 
 def read_facts(root: Path = Path("/")) -> SystemFacts:
     """Everything a plan needs, from the running system under `root`."""
+    from . import efi
     role = xen_role(root)
     if role == "domU":
         raise SystemFactsError("kexec does not work from a Xen domU (only from dom0)")
@@ -375,6 +390,7 @@ def read_facts(root: Path = Path("/")) -> SystemFacts:
 
 
 def describe(facts: SystemFacts) -> str:
+    from . import efi
     lines = [f"# {facts.source}"]
     lines += [f"{r.range.start:#018x}-{r.range.last:#018x} {r.type_name}" for r in facts.memmap]
     lines += [f"crash kernel region {r}" for r in facts.crash_regions()]
@@ -396,6 +412,7 @@ def describe(facts: SystemFacts) -> str:
 
 
 def main(argv: list[str]) -> int:
+    from .snapshot import load_snapshot, save_snapshot
     try:
         if len(argv) == 2 and argv[0] == "save":
             save_snapshot(read_facts(), Path(argv[1]))

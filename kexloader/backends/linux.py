@@ -15,13 +15,16 @@ NO_CMA (0x10) and FORCE_DTB (0x20). Debian 12's 6.1 knows none of them. On kerne
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno as E
+import functools
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    import ctypes  # imported by the calls that use it: -S (sysfs) and the rest of the command line do not
 
 from ..errors import BackendError
 from ..model import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_SYSFS_DIR, KEXEC_SYSFS_FILES, Plan, Role
@@ -47,18 +50,22 @@ FEATURES = {  # name -> (syscall, flag): see flag_supported
 }
 
 
-class KexecSegment(ctypes.Structure):
+@functools.cache
+def kexec_segment_type() -> type[ctypes.Structure]:
     """struct kexec_segment (include/uapi/linux/kexec.h), 32 bytes."""
+    import ctypes
 
-    _fields_ = [
-        ("buf", ctypes.c_void_p),
-        ("bufsz", ctypes.c_size_t),
-        ("mem", ctypes.c_void_p),
-        ("memsz", ctypes.c_size_t),
-    ]
+    class KexecSegment(ctypes.Structure):
+        _fields_ = [
+            ("buf", ctypes.c_void_p),
+            ("bufsz", ctypes.c_size_t),
+            ("mem", ctypes.c_void_p),
+            ("memsz", ctypes.c_size_t),
+        ]
 
+    assert ctypes.sizeof(KexecSegment) == 32
+    return KexecSegment
 
-assert ctypes.sizeof(KexecSegment) == 32
 
 _libc = None
 
@@ -67,6 +74,7 @@ def raw_syscall(nr: int, *args: Any) -> int:
     """The one place a real syscall leaves the process; tests replace it (tests/conftest.py).
 
     Returns the syscall's result, or -errno."""
+    import ctypes
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
@@ -79,7 +87,10 @@ def raw_syscall(nr: int, *args: Any) -> int:
 
 
 def _buffer_address(data: bytes | bytearray | memoryview, keep: list[object]) -> int:
-    """Address of a bytes-like buffer without copying it where ctypes allows."""
+    """Address of a bytes-like buffer, never a copy: bytes directly, a writable buffer (a copy-on-write
+    mapping of a file) through ctypes' from_buffer, a read-only one through the buffer protocol. Everything
+    that holds the address valid goes into `keep`, which the caller holds until the syscall returns."""
+    import ctypes
     if len(data) == 0:
         return 0
     if isinstance(data, bytes):
@@ -87,13 +98,37 @@ def _buffer_address(data: bytes | bytearray | memoryview, keep: list[object]) ->
         keep.append(ptr)
         return ctypes.cast(ptr, ctypes.c_void_p).value or 0
     view = memoryview(data)
-    if not view.readonly and view.contiguous:
+    if not view.contiguous:
+        raise BackendError("a segment buffer is not contiguous memory", hint="this is a kexloader bug; please report it")
+    keep.append(view)
+    if not view.readonly:
         c = (ctypes.c_char * view.nbytes).from_buffer(view)
         keep.append(c)
         return ctypes.addressof(c)
-    copy = ctypes.create_string_buffer(bytes(view), view.nbytes)
-    keep.append(copy)
-    return ctypes.addressof(copy)
+    return _readonly_address(view)
+
+
+def _readonly_address(view: memoryview) -> int:
+    """The address of a read-only buffer's first byte (CPython's PyObject_GetBuffer). The export is released
+    at once: `view`, which the caller keeps, holds its own, so the bytes stay where they are."""
+    import ctypes
+
+    class PyBuffer(ctypes.Structure):  # Py_buffer (Include/pybuffer.h)
+        _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p), ("len", ctypes.c_ssize_t),
+                    ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                    ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+                    ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p)]
+
+    pybuf = PyBuffer()
+    api = ctypes.pythonapi
+    api.PyObject_GetBuffer.argtypes = [ctypes.py_object, ctypes.POINTER(PyBuffer), ctypes.c_int]
+    api.PyBuffer_Release.argtypes = [ctypes.POINTER(PyBuffer)]
+    if api.PyObject_GetBuffer(view, ctypes.byref(pybuf), 0) != 0:  # PyBUF_SIMPLE: contiguous bytes
+        raise BackendError("a segment buffer cannot be handed to the kernel", hint="this is a kexloader bug")
+    try:
+        return pybuf.buf or 0
+    finally:
+        api.PyBuffer_Release(ctypes.byref(pybuf))
 
 
 LOAD_ERRORS = {
@@ -215,7 +250,7 @@ class LinuxKexecBackend:
             raise BackendError("this plan was made for a Xen dom0 (it has map-only segments); "
                                "Linux's kexec_load cannot load it", hint="plan it on the machine that loads it")
         keep: list[object] = []
-        segs = (KexecSegment * len(plan.segments))()
+        segs = (kexec_segment_type() * len(plan.segments))()
         for seg, s in zip(sorted(plan.segments, key=lambda s: s.mem), segs):
             s.buf = _buffer_address(seg.data, keep) or None
             s.bufsz = seg.bufsz
@@ -243,6 +278,7 @@ class LinuxKexecBackend:
         if self.debug:
             print(f"kexloader: kexec_file_load flags {flags:#x}", file=sys.stderr)
         with self._log():
+            import ctypes
             rc = raw_syscall(SYS_KEXEC_FILE_LOAD, kernel_fd, initrd_fd, len(cmdline), ctypes.c_char_p(cmdline), flags)
         if rc < 0:
             self._fail_file("kexec_file_load", -rc)
