@@ -63,9 +63,11 @@ SHIM_REFUSED_REBOOT = "kt-capture-shim: reboot refused"
 SHIM_ACTIVE = "kt-capture-shim: seccomp filter installed"
 CHILD_REFUSES = 97  # the kexloader child's exit code when the shim is not in place
 
-# Run as `python -c CHILD ARGV...`. Kept free of kexloader imports until the guard has passed.
+# Run as `python -c CHILD ARGV...`. Kept free of kexloader imports until the guard has passed, and of imports
+# kexloader does not make itself (the calls are written as plain text, not json), so that the child's start-up
+# is kexloader's.
 CHILD = r"""
-import json, os, sys
+import os, sys
 def _seccomp():
     with open("/proc/self/status") as f:
         return next((l.split()[1] for l in f if l.startswith("Seccomp:")), "0")
@@ -82,7 +84,7 @@ def record(nr, *args):
     return 0
 def save():
     with open(trap, "w") as f:
-        json.dump(calls, f)
+        f.write(" ".join(map(str, calls)))
 import kexloader.backends.linux as linux
 linux.raw_syscall = record
 snapshot = os.environ.get("KEXLOADER_BENCH_FACTS")
@@ -179,7 +181,7 @@ def check(runner: Runner, rc: int, stderr: str) -> None:
             raise BenchError(f"`{runner.label}` did not print {line!r} (shim not loaded, or it "
                              f"stopped before its syscall): {tail}")
     if runner.trap is not None:
-        calls = json.loads(runner.trap.read_text()) if runner.trap.exists() else None
+        calls = [int(x) for x in runner.trap.read_text().split()] if runner.trap.exists() else None
         if runner.expect_syscall is None and calls:
             raise BenchError(f"`{runner.label}` made syscalls {calls}, none expected")
         if runner.expect_syscall is not None and runner.expect_syscall not in (calls or []):
@@ -233,7 +235,7 @@ def kexec_tools_env(shim: Path, ld_path: str | None) -> dict[str, str]:
 def works(inp: Inputs, shim: Path, kexec: Path | None, ld_path: str | None,
           python: str = sys.executable) -> list[Work]:
     """The rows: (kexloader runner, kexec-tools runner) per work, same arguments on both sides."""
-    trap = inp.scratch / "trap.json"
+    trap = inp.scratch / "trap.txt"
     fake_root = inp.scratch / "loaded-root"
     (fake_root / "sys" / "kernel").mkdir(parents=True, exist_ok=True)
     (fake_root / "sys" / "kernel" / "kexec_loaded").write_text("1\n")
