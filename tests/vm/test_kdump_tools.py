@@ -24,16 +24,11 @@ from tests.vm.test_kdump import CRASHKERNEL, MAKEDUMPFILE_CALLER_ID, makedumpfil
 pytestmark = pytest.mark.vm
 
 TIMEOUT = 600  # ~2 min on 2 TCG cores (makedumpfile compresses the dump in the crash kernel); bounds a hang
-COREDIR = "/var/crash"
 # the package's default KDUMP_CMDLINE_APPEND, plus the stage the crash kernel's /init runs (last stage= wins)
 CMDLINE_APPEND = ("reset_devices systemd.unit=kdump-tools-dump.service nr_cpus=1 irqpoll usbcore.nousb "
                   "loglevel=3 stage=dump")
 
-DEBIAN_SH = "ln -sf /usr/bin/dash /bin/sh  # as on Debian; this stage itself goes on in busybox sh\n"
-
-FIRST = DEBIAN_SH + r"""
-ln -s /usr/bin/kexloader /sbin/kexec
-mkdir -p /var/lib/kdump /var/crash
+FIRST = kdump_tools.SETUP + r"""
 mark kexec_version "$(kexec --version 2>&1)"
 mark osrelease "$(cat /proc/sys/kernel/osrelease)"
 run show0 kdump-config show
@@ -56,7 +51,7 @@ echo c > /proc/sysrq-trigger
 mark crash_returned
 """
 
-DUMP = DEBIAN_SH + r"""
+DUMP = kdump_tools.SETUP + r"""
 mark_file cmdline /proc/cmdline
 rm -f /sbin/reboot && ln -s /usr/lib/kxm/reboot /sbin/reboot
 run savecore /etc/init.d/kdump-tools start
@@ -86,7 +81,8 @@ def require_kdump_tools(h) -> kdump_tools.KdumpTools:
         _unavailable(f"Debian's kdump-tools for {h.platform} is not unpacked ({kdump_tools.FETCH_HINT})")
     missing = kdump_tools.missing_host_files()
     if missing:
-        _unavailable(f"the kdump-tools guest needs the host's {', '.join(missing)} (apt-get install file)")
+        _unavailable(f"the kdump-tools guest needs the host's {', '.join(missing)} "
+                     "(apt-get install file bsdextrautils)")
     assert kt is not None
     return kt
 
@@ -96,24 +92,15 @@ def kdump_config(platform_harness):
     h = platform_harness
     kt = require_kdump_tools(h)
     kver = h.inputs.kernel_version
-    settings = {
-        "USE_KDUMP": "1",
-        "KDUMP_KERNEL": f"{KDUMP_DIR}/vmlinuz",  # links kdump-config makes to /boot/vmlinuz-VERSION ...
-        "KDUMP_INITRD": f"{KDUMP_DIR}/initrd.img",  # ... and to KDUMP_DIR/initrd.img-VERSION
-        "KDUMP_COREDIR": COREDIR,
-        "KDUMP_CMDLINE_APPEND": CMDLINE_APPEND,
-    }
-    package = kt.files(settings)
-    dump_tools = {**makedumpfile_files(), **kdump_tools.host_programs(kdump_tools.DASH)}
-    leaf = h.leaf(stages={"dump": DUMP}, files={**package, **dump_tools})
-    leaf.modes.update({path: 0o755 for path in (*dump_tools, *kt.executables())})
+    settings = kdump_tools.settings(CMDLINE_APPEND)
+    dump_tools = makedumpfile_files()
+    leaf = h.leaf(stages={"dump": DUMP}, files=dump_tools)
+    leaf.modes.update({path: 0o755 for path in dump_tools})
     leaf.trees = list(h.python_trees())  # Python and the kexloader wheel, for vmcore-dmesg
+    kdump_tools.install(leaf, kt, settings)
     crash_initrd = h.build(leaf, "kdump-tools-leaf")
-    file_command = {**kdump_tools.file_command(), **kdump_tools.host_programs(kdump_tools.DASH)}
-    first_files = {**package, **file_command, f"/boot/vmlinuz-{kver}": h.vmlinuz,
-                   kdump_tools.CRASH_INITRD: crash_initrd.read_bytes()}
-    guest = h.full(stages={"first": FIRST}, files=first_files, kernel=False)
-    guest.modes.update({path: 0o755 for path in (*kt.executables(), *file_command) if path != kdump_tools.MAGIC_IN_GUEST})
+    guest = h.full(stages={"first": FIRST}, kernel=False)
+    kdump_tools.install(guest, kt, settings, kernel=(kver, h.vmlinuz), crash_initrd=crash_initrd.read_bytes())
     first_line = f"console=ttyS0 panic=-1 stage=first token={new_token()}"
     t = h.boot(guest, f"{first_line} {CRASHKERNEL}", base_append="", name="kdump-tools", timeout=TIMEOUT,
                memory=1024)

@@ -9,7 +9,8 @@ EPERM and only kexec_file_load (-s), which checks the next kernel's signature, w
 One QEMU run, three kernels:
 
     first   lockdown and Secure Boot as the kernel reports them; -c -l and -c -p refused; the plain forms
-            (-l, -u, -p, -p -u: whatever the default syscall is); -s -p and -s -p -u; -s -l, then -e
+            (-l, -u, -p, -p -u: whatever the default syscall is); -s -p and -s -p -u; Debian's kdump-config
+            load and unload (it adds -s when efivarfs says Secure Boot is on); -s -l, then -e
     second  (kexec'd by -s) what it has of lockdown and EFI; -s -p, then sysrq c
     dump    the crash kernel: its command line and /proc/vmcore's ELF header
 """
@@ -24,9 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from tools.vm import new_token, secureboot
+from tools.vm import kdump_tools, new_token, secureboot
 
 from tests.vm.test_kdump import CRASHKERNEL, crash_append
+from tests.vm.test_kdump_tools import require_kdump_tools
 from tests.vm.test_uefi import EFI_REPORT, QUIET, efivarfs
 
 pytestmark = pytest.mark.vm
@@ -67,6 +69,13 @@ run s_p kexloader -s -p $P --append="$CRASH_APPEND"
 mark s_p_loaded "$(cat /sys/kernel/kexec_crash_loaded)"
 run s_pu kexloader -s -p -u
 mark s_pu_loaded "$(cat /sys/kernel/kexec_crash_loaded)"
+# Debian's kdump-config sees SecureBoot=1, SetupMode=0 in efivarfs and adds -s itself
+""" + kdump_tools.SETUP + r"""
+run kc_load kdump-config load
+mark kc_loaded "$(cat /sys/kernel/kexec_crash_loaded)"
+mark_file kc_cmd /var/crash/kexec_cmd
+run kc_unload kdump-config unload
+mark kc_unloaded "$(cat /sys/kernel/kexec_crash_loaded)"
 run s_load kexloader -s -l $L --append="$SECOND_APPEND"
 mark s_loaded "$(cat /sys/kernel/kexec_loaded)"
 run exec kexloader -e
@@ -125,10 +134,13 @@ def secure_boot(platform_harness):
     crash = crash_append(new_token())
     second_append = f"console=ttyS0 panic=-1 {QUIET} stage=second {CRASHKERNEL} token={new_token()}"
     env = f"SECOND_APPEND={shlex.quote(second_append)}\nCRASH_APPEND={shlex.quote(crash)}\n"
-    leaf = h.leaf(stages={"dump": DUMP})
+    kt = require_kdump_tools(h)
+    leaf = h.build(h.leaf(stages={"dump": DUMP}), "secure-boot-leaf")
     second = h.full(stages={"second": env + SECOND}, leaf=leaf, files=mods)
     second_img = h.build(second, "secure-boot-second", compress="gzip")
     first = h.full(stages={"first": env + FIRST}, leaf=leaf, files={**mods, "/second.img": second_img.read_bytes()})
+    kdump_tools.install(first, kt, kdump_tools.settings(f"{QUIET} stage=dump"),
+                        kernel=(h.inputs.kernel_version, h.vmlinuz), crash_initrd=leaf.read_bytes())
     second_img.unlink()
     t = h.boot(first, f"console=ttyS0 panic=-1 {QUIET} stage=first {CRASHKERNEL} token={new_token()}",
                base_append="", name="secure-boot", firmware="bios", extra_args=secureboot.qemu_args(vars_file),
@@ -181,6 +193,15 @@ def test_s_p_loads_and_s_p_u_unloads(secure_boot):
     assert t.get("s_p_loaded") == "1"
     assert t.rc("s_pu") == 0, t.out("s_pu")
     assert t.get("s_pu_loaded") == "0"
+
+
+def test_kdump_config_adds_s_itself_under_secure_boot(secure_boot):
+    t = secure_boot
+    assert t.rc("kc_load") == 0 and "loaded kdump kernel" in t.out("kc_load"), t.out("kc_load")
+    assert t.get("kc_loaded") == "1"
+    assert t.b64("kc_cmd").decode().startswith("/sbin/kexec -p -s --command-line="), t.b64("kc_cmd")
+    assert t.rc("kc_unload") == 0 and "unloaded kdump kernel" in t.out("kc_unload"), t.out("kc_unload")
+    assert t.get("kc_unloaded") == "0"
 
 
 def test_s_l_and_e_boot_the_next_kernel(secure_boot):

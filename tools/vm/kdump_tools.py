@@ -15,6 +15,8 @@ $KEXLOADER_CACHE/kdump-tools/RELEASE; a platform's guest gets its own release's 
     /usr/bin/dash                 the host's; the stages make /bin/sh a link to it, as on Debian (busybox
                                   sh runs its own applets before looking at PATH, so `reboot -f` would skip
                                   the stand-in below and `command -v sysctl` would print no path)
+    /usr/bin/hexdump              the host's (bsdextrautils, which the package depends on): kdump-config
+                                  reads the SecureBoot and SetupMode variables with it
 
 Not there, with the stand-ins the test uses: systemd (the stage scripts run what the units' ExecStart run,
 `/etc/init.d/kdump-tools start`), update-alternatives (`ln -s /usr/bin/kexloader /sbin/kexec`), syslog
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .env import DEFAULT_PLATFORM, cache_dir
+from .guest import Guest
 from .pyruntime import ldd
 
 FETCH_HINT = "bash tools/kdump-tools.sh ~/.cache/kexloader (run by sudo bash tools/install-deps.sh)"
@@ -40,14 +43,24 @@ FILE = Path("/usr/bin/file")
 MAGIC = Path("/usr/lib/file/magic.mgc")
 MAGIC_IN_GUEST = "/usr/share/misc/magic.mgc"  # where libmagic looks (on Debian a link to MAGIC)
 DASH = Path("/usr/bin/dash")
+HEXDUMP = Path("/usr/bin/hexdump")  # bsdextrautils (a dependency of the package); busybox's keeps the "\ " of
+# kdump-config's format '/1 "%d\ "', so its Secure Boot check would read "1\" and never add -s
 KDUMP_DIR = "/var/lib/kdump"
 CRASH_INITRD = "/usr/lib/kxm/kdump-initrd.img"
+COREDIR = "/var/crash"
 
 # /etc/kernel/postinst.d/kdump-tools as kdump-config calls it (KERNEL_VERSION): the package's runs mkinitramfs.
 HOOK_STANDIN = f"""#!/bin/sh
 set -eu
 echo "kdump-tools: Generating {KDUMP_DIR}/initrd.img-$1 (stand-in: a copy of {CRASH_INITRD})"
 cp {CRASH_INITRD} {KDUMP_DIR}/initrd.img-$1
+"""
+
+# A stage's first lines: Debian's /bin/sh (this stage itself goes on in busybox sh), the package manager's
+# alternative for kexec, and the directories the package ships.
+SETUP = f"""ln -sf /usr/bin/dash /bin/sh
+ln -s /usr/bin/kexloader /sbin/kexec
+mkdir -p {KDUMP_DIR} {COREDIR}
 """
 
 # `reboot -f` as the init script calls it after savecore: record it and return, so the stage can report.
@@ -90,6 +103,14 @@ class KdumpTools:
                 "/etc/kernel/postinst.d/kdump-tools")
 
 
+def settings(cmdline_append: str) -> dict[str, str]:
+    """What an administrator sets in /etc/default/kdump-tools: the kernel and initrd as the links kdump-config
+    makes (KDUMP_DIR/vmlinuz to /boot/vmlinuz-VERSION, KDUMP_DIR/initrd.img to KDUMP_DIR/initrd.img-VERSION),
+    the dump directory and what goes after the first kernel's command line for the crash kernel."""
+    return {"USE_KDUMP": "1", "KDUMP_KERNEL": f"{KDUMP_DIR}/vmlinuz", "KDUMP_INITRD": f"{KDUMP_DIR}/initrd.img",
+            "KDUMP_COREDIR": COREDIR, "KDUMP_CMDLINE_APPEND": cmdline_append}
+
+
 def find(platform: str = DEFAULT_PLATFORM) -> KdumpTools | None:
     """The kdump-tools of the platform's Debian release, or None when tools/kdump-tools.sh has not run."""
     release = RELEASE[platform]
@@ -100,7 +121,7 @@ def find(platform: str = DEFAULT_PLATFORM) -> KdumpTools | None:
 
 
 def missing_host_files() -> list[str]:
-    return [str(p) for p in (*map(Path, HOST_SCRIPTS), FILE, MAGIC, DASH) if not p.is_file()]
+    return [str(p) for p in (*map(Path, HOST_SCRIPTS), FILE, MAGIC, DASH, HEXDUMP) if not p.is_file()]
 
 
 def host_programs(*programs: Path) -> dict[str, bytes | str | Path]:
@@ -114,3 +135,19 @@ def host_programs(*programs: Path) -> dict[str, bytes | str | Path]:
 def file_command() -> dict[str, bytes | str | Path]:
     """`file` with libmagic and its compiled database."""
     return {**host_programs(FILE), MAGIC_IN_GUEST: MAGIC}
+
+
+def install(guest: Guest, kt: KdumpTools, settings: dict[str, str], *, kernel: tuple[str, Path] | None = None,
+            crash_initrd: bytes | Path | None = None) -> None:
+    """Put kdump-tools into a guest (stages start with SETUP): the package's files, dash, and for a guest that
+    loads (not the crash kernel's) `file`, kernel=(VERSION, vmlinuz) as /boot/vmlinuz-VERSION and the crash
+    initrd that the hook stand-in copies."""
+    programs = host_programs(DASH, HEXDUMP)
+    if kernel or crash_initrd is not None:
+        programs.update(file_command())
+    guest.files.update({**kt.files(settings), **programs})
+    if kernel:
+        guest.files[f"/boot/vmlinuz-{kernel[0]}"] = kernel[1]
+    if crash_initrd is not None:
+        guest.files[CRASH_INITRD] = crash_initrd
+    guest.modes.update({path: 0o755 for path in (*kt.executables(), *programs) if path != MAGIC_IN_GUEST})

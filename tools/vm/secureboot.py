@@ -31,7 +31,7 @@ CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 EMPTY_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 FETCH_HINT = "bash tools/secureboot-tools.sh ~/.cache/kexloader (run by sudo bash tools/install-deps.sh)"
 OWNER = "a8e6d5e2-3b1c-4f0a-9d55-6b657865c0de"  # the owner GUID written with our db and KEK entries
-VARS_LAYOUT = 2  # part of a made VARS file's name: bump when what secure_boot_vars enrolls changes
+VARS_LAYOUT = 3  # part of a made VARS file's name: bump when what secure_boot_vars enrolls changes
 WIN_CERT_TYPE_PKCS_SIGNED_DATA = 0x0002
 IMAGE_DIRECTORY_ENTRY_SECURITY = 4
 
@@ -87,9 +87,9 @@ def signer_certificates(vmlinuz: Path) -> str:
 
 
 def split_pems(text: str) -> list[str]:
-    end = "-----END CERTIFICATE-----"
-    return [block.strip()[block.strip().index("-----BEGIN"):] + end + "\n"
-            for block in text.split(end) if "-----BEGIN CERTIFICATE-----" in block]
+    """Each PEM certificate of `text` (openssl's -print_certs puts subject= and issuer= lines between them)."""
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    return [block[block.index(begin):].strip() + "\n" + end + "\n" for block in text.split(end) if begin in block]
 
 
 def secure_boot_vars(vmlinuz: Path, out_dir: Path) -> Path:
