@@ -19,6 +19,7 @@ from .model import MemRegion, MiB, Range, Role
 TYPE_OF_LOADER_KEXEC = 0xD0  # boot.rst loader ID 0xD ("kexec-tools"), version 0: we stand in for it
 SCREEN_INFO_DEFAULT = bytes([0, 0, 0, 0, 0, 0, 0, 80, 0, 0, 0, 0, 0, 0, 25, 1, 16, 0]).ljust(bp.SCREEN_INFO_SIZE, b"\0")
 HARDWARE_SUBARCH = slice(0x23C, 0x248)  # hardware_subarch + hardware_subarch_data
+HEADER_VERSION_END = 0x208  # "HdrS" at 0x202, the protocol version at 0x206
 
 
 def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memmap: Sequence[MemRegion],
@@ -34,8 +35,10 @@ def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memma
     # The header as the image declares it, and no further: bytes past it are not header (boot.rst).
     jump = struct.unpack_from("<H", image, 0x200)[0]
     end = min(bz.header_end(jump), bp.OFFSETS["hdr"] + bz.SETUP_HEADER_SIZE)
-    if end < bz.HEADER_END_MIN:  # images.bzimage.parse_header refuses such an image before it gets here
-        raise MalformedImageError(f"setup header ends at {end:#x} (jump {jump:#06x}), before init_size")
+    # Past "HdrS" and the version at least (parsing checks the magic); a bzImage must reach init_size, which
+    # images.bzimage.parse_header checks before this, while vmlinux's synthetic 2.06 header ends at cmdline_size.
+    if end < HEADER_VERSION_END:
+        raise MalformedImageError(f"setup header ends at {end:#x} (jump {jump:#06x}), before its version")
     page[bp.OFFSETS["hdr"]:end] = image[bp.OFFSETS["hdr"]:end]
     params = bp.BootParams.parse(bytes(page))
     hdr = params.hdr

@@ -63,3 +63,19 @@ def test_more_core_header_entries_than_elf_can_count_is_one_error():
     req = LoadRequest(kernel=IMAGES["bzimage/tiny.bzImage"], kernel_name="tiny", crash=True)
     with pytest.raises(SystemFactsError, match="ELF core header"):
         api.make_plan(req, dataclasses.replace(kdump, crash_notes=notes))
+
+
+def test_zero_page_builder_takes_a_2_06_header_and_refuses_one_before_its_version():
+    """build_zero_page needs the header up to the version (0x208); vmlinux's synthetic header ends at 0x23c."""
+    from kexloader import bootparams
+    from kexloader.images.vmlinux import synthetic_setup
+    from kexloader.model import Range
+
+    setup = bytearray(synthetic_setup())
+    page = bootparams.build_zero_page(bytes(setup), cmdline=Range(0x10000, 1), initrd=None, memmap=[],
+                                      running=None, acpi_rsdp=None)
+    assert page[0x202:0x206] == b"HdrS"
+    setup[0x201] = 0x04  # ends at 0x206: "HdrS" but no version
+    with pytest.raises(MalformedImageError, match="before its version"):
+        bootparams.build_zero_page(bytes(setup), cmdline=Range(0x10000, 1), initrd=None, memmap=[],
+                                   running=None, acpi_rsdp=None)
