@@ -68,6 +68,7 @@ class Row:
     argv: tuple[str, ...]
     worlds: tuple[str, ...] = ALL
     note: str = ""
+    crash_region: bool = True  # False: /proc/iomem as the host has it, without a "Crash kernel" region
 
 
 def _rows() -> list[Row]:
@@ -126,6 +127,9 @@ def _rows() -> list[Row]:
         Row("mem-min-bad", ("--mem-min=lots", "-l", k), PARSE),
         Row("reuseinitrd", ("--reuseinitrd", "-l", k)),
         Row("hotplug", ("--hotplug", "-p", k, i)),
+        Row("panic-no-crash-region", ("-p", k, i, a), ONE_WORLD, crash_region=False),
+        Row("panic-s-no-crash-region", ("-s", "-p", k, i, a), ONE_WORLD, crash_region=False),
+        Row("unload-panic-no-crash-region", ("-p", "-u"), ONE_WORLD, crash_region=False),
         Row("print-ckr-size", ("--print-ckr-size",), PARSE),
         Row("load-preserve-context", ("--load-preserve-context", "--mem-max=0x7fffffff", k), PARSE,
             note="does not finish in TIMEOUT in any world: recorded once"),
@@ -322,7 +326,10 @@ def make_inputs(directory: Path) -> Inputs:
     dtb.write_bytes(minimal_fdt())
     elf = directory / "vmlinux"
     elf.write_bytes(minimal_elf())
-    (directory / "iomem").write_text(fake_iomem(Path("/proc/iomem").read_text()))
+    host_iomem = Path("/proc/iomem").read_text()
+    (directory / "iomem").write_text(fake_iomem(host_iomem))
+    (directory / "iomem-no-crash").write_text("".join(line for line in host_iomem.splitlines(keepends=True)
+                                                      if "Crash kernel" not in line))
     (directory / "loaded").write_text("1\n")
     (directory / "kcore").write_bytes(minimal_kcore())
     (directory / "elfcorehdr_size").write_text("4096\n")
@@ -356,7 +363,7 @@ def run_row(kexec: Path, ld_path: str | None, shim: Path, inputs: Inputs, row: R
     with tempfile.TemporaryDirectory(prefix="kt-cli-", dir=inputs.directory) as tmp:
         out = Path(tmp)
         redirect = ";".join(f"{src}={inputs.directory / dst}" for src, dst in (
-            ("/proc/iomem", "iomem"), ("/sys/kernel/kexec_loaded", "loaded"),
+            ("/proc/iomem", "iomem" if row.crash_region else "iomem-no-crash"), ("/sys/kernel/kexec_loaded", "loaded"),
             ("/sys/kernel/kexec_crash_loaded", "loaded"), ("/proc/kcore", "kcore"),
             ("/sys/kernel/crash_elfcorehdr_size", "elfcorehdr_size")))
         env = kt.shim_env(shim, out, ld_path, KT_REDIRECT=redirect, **WORLDS[world])
@@ -384,7 +391,8 @@ def run_row(kexec: Path, ld_path: str | None, shim: Path, inputs: Inputs, row: R
     stdout_lines = stdout.splitlines()
     return {"name": row.name, "world": world, "argv": list(row.argv), "exit": code,
             "stdout": {"lines": len(stdout_lines), "first": inputs.normalise(stdout_lines[0]) if stdout_lines else ""},
-            "stderr": stderr_lines, "calls": calls, **({"note": row.note} if row.note else {})}
+            "stderr": stderr_lines, "calls": calls, **({"note": row.note} if row.note else {}),
+            **({} if row.crash_region else {"crash_region": False})}
 
 
 def record(version: str, rows: list[Row], inputs: Inputs) -> dict:
