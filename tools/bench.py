@@ -269,7 +269,8 @@ def works(inp: Inputs, shim: Path, kexec: Path | None, ld_path: str | None,
     out.append(Work("-S", dataclasses.replace(kl(["-S"], **loaded), ok_rc=(0, 1)), ktr(["-S"]),
                     note="this host's kernel has no kexec sysfs files: kexloader reads a fake sysfs root, "
                          "kexec-tools fails to read them (exit 255)"))
-    out.append(Work("-u", kl(["-u"], SYS_KEXEC_LOAD), ktr(["-u"], SHIM_REFUSED_LOAD)))
+    out.append(Work("-u", kl(["-c", "-u"], SYS_KEXEC_LOAD), ktr(["-c", "-u"], SHIM_REFUSED_LOAD),
+                    note="-c -u on both sides: the kexec_load unload, whatever each release's default syscall"))
     out.append(Work("-e (to the reboot call)", kl(["-e"], SYS_REBOOT, **loaded),
                     ktr(["-e"], SHIM_REFUSED_REBOOT),
                     note="both sync(); kexec-tools also tries ifdown (refused by seccomp)"))
