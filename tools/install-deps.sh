@@ -69,6 +69,8 @@ apt_packages=(
     # the four runtime dependencies for the build's smoke test and the test's runs with Debian's python3
     build-essential debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel
     lintian python3-construct python3-lz4 python3-pyelftools python3-zstandard
+    # kexec-tools 2.0.32 built from its tag into the cache (tools/kexec_tools_capture/build.py), when its source is here
+    autoconf automake make
 )
 export DEBIAN_FRONTEND=noninteractive
 say "apt-get update"
