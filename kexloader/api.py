@@ -176,11 +176,11 @@ def check_file_load(intent: LoadIntent, snapshot: str | Path | None = None) -> N
     if intent.crash or intent.hotplug:
         check_crash(intent, load_facts(snapshot))  # the kernel updates file-loaded crash images by itself, if it can
     from . import images
+    data = read_image(intent.kernel, "kernel")  # 2.0.32 reads it first: "Cannot open", 1 (2.0.25 said 255)
     try:
-        data = read_image(intent.kernel, "kernel")
         for initrd in intent.initrds:
             os.close(open_regular(initrd, "initrd"))
-    except FileOpenError as e:  # kexec-tools' kexec_file_load path: "Failed to open file", 255 (-c: 1)
+    except FileOpenError as e:  # kexec-tools' bzImage64 file loader: "Could not open initrd file", 255 (-c: 1)
         raise FileOpenError(str(e), exit_code=EXIT_FAILURE) from e
     if not (images.bzimage.probe(data) or images.probe_uki(data)):
         # the kernel's x86-64 kexec_file_load parses a bzImage only; kexec-tools 2.0.25 `-s -l vmlinux` exits 1

@@ -71,7 +71,7 @@ def program_name(argv0: str) -> str:
 
 
 def version_line(prog: str) -> str:
-    """What --version prints. As kexec, kexec-tools' shape ("kexec-tools 2.0.25") comes first, because scripts and
+    """What --version prints. As kexec, kexec-tools' shape ("kexec-tools 2.0.32") comes first, because scripts and
     scanners read the first two words (cve-bin-tool matches "kexec-tools" and a dotted version), so they see the
     release whose command line kexloader follows; kexloader's own name and version follow in parentheses."""
     if prog == "kexec":
@@ -90,7 +90,8 @@ class Action(enum.StrEnum):
 
 
 class Syscall(enum.StrEnum):
-    """-c kexec_load (with kexloader's layout and purgatory), -s kexec_file_load, -a the file one, then -c."""
+    """-c kexec_load (with kexloader's layout and purgatory), -s kexec_file_load, -a (the default, as kexec-tools
+    2.0.27+) the file one, then -c where the kernel cannot."""
 
     CLASSIC = "classic"
     FILE = "file"
@@ -127,7 +128,7 @@ class Options:
     mem_min: int = 0
     mem_max: int = api.ADDRESS_LIMIT - 1
     dry_run: bool = False
-    syscall: Syscall = Syscall.CLASSIC
+    syscall: Syscall = Syscall.AUTO
     plan_out: str | None = None
     plan_in: str | None = None
     facts: str | None = None
@@ -156,6 +157,9 @@ def parse_args(argv: Sequence[str], prog: str = "kexloader") -> Options:
         name = SHORT_TO_LONG.get(name, name) if not flag.startswith("--") else name
         _apply(o, name, value)
         names.append(name)
+    refused = [n for n in names if n in NOT_YET or n in ("reuseinitrd", "entry")]
+    if refused:
+        raise _refusal(refused[0], o.syscall)
     misplaced = [n for n in names if n in LOADER_ONLY]
     if o.action in (Action.UNLOAD, Action.STATUS, Action.EXEC) and misplaced:
         raise UsageError(f"--{misplaced[0]} is for loading an image; {o.action.value} takes no image options",
@@ -166,9 +170,26 @@ def parse_args(argv: Sequence[str], prog: str = "kexloader") -> Options:
     return o
 
 
+def _refusal(name: str, syscall: Syscall) -> NotSupportedYet:
+    """The one line for an option kexloader does not implement, with kexec-tools 2.0.32's exit code where it
+    refuses too (decided after the whole command line is read: -c may come after the option)."""
+    if name in ("real-mode", "entry-32bit") and syscall != Syscall.CLASSIC:
+        # 2.0.32's bzImage64 file loader: "Kexec2 syscall does not support 16bit or 32bit entry yet", 255
+        return NotSupportedYet(f"--{name}: kexec_file_load has no 16-bit or 32-bit entry (and kexloader's "
+                               "kexec_load path, -c, does not support it yet)", exit_code=EXIT_FAILURE)
+    if name == "load-jump-back-helper" and syscall == Syscall.CLASSIC:
+        # 2.0.32 -c refuses while an image is loaded ("There is kexec kernel loaded"), 255
+        return NotSupportedYet("--load-jump-back-helper is not supported yet (kexec jump)", exit_code=EXIT_FAILURE)
+    if name == "reuseinitrd":
+        return NotSupportedYet("--reuseinitrd is not implemented on x86 (as in kexec-tools)")
+    if name == "entry":
+        return NotSupportedYet("--entry (with --load-jump-back-helper) is not supported yet")
+    return NotSupportedYet(f"{NOT_YET[name]} is not supported yet")
+
+
 def _apply(o: Options, name: str, value: str) -> None:
-    if name in NOT_YET:
-        raise NotSupportedYet(f"{NOT_YET[name]} is not supported yet")
+    if name in NOT_YET or name in ("reuseinitrd", "entry"):
+        return  # refused by parse_args, once -c/-s/-a are known
     if name == "help":
         o.show = Show.HELP
     elif name == "?":
@@ -245,10 +266,6 @@ def _apply(o: Options, name: str, value: str) -> None:
         o.purgatory = dataclasses.replace(o.purgatory, serial_baud=baud)
     elif name == "print-ckr-size":
         o.print_ckr_size = True
-    elif name == "reuseinitrd":
-        raise NotSupportedYet("--reuseinitrd is not implemented on x86 (as in kexec-tools)")
-    elif name == "entry":
-        raise NotSupportedYet("--entry (with --load-jump-back-helper) is not supported yet")
     elif name == "dry-run":
         o.dry_run = True
     elif name == "plan-out":
@@ -340,6 +357,9 @@ def run(o: Options, backend: Backend, out: TextIO | None = None) -> int:
     the_plan = _build_plan(o, what)
     if o.debug or o.dry_run:
         print(api.describe_plan(the_plan), file=out if o.dry_run else sys.stderr)
+    if o.dry_run and o.syscall == Syscall.AUTO and backend.has_file_load:  # part of the output, not an error
+        print("note: this is kexloader's own kexec_load plan (-c); a real load without -c tries kexec_file_load "
+              "first (-s prints that call)", file=out)
     if o.plan_out:
         api.write_plan(the_plan, o.plan_out)
     if o.dry_run:
@@ -363,8 +383,14 @@ def _after_load(o: Options, backend: Backend) -> int:
 
 
 def _file_syscall(o: Options, backend: Backend) -> bool:
-    """-s/-a, where there is a kexec_file_load (not under Xen: the hypercall loads there)."""
-    return o.syscall != Syscall.CLASSIC and backend.has_file_load and not o.plan_in
+    """-s, or -a (the default), where there is a kexec_file_load (not under Xen: the hypercall loads there).
+    --dry-run, --plan-out, --plan-in and --facts are about kexloader's own plans: under -a they plan for
+    kexec_load (-c); with -s, --dry-run prints the kexec_file_load call instead."""
+    if not backend.has_file_load or o.plan_in:
+        return False
+    if o.syscall == Syscall.AUTO:
+        return not (o.dry_run or o.plan_out or o.facts)
+    return o.syscall == Syscall.FILE
 
 
 def _load_with_file_syscall(o: Options, what: api.LoadIntent, backend: Backend, out: TextIO) -> bool:
@@ -412,7 +438,10 @@ def _shutdown_reboot(prog: str) -> None:
     """kexec-tools without -l/-e/-f: load, then let init shut down and kexec (shutdown -r now)."""
     for path in ("/sbin/shutdown", "/etc/shutdown", "/bin/shutdown"):
         if os.access(path, os.X_OK):
-            os.execv(path, [path, "-r", "now"])
+            try:
+                os.execv(path, [path, "-r", "now"])
+            except OSError as e:  # kexec-tools: "shutdown: <strerror>", 255
+                raise KexloaderError(f"shutdown: {e.strerror}", exit_code=EXIT_FAILURE) from None
     raise KexloaderError("loaded, but no shutdown command was found to reboot into it",
                          hint=f"run {prog} -e to start the new kernel")
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-# The kexec-tools release whose command line and defaults kexloader matches today; `kexec --version` reports it.
-# 2.0.25 while -c is the default: a script that reads 2.0.27 or later would expect -a (kexec_file_load first).
-KEXEC_TOOLS_VERSION = "2.0.25"
+# The kexec-tools release whose command line and defaults kexloader matches; `kexec --version` reports it.
+# 2.0.27 and later default to -a (kexec_file_load first), as kexloader does.
+KEXEC_TOOLS_VERSION = "2.0.32"
 
 
 class Group(enum.StrEnum):
@@ -73,11 +73,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-checks", "Skip the purgatory's SHA-256 verification.", short="i"),
     Option("no-ifdown", "Accepted (kexloader does not take interfaces down).", short="x"),
     Option("no-sync", "Accepted (kexloader always syncs before -e/-f).", short="y"),
-    Option("kexec-syscall", "Use kexec_load with kexloader's own layout and purgatory (the default, as Debian "
-           "12's kexec-tools).", short="c"),
+    Option("kexec-syscall", "Use kexec_load with kexloader's own layout and purgatory (the default of kexec-tools "
+           "before 2.0.27, Debian 12's).", short="c"),
     Option("kexec-file-syscall", "Use kexec_file_load: the kernel lays out and checks a bzImage itself (the only "
            "way under lockdown / Secure Boot).", short="s"),
-    Option("kexec-syscall-auto", "kexec_file_load, falling back to kexec_load when the kernel cannot.", short="a"),
+    Option("kexec-syscall-auto", "The default (as kexec-tools 2.0.27+): kexec_file_load, falling back to kexec_load "
+           "(-c) when the kernel answers ENOSYS, EINVAL, ENOEXEC or EOPNOTSUPP, or when the image is not a bzImage "
+           "(ELF, multiboot, --module, --vmm). Under Xen: the hypercall.", short="a"),
     Option("debug", "Print the segment table and error details; ask the kernel for its debug messages "
            "(KEXEC_FILE_DEBUG with -s, Linux 6.7+) and print what it logged during the call.", short="d"),
     Option("hotplug", "With -p: let the kernel update the crash kernel's core header when CPUs or memory come and "
@@ -121,7 +123,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("entry-32bit", NOT_YET, _L),
     Option("dtb", NOT_YET, _L, metavar="FILE", arg=_F),
     # kexloader's own
-    Option("dry-run", "Build the plan, print it, load nothing.", _E),
+    Option("dry-run", "Build kexloader's kexec_load plan (-c), print it, load nothing; with -s print the "
+           "kexec_file_load call instead.", _E),
     Option("plan-out", "Also write plan.json and one file per segment to DIR.", _E, metavar="DIR", arg=_D),
     Option("plan-in", "Load a plan saved with --plan-out instead of reading images.", _E, metavar="DIR", arg=_D),
     Option("facts", "Plan for the machine described by a saved snapshot (with --dry-run).", _E, metavar="SNAPSHOT",

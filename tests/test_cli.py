@@ -92,7 +92,7 @@ def test_load_records_the_plan_and_status_follows(capsys):
     backend = RecordingBackend()
     assert run(["-S", "-l"], capsys, backend)[0] == 0
     # --facts needs --dry-run; load with the live facts of this host into the recorder
-    code, out, err, _ = run(["-l", TINY, "--append=hello"], capsys, backend)
+    code, out, err, _ = run(["-c", "-l", TINY, "--append=hello"], capsys, backend)
     assert code == 0, err
     assert backend.plans[False].linux is not None
     assert run(["-S", "-l"], capsys, backend)[0] == 1
@@ -227,6 +227,50 @@ def test_s_unload_and_fallback(capsys):
     assert run(["-a", "-u"], capsys, FileLoadBackend(errno.ENOSYS))[0] == 0
 
 
+@pytest.mark.parametrize("flag", [[], ["-a"]], ids=["default", "-a"])
+def test_the_default_is_a_file_load_first(flag, capsys):
+    """kexec-tools 2.0.27+: kexec_file_load first; kexec_load only after ENOSYS/EINVAL/ENOEXEC/EOPNOTSUPP."""
+    import errno
+    code, out, err, backend = run(flag + ["-l", TINY, "--append=a b"], capsys, FileLoadBackend())
+    assert code == 0 and [f[2] for f in backend.file_loads] == ["a b"] and not backend.plans
+    code, out, err, backend = run(flag + ["-l", TINY], capsys, FileLoadBackend(errno.EINVAL))
+    assert code == 0 and backend.plans[False].linux is not None
+    code, out, err, backend = run(flag + ["-l", TINY], capsys, FileLoadBackend(errno.EPERM))  # lockdown: no fallback
+    assert code == 255 and "kexec_file_load" in err and err.count("\n") == 1 and not backend.plans
+    assert run(flag + ["-u"], capsys, backend := FileLoadBackend())[0] == 0 and backend.file_loads == [("unload", False)]
+    code, out, err, backend = run(flag + ["-u"], capsys, FileLoadBackend(errno.EINVAL))  # unload: only ENOSYS falls back
+    assert code == 255 and "unload" in err
+
+
+@pytest.mark.parametrize("image", ["elf/tiny-vmlinux.elf"])
+def test_the_default_loads_what_kexec_file_load_cannot_through_kexec_load(image, capsys):
+    backend = FileLoadBackend()
+    code, out, err, _ = run(["-l", str(ROOT / "fixtures" / image)], capsys, backend)
+    assert not backend.file_loads and (code != 0 or backend.plans)  # never handed to kexec_file_load
+
+
+def test_dry_run_plans_for_kexec_load_unless_s(capsys):
+    code, out, err, backend = run(["--dry-run", "-l", TINY, "--facts", SNAP], capsys)
+    assert code == 0 and not err and "a real load without -c tries kexec_file_load first" in out.splitlines()[-1]
+    code, out, err, backend = run(["-c", "--dry-run", "-l", TINY, "--facts", SNAP], capsys)
+    assert code == 0 and "kexec_file_load" not in out
+    code, out, err, backend = run(["-s", "--dry-run", "-l", TINY, "--append=x"], capsys)
+    assert code == 0 and out.startswith("kexec_file_load(kernel=") and not backend.plans
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["--real-mode", "-l", TINY], 255),  # kexec-tools 2.0.32's file loader: no 16/32-bit entry, 255
+    (["-l", TINY, "--entry-32bit", "-s"], 255),
+    (["--real-mode", "-l", TINY, "-c"], 1),  # -c after the option: kexec-tools loads, kexloader cannot yet
+    (["--load-jump-back-helper", "--entry=0x1000"], 1),  # 2.0.32: "not supported with kexec_file_load", 1
+    (["-c", "--load-jump-back-helper", "--entry=0x1000"], 255),  # 2.0.32 -c: "There is kexec kernel loaded", 255
+    (["--load-preserve-context", "-l", TINY], 1),
+])
+def test_refusals_take_kexec_tools_exit_code_once_the_syscall_is_known(argv, code, capsys):
+    got, out, err, backend = run(argv, capsys, FileLoadBackend())
+    assert got == code and err.count("\n") == 1 and not backend.file_loads and not backend.plans
+
+
 class NoFileLoad(FileLoadBackend):
     """A backend without kexec_file_load (Xen's): has_file_load False, load_file refuses if called."""
 
@@ -238,14 +282,14 @@ class NoFileLoad(FileLoadBackend):
     unload_file = load_file
 
 
-@pytest.mark.parametrize("flag", ["-s", "-a"])
+@pytest.mark.parametrize("flag", [["-s"], ["-a"], []], ids=["-s", "-a", "default"])
 def test_s_without_kexec_file_load_loads_through_load(flag, capsys):
-    code, out, err, backend = run([flag, "-l", TINY], capsys, NoFileLoad())
+    code, out, err, backend = run(flag + ["-l", TINY], capsys, NoFileLoad())
     assert code == 0, err
     assert backend.plans[False].linux is not None and not backend.file_loads
-    code, out, err, backend = run([flag, "-l", TINY, "--module=x"], capsys, NoFileLoad())
+    code, out, err, backend = run(flag + ["-l", TINY, "--module=x"], capsys, NoFileLoad())
     assert "kexec_file_load" not in err  # not the file-load refusal: kexec_load's path answers
-    assert run([flag, "-u"], capsys, NoFileLoad())[0] == 0
+    assert run(flag + ["-u"], capsys, NoFileLoad())[0] == 0
 
 
 def test_xen_backend_has_no_file_load():
