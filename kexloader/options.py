@@ -73,11 +73,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-checks", "Skip the purgatory's SHA-256 verification.", short="i"),
     Option("no-ifdown", "Accepted (kexloader does not take interfaces down).", short="x"),
     Option("no-sync", "Accepted (kexloader always syncs before -e/-f).", short="y"),
-    Option("kexec-syscall", "Use kexec_load with kexloader's own layout and purgatory (the default of kexec-tools "
-           "before 2.0.27, Debian 12's).", short="c"),
+    Option("kexec-syscall", "Use kexec_load with kexloader's own layout and purgatory (kexec-tools' default before "
+           "2.0.27, Debian 12's).", short="c"),
     Option("kexec-file-syscall", "Use kexec_file_load: the kernel lays out and checks a bzImage itself (the only "
            "way under lockdown / Secure Boot).", short="s"),
-    Option("kexec-syscall-auto", "The default (as kexec-tools 2.0.27+): kexec_file_load, falling back to kexec_load "
+    Option("kexec-syscall-auto", "kexec_file_load (the default, as kexec-tools 2.0.27+), falling back to kexec_load "
            "(-c) when the kernel answers ENOSYS, EINVAL, ENOEXEC or EOPNOTSUPP, or when the image is not a bzImage "
            "(ELF, multiboot, --module, --vmm). Under Xen: the hypercall.", short="a"),
     Option("debug", "Print the segment table and error details; ask the kernel for its debug messages "

@@ -380,3 +380,22 @@ def test_sigint_is_130(capsys, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(cli.api, "plan_intent", interrupted)
     assert run(["--dry-run", "-l", TINY, "--facts", SNAP], capsys)[0] == 130
+
+
+@pytest.mark.parametrize("lockdown, words", [
+    ("none [integrity] confidentiality\n", "the kernel is locked down (lockdown=integrity"),
+    ("none integrity [confidentiality]\n", "(lockdown=confidentiality"),
+    ("[none] integrity confidentiality\n", "the kernel refused"),
+    (None, "the kernel refused"),  # no securityfs: the generic EPERM line
+])
+def test_c_under_lockdown_says_lockdown_is_why(lockdown, words, tmp_path, monkeypatch, capsys):
+    import errno
+    from kexloader.backends import linux
+    if lockdown is not None:
+        (tmp_path / "sys/kernel/security").mkdir(parents=True)
+        (tmp_path / "sys/kernel/security/lockdown").write_text(lockdown)
+    monkeypatch.setattr(linux, "raw_syscall", lambda *a: -errno.EPERM)
+    backend = linux.LinuxKexecBackend(root=tmp_path, kmsg=tmp_path / "no-kmsg")
+    code = cli.main(["-c", "-u"], backend_factory=lambda: backend)
+    err = capsys.readouterr().err
+    assert code == 255 and words in err and err.count("\n") == 1

@@ -223,6 +223,18 @@ def kexec_loaded(root: Path, crash: bool) -> bool:
     raise BackendError(f"neither {paths[0]} nor {paths[1]} exists", hint="is this kernel built with CONFIG_KEXEC?")
 
 
+def lockdown_mode(root: Path) -> str | None:
+    """"integrity" or "confidentiality" when the kernel is locked down (the bracketed word of securityfs'
+    lockdown file, "none [integrity] confidentiality"), None when it is not or cannot be told (no securityfs)."""
+    try:
+        text = (root / "sys/kernel/security/lockdown").read_text()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    mode = text[start + 1:end] if 0 <= start < end else ""
+    return mode if mode in ("integrity", "confidentiality") else None
+
+
 class LinuxKexecBackend:
     """Loads through kexec_load(2) and starts through reboot(LINUX_REBOOT_CMD_KEXEC)."""
 
@@ -262,6 +274,7 @@ class LinuxKexecBackend:
         with self._log():
             rc = raw_syscall(SYS_KEXEC_LOAD, plan.entry, len(plan.segments), segs, flags)
         if rc < 0:
+            self._refused_by_lockdown("kexec_load", -rc)
             self._fail("kexec_load", -rc)
 
     def load_file(self, kernel_fd: int, initrd_fd: int, cmdline: bytes, crash: bool, *, no_cma: bool = False) -> None:
@@ -304,7 +317,16 @@ class LinuxKexecBackend:
         flags = KEXEC_ARCH_X86_64 | (KEXEC_ON_CRASH if crash else 0)
         rc = raw_syscall(SYS_KEXEC_LOAD, 0, 0, 0, flags)
         if rc < 0:
+            self._refused_by_lockdown("kexec_load (unload)", -rc)
             self._fail("kexec_load (unload)", -rc)
+
+    def _refused_by_lockdown(self, call: str, err: int) -> None:
+        """EPERM from kexec_load on a locked-down kernel (Secure Boot): say that lockdown is why, in one line."""
+        mode = lockdown_mode(self.root) if err == E.EPERM else None
+        if mode is not None:
+            raise BackendError(f"{call}: the kernel is locked down (lockdown={mode}, e.g. by Secure Boot) and refuses "
+                               "kexec_load", hint="leave out -c: the default (-a) and -s load through kexec_file_load, "
+                               "which takes a kernel signed with a key the kernel trusts", errno=err)
 
     def loaded(self, crash: bool) -> bool:
         """/sys/kernel/kexec/[crash_]loaded (6.19+), else /sys/kernel/kexec_[crash_]loaded."""

@@ -72,7 +72,7 @@ next() {  # next STAGE KERNEL DROP [kexloader options...]
         | cpio -o -H newc > /tmp/next.img 2>/dev/null )
     t1=$(up)
     mark "repack:$NEXT" "$(stat -c %s /tmp/next.img) $t0 $t1"
-    run "load:$NEXT" kexloader -d -l "$KERNEL" --initrd=/tmp/next.img --append="$APPEND" "$@"
+    run "load:$NEXT" kexloader -c -d -l "$KERNEL" --initrd=/tmp/next.img --append="$APPEND" "$@"
     mark "loaded:$NEXT" "$(up)"
     run "exec:$NEXT" kexloader -e
 }

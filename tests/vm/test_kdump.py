@@ -61,13 +61,13 @@ mark online "$(cat /sys/devices/system/cpu/online)"
 mark osrelease "$(cat /proc/sys/kernel/osrelease)"
 run ckr kexloader --print-ckr-size
 run status0 kexloader -S -p
-run load1 kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" -d
+run load1 kexloader -c -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" -d
 mark crash_loaded1 "$(cat /sys/kernel/kexec_crash_loaded)"
 run status1 kexloader -S -p
-run unload kexloader -p -u
+run unload kexloader -c -p -u
 mark crash_loaded2 "$(cat /sys/kernel/kexec_crash_loaded)"
 run status2 kexloader -S -p
-run load2 kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" --elf64-core-headers
+run load2 kexloader -c -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" --elf64-core-headers
 mark crash_loaded3 "$(cat /sys/kernel/kexec_crash_loaded)"
 run save python3 -m kexloader.system save /tmp/facts.json
 mark_file facts /tmp/facts.json
@@ -101,7 +101,7 @@ mark crash_returned
 """
 
 NO_REGION = r"""
-run load kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run load kexloader -c -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 mark crash_loaded "$(cat /sys/kernel/kexec_crash_loaded)"
 run ckr kexloader --print-ckr-size
 """

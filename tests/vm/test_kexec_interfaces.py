@@ -61,8 +61,8 @@ run status_l kexloader -S -l
 run unload_file kexloader -s -u
 run file_nocma kexloader -s --no-cma -l /boot/vmlinuz --append="console=ttyS0"
 mark loaded_nocma "$(cat /sys/kernel/kexec/loaded)"
-run classic_debug kexloader -d -l /boot/vmlinuz --append="console=ttyS0"
-run load kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" -d
+run classic_debug kexloader -c -d -l /boot/vmlinuz --append="console=ttyS0"
+run load kexloader -c -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" -d
 run status1 kexloader -S -p
 mark crash_loaded "$(cat /sys/kernel/kexec/crash_loaded)"
 sync
@@ -88,7 +88,7 @@ mark crash_returned
 
 FIRST_HOTPLUG = r"""
 dmesg -n 1  # the memory hot-add logs while markers are printed: keep kernel messages off the console
-run load kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" --hotplug -d
+run load kexloader -c -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" --hotplug -d
 mark crash_loaded "$(cat /sys/kernel/kexec/crash_loaded)"
 hp=/sys/devices/system
 mark crash_hotplug "cpu=$(cat $hp/cpu/crash_hotplug) memory=$(cat $hp/memory/crash_hotplug)"
@@ -106,7 +106,7 @@ FIRST_OLD = KEXEC_FILES + r"""
 mark old_files "$(ls /sys/kernel | grep -E 'kexec|crash' | tr '\n' ' ')"
 run status0 kexloader -S -p
 run ckr kexloader --print-ckr-size
-run hotplug kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="console=ttyS0" --hotplug
+run hotplug kexloader -c -p /boot/vmlinuz --initrd=/leaf.img --append="console=ttyS0" --hotplug
 run s_hotplug kexloader -s -p /boot/vmlinuz --append="console=ttyS0" --hotplug
 run nocma kexloader -s --no-cma -l /boot/vmlinuz --append="console=ttyS0"
 run a_nocma kexloader -a --no-cma -l /boot/vmlinuz --append="console=ttyS0"

@@ -66,14 +66,14 @@ KEXEC_TOOLS_STYLE = r"""
 run status0 kexloader -S -l
 run crash0 kexloader -S
 mark loaded0 "$(cat /sys/kernel/kexec_loaded)"
-run load1 kexloader -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run load1 kexloader -c -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 mark loaded1 "$(cat /sys/kernel/kexec_loaded)"
 run status1 kexloader -S -l
 run crash1 kexloader -S
-run unload kexloader -u
+run unload kexloader -c -u
 mark loaded2 "$(cat /sys/kernel/kexec_loaded)"
 run status2 kexloader -S -l
-run load2 kexloader -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run load2 kexloader -c -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 mark loaded3 "$(cat /sys/kernel/kexec_loaded)"
 run exec kexloader -e
 """
@@ -118,7 +118,7 @@ def test_exec_boots_second_kernel_with_exact_cmdline_and_initrd(kexec_tools_styl
 # --- systemd's argument style: separate words, options after the image -----------------------------
 
 SYSTEMD_STYLE = r"""
-run load kexloader --load /boot/vmlinuz --append "$APPEND" --initrd /leaf.img
+run load kexloader -c --load /boot/vmlinuz --append "$APPEND" --initrd /leaf.img
 mark loaded "$(cat /sys/kernel/kexec_loaded)"
 run exec kexloader -e
 """
@@ -137,7 +137,7 @@ def test_systemd_argument_style(platform_harness):
 
 REUSE = r"""
 mark_file first_cmdline /proc/cmdline
-run load kexloader -l /boot/vmlinuz --initrd=/leaf.img --reuse-cmdline --append="$APPEND"
+run load kexloader -c -l /boot/vmlinuz --initrd=/leaf.img --reuse-cmdline --append="$APPEND"
 run exec kexloader -e
 """
 

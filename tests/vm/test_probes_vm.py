@@ -43,13 +43,13 @@ DIAG = r"""
 mark_b64 boot_params /sys/kernel/boot_params/data
 """
 STAGES = {
-    "bz": DIAG + """run load kexloader -l /probe/bzprobe.bzImage --initrd=/probe/initrd.bin --append={bz}
+    "bz": DIAG + """run load kexloader -c -l /probe/bzprobe.bzImage --initrd=/probe/initrd.bin --append={bz}
 run exec kexloader -e
 """,
-    "mb1": DIAG + """run load kexloader -l /probe/mbprobe.elf --type multiboot-x86 --append={mb} {modules}
+    "mb1": DIAG + """run load kexloader -c -l /probe/mbprobe.elf --type multiboot-x86 --append={mb} {modules}
 run exec kexloader -e
 """,
-    "mb2": DIAG + """run load kexloader -l /probe/mbprobe.elf --append={mb} {modules}
+    "mb2": DIAG + """run load kexloader -c -l /probe/mbprobe.elf --append={mb} {modules}
 run exec kexloader -e
 """,
 }

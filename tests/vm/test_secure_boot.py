@@ -9,7 +9,7 @@ EPERM and only kexec_file_load (-s), which checks the next kernel's signature, w
 One QEMU run, three kernels:
 
     first   lockdown and Secure Boot as the kernel reports them; -c -l and -c -p refused; the plain forms
-            (-l, -u, -p, -p -u: whatever the default syscall is); -s -p and -s -p -u; Debian's kdump-config
+            (-l, -u, -p, -p -u: the default -a, kexec_file_load); -s -p and -s -p -u; Debian's kdump-config
             load and unload (it adds -s when efivarfs says Secure Boot is on); -s -l, then -e
     second  (kexec'd by -s) what it has of lockdown and EFI; -s -p, then sysrq c
     dump    the crash kernel: its command line and /proc/vmcore's ELF header
@@ -159,32 +159,24 @@ def test_the_kernel_boots_with_secure_boot_on_and_locks_itself_down(secure_boot)
 
 
 def test_c_is_refused_in_one_line_with_exit_255(secure_boot):
-    # TODO(issue 13): the line should also say that lockdown is why (today: "kexec_load failed: Permission
-    # denied"); assert that here once kexloader/cli.py says it
     t = secure_boot
     for name in ("c_load", "c_p"):
         out = t.out(name).strip().splitlines()
         assert t.rc(name) == 255, (name, t.out(name))
         assert len(out) == 1 and "Traceback" not in out[0], (name, out)
+        assert "the kernel is locked down (lockdown=" in out[0], (name, out)  # says why, and what to do instead
     assert t.get("c_loaded") == "0" and t.get("c_p_loaded") == "0"
 
 
-def test_plain_forms_follow_the_default_syscall(secure_boot):
-    """Plain -l, -u, -p, -p -u: with -c the default they fail as -c does; with -a (kexec-tools 2.0.27+'s
-    default) they load and unload through kexec_file_load."""
+def test_plain_forms_load_through_kexec_file_load(secure_boot):
+    """Plain -l, -u, -p, -p -u: the default is -a (kexec-tools 2.0.27+'s), so under lockdown they load and
+    unload through kexec_file_load, as kexec-tools 2.0.32 does."""
     t = secure_boot
-    default = default_syscall()
-    names = ("plain_load", "plain_unload", "plain_p", "plain_pu")
-    if default == "-c":
-        for name in names:
-            assert t.rc(name) == 255, (name, t.out(name))
-            assert len(t.out(name).strip().splitlines()) == 1, (name, t.out(name))
-        assert t.get("plain_loaded") == "0" and t.get("plain_p_loaded") == "0"
-    else:
-        for name in names:
-            assert t.rc(name) == 0, (name, default, t.out(name))
-        assert t.get("plain_loaded") == "1" and t.get("plain_unloaded") == "0"
-        assert t.get("plain_p_loaded") == "1" and t.get("plain_pu_loaded") == "0"
+    assert default_syscall() == "-a"
+    for name in ("plain_load", "plain_unload", "plain_p", "plain_pu"):
+        assert t.rc(name) == 0, (name, t.out(name))
+    assert t.get("plain_loaded") == "1" and t.get("plain_unloaded") == "0"
+    assert t.get("plain_p_loaded") == "1" and t.get("plain_pu_loaded") == "0"
 
 
 def test_s_p_loads_and_s_p_u_unloads(secure_boot):

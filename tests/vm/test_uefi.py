@@ -88,8 +88,8 @@ def assert_keeps_efi(t, first: str, second: str) -> None:
 
 LINUX_FIRST = EFI_REPORT + r"""
 efi_report first
-run plan kexloader --dry-run -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
-run load kexloader -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run plan kexloader -c --dry-run -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run load kexloader -c -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 run exec kexloader -e
 mark exec_returned
 """
@@ -148,8 +148,8 @@ KDUMP_FIRST = EFI_REPORT + r"""
 efi_report first
 mark online "$(cat /sys/devices/system/cpu/online)"
 mark osrelease "$(cat /proc/sys/kernel/osrelease)"
-run plan kexloader --dry-run -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
-run load kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run plan kexloader -c --dry-run -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run load kexloader -c -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 mark crash_loaded "$(cat /sys/kernel/kexec_crash_loaded)"
 sync
 echo c > /proc/sysrq-trigger
@@ -249,8 +249,8 @@ mark sha256 "$(sha256 /payload.bin)"
 """
 
 EFI_XEN_TO_LINUX = r"""
-run plan kexloader --dry-run -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
-run load kexloader -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run plan kexloader -c --dry-run -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run load kexloader -c -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 run exec kexloader -e
 mark exec_returned
 """
@@ -297,7 +297,7 @@ LINUX_TO_XEN = {  # kexloader's arguments, as tests/vm/test_xen.py's Linux -> Xe
 
 
 def linux_to_xen_stage(args: str) -> str:
-    return (f"run plan kexloader --dry-run {args}\nrun load kexloader {args}\nrun exec kexloader -e\n"
+    return (f"run plan kexloader -c --dry-run {args}\nrun load kexloader -c {args}\nrun exec kexloader -e\n"
             "mark exec_returned\n")
 
 
@@ -351,8 +351,8 @@ def test_uefi_linux_to_xen(platform_harness, platform_xen_inputs, style):
 
 
 EFI_XEN_TO_XEN = r"""
-run plan kexloader --dry-run -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" --module=/leaf.img
-run load kexloader -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" --module=/leaf.img
+run plan kexloader -c --dry-run -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" --module=/leaf.img
+run load kexloader -c -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" --module=/leaf.img
 run exec kexloader -e
 mark exec_returned
 """
@@ -381,7 +381,7 @@ def test_efi_xen_to_xen(platform_harness, platform_xen_inputs):
 
 
 EFI_XEN_KDUMP = r"""
-run load kexloader -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run load kexloader -c -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 run status kexloader -S -p
 mark armed yes
 echo c > /proc/sysrq-trigger

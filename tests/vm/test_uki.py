@@ -151,7 +151,7 @@ def test_type1_entry_with_two_initrds(platform_harness, uki_setup):
              "/boot/leaf.img": uki_setup["leaf"], "/boot/loader/entries/debian-1.conf": conf.encode(),
              "/boot/loader/loader.conf": b"default debian-*\n"}
     t = _boot(platform_harness, uki_setup, "bls-type1", [
-        "run load kexloader -l --boot-dir=/boot --esp=/boot --boot-entry=default -d",
+        "run load kexloader -c -l --boot-dir=/boot --esp=/boot --boot-entry=default -d",
     ], files)
     assert t.rc("load") == 0, t.out("load")
     _assert_second(t, options, uki_setup["sha256"], parts=("/payload.bin", "/ucode-part.bin"))

@@ -78,11 +78,11 @@ def assert_reported(t, expected_cmdline: str, payload: bytes, hypervisor: str):
 # --- Linux -> Xen ----------------------------------------------------------------------------------
 
 LINUX_TO_XEN = {
-    "module-mb2": 'run load kexloader -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" '
+    "module-mb2": 'run load kexloader -c -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" '
                   '--module=/leaf.img',
-    "elf-mb1": 'run load kexloader -l /boot/xen.elf --type multiboot-x86 --command-line="$XEN" '
+    "elf-mb1": 'run load kexloader -c -l /boot/xen.elf --type multiboot-x86 --command-line="$XEN" '
                '--module="/boot/vmlinuz $DOM0" --module=/leaf.img',
-    "vmm": 'run load kexloader -l --append="$XEN -- $DOM0" --vmm=/boot/xen.gz /boot/vmlinuz --initrd=/leaf.img',
+    "vmm": 'run load kexloader -c -l --append="$XEN -- $DOM0" --vmm=/boot/xen.gz /boot/vmlinuz --initrd=/leaf.img',
 }
 
 
@@ -114,11 +114,11 @@ def boot_xen_dom0(h, script: str, payload: bytes, name: str):
 
 XEN_TO_LINUX = r"""
 run status0 kexloader -S -l
-run load1 kexloader -d -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run load1 kexloader -c -d -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 run status1 kexloader -S -l
-run unload kexloader -u
+run unload kexloader -c -u
 run status2 kexloader -S -l
-run load2 kexloader -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run load2 kexloader -c -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 run exec kexloader -e
 """
 
@@ -138,8 +138,8 @@ def test_xen_to_linux(platform_harness, platform_xen_inputs):
 
 
 XEN_TO_XEN = {
-    "vmm": 'run load kexloader -l --append="$XEN -- $DOM0" --vmm=/boot/xen.gz /boot/vmlinuz --initrd=/leaf.img',
-    "module": 'run load kexloader -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" '
+    "vmm": 'run load kexloader -c -l --append="$XEN -- $DOM0" --vmm=/boot/xen.gz /boot/vmlinuz --initrd=/leaf.img',
+    "module": 'run load kexloader -c -l /boot/xen.gz --command-line="$XEN" --module="/boot/vmlinuz $DOM0" '
               '--module=/leaf.img',
 }
 
@@ -162,7 +162,7 @@ def test_xen_to_xen(platform_harness, platform_xen_inputs, style):
 XEN_KDUMP = r"""
 run ckr kexloader --print-ckr-size
 run status0 kexloader -S -p
-run load kexloader -d -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
+run load kexloader -c -d -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 run status1 kexloader -S -p
 mark armed yes
 """
