@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from . import system
 from .cmdline import Cmdline
-from .errors import (BackendError, EXIT_DIE, EXIT_FAILURE, EXIT_FALLBACK, FileOpenError, PlacementError,
-                     UnsupportedImageError, UsageError)
+from .errors import (BackendError, EXIT_DIE, EXIT_FAILURE, EXIT_FALLBACK, FileOpenError, ImageFormatError,
+                     PlacementError, UnsupportedImageError, UsageError)
 # re-exported: the library reads files through these
 from .files import DECOMPRESSED_LIMIT, inflate, open_for_file_load, open_regular, read_file, read_image  # noqa: F401
 from .files import read_module as _read_module
@@ -67,6 +67,8 @@ class LoadIntent:
     uki_profile: int | None = None
     noefi: bool = False
     window: Range = EVERYWHERE  # --mem-min/--mem-max
+    dtb: str | None = None  # --dtb=FILE (kexec_load only: kexec_file_load ignores it, as kexec-tools)
+    pass_memmap: bool = False  # --pass-memmap-cmdline (kexec_load, -p only, as kexec-tools)
     boot_entry: str | None = None
     esp: str | None = None
     boot_dir: str | None = None
@@ -147,7 +149,23 @@ def build_request(intent: LoadIntent, facts: SystemFacts) -> LoadRequest:
     req = read_request(kernel, initrds=initrds, cmdline=line, uki_profile=intent.uki_profile,
                        image_type=intent.image_type, crash=intent.crash, modules=modules,
                        purgatory=intent.purgatory, args_style=intent.args_style, hotplug=intent.hotplug)
-    return dataclasses.replace(req, noefi=True) if intent.noefi else req
+    dtb = read_dtb(intent.dtb) if intent.dtb is not None else None
+    return dataclasses.replace(req, noefi=intent.noefi, dtb=dtb, pass_memmap=intent.pass_memmap)
+
+
+FDT_MAGIC = 0xD00DFEED  # the flattened device tree header's first word, big-endian (devicetree specification 5.2)
+
+
+def read_dtb(path: str) -> bytes:
+    """--dtb=FILE: a flattened device tree, checked for its magic and total size (the kernel reads that many
+    bytes of the SETUP_DTB record)."""
+    import struct
+    data = bytes(read_file(path, "device tree"))
+    magic, total = struct.unpack_from(">II", data) if len(data) >= 8 else (0, 0)
+    if magic != FDT_MAGIC or not 40 <= total <= len(data):  # 40: the version 17 header
+        raise ImageFormatError(f"{path}: not a flattened device tree (no 0xd00dfeed header, or a total size past "
+                               "the end of the file)", hint="give --dtb a .dtb compiled by dtc")
+    return data[:total]
 
 
 def no_kernel(how: str) -> UsageError:
@@ -308,6 +326,8 @@ def make_plan(req: LoadRequest, facts: SystemFacts, *, window: Range = EVERYWHER
                                   initrd_name=initramfs.describe(req.initrd_parts))
     if req.modules and not kind.name.startswith("multiboot"):
         raise UsageError(f"{req.kernel_name}: --module is for multiboot images; a {kind.name} takes --initrd")
+    if req.dtb is not None and kind.name.startswith("multiboot"):
+        raise UsageError(f"{req.kernel_name}: --dtb is for Linux kernels (SETUP_DTB); a {kind.name} takes none")
     planner = kind.plan
     assert planner is not None  # detect returns only kinds with a planner
     plan: Plan | None = None

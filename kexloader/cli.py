@@ -46,8 +46,7 @@ NOT_YET = {
     "load-preserve-context": "--load-preserve-context",
     "load-jump-back-helper": "--load-jump-back-helper", "load-live-update": "--load-live-update",
     "exec-live-update": "--exec-live-update", "real-mode": "--real-mode",
-    "entry-32bit": "--entry-32bit", "dtb": "--dtb", "pass-memmap-cmdline": "--pass-memmap-cmdline",
-    "reuse-video-type": "--reuse-video-type",
+    "entry-32bit": "--entry-32bit",
 }
 
 
@@ -135,6 +134,8 @@ class Options:
     purgatory: api.PurgatoryOptions = api.PurgatoryOptions()
     print_ckr_size: bool = False
     noefi: bool = False  # --noefi
+    dtb: str | None = None  # --dtb=FILE
+    pass_memmap: bool = False  # --pass-memmap-cmdline
     hotplug: bool = False  # --hotplug
     no_cma: bool = False  # --no-cma
     show: Show | None = None
@@ -213,6 +214,12 @@ def _apply(o: Options, name: str, value: str) -> None:
             o.action = Action.LOAD
     elif name == "noefi":
         o.noefi = True
+    elif name == "dtb":
+        o.dtb = value
+    elif name == "pass-memmap-cmdline":
+        o.pass_memmap = True
+    elif name == "reuse-video-type":
+        pass  # kexloader always hands on the running kernel's boot screen_info, video type included
     elif name in ("kexec-syscall", "kexec-file-syscall", "kexec-syscall-auto"):
         o.syscall = {"kexec-syscall": Syscall.CLASSIC, "kexec-file-syscall": Syscall.FILE,
                      "kexec-syscall-auto": Syscall.AUTO}[name]
@@ -309,7 +316,7 @@ def intent(o: Options) -> api.LoadIntent:
         modules=tuple(o.modules), crash=o.crash, hotplug=o.hotplug, image_type=o.image_type,
         args_style=o.args_style, purgatory=o.purgatory, uki_profile=o.uki_profile,
         noefi=o.noefi, window=api.Range.between(o.mem_min, o.mem_max + 1), boot_entry=o.boot_entry, esp=o.esp,
-        boot_dir=o.boot_dir)
+        boot_dir=o.boot_dir, dtb=o.dtb, pass_memmap=o.pass_memmap)
 
 
 def run(o: Options, backend: Backend, out: TextIO | None = None) -> int:
@@ -421,6 +428,9 @@ def _load_with_file_syscall(o: Options, what: api.LoadIntent, backend: Backend, 
                 log.debug("kexec_file_load refused (%s): falling back to kexec_load", e)
                 return False
             raise BackendError(f"{e}; syscall kexec_file_load not available", exit_code=EXIT_FALLBACK) from None
+    if o.dtb is not None:  # loaded without it, as kexec-tools' bzImage64 file loader ("unrecognized option")
+        print(f"{o.prog}: warning: --dtb ignored: kexec_file_load takes no device tree (-c passes it as SETUP_DTB)",
+              file=sys.stderr)
     return True
 
 

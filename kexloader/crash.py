@@ -284,6 +284,30 @@ def crash_memmap(facts: SystemFacts, low_ram: Sequence[Range], taken: Sequence[R
     return tuple(sorted(regions))
 
 
+MEMMAP_SUFFIX = {E820_RAM: "@", E820_ACPI: "#", E820_NVS: "#", E820_PRAM: "!"}  # memmap= (kernel-parameters)
+MEMMAP_SMALLEST_RAM_KIB = 100  # kexec-tools leaves out RAM pieces smaller than this: the command line is short
+
+
+def memmap_parameters(memmap: Sequence[MemRegion]) -> tuple[str, ...]:
+    """--pass-memmap-cmdline: the crash kernel's map as kernel parameters, as kexec-tools writes them:
+    memmap=exactmap, then memmap=SIZEK@STARTK for RAM, # for ACPI data and NVS, ! for legacy persistent
+    memory, in KiB (RAM rounded inwards, ACPI outwards, so the kernel never takes a byte that is not RAM). The
+    kernel then uses this map instead of the e820."""
+    out = ["memmap=exactmap"]
+    for m in memmap:
+        suffix = MEMMAP_SUFFIX.get(m.type)
+        if suffix is None:
+            continue
+        if m.type == E820_RAM:
+            start, end = -(-m.range.start // KiB), m.range.end // KiB
+        else:
+            start, end = m.range.start // KiB, -(-m.range.end // KiB)
+        if m.type == E820_RAM and end - start < MEMMAP_SMALLEST_RAM_KIB:
+            continue
+        out.append(f"memmap={end - start}K{suffix}{start}K")
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------------------- the whole setup
 
 @dataclass(frozen=True)

@@ -244,6 +244,8 @@ class LoadRequest:
     rng_seed: bytes | None = field(default=None, repr=False)  # 32 random bytes for SETUP_RNG_SEED, or None
     noefi: bool = False  # --noefi: hand the next kernel no EFI state (efi_info, SETUP_EFI), as kexec-tools
     hotplug: bool = False  # --hotplug (-p): the kernel rewrites the elfcorehdr when CPUs or memory come and go
+    dtb: bytes | None = field(default=None, repr=False)  # --dtb: a flattened device tree for SETUP_DTB
+    pass_memmap: bool = False  # --pass-memmap-cmdline (-p): the crash kernel's map as memmap= on its command line
     # several initrds (--initrd more than once, a UKI's .ucode and .initrd): initramfs.InitrdPart values, joined
     # in order, each padded to 4 bytes; when set, `initrd` is None
     initrd_parts: tuple[Any, ...] = ()

@@ -100,13 +100,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("serial", "The purgatory's serial port.", _X, metavar="ttySn|0xPORT"),
     Option("serial-baud", "The purgatory's serial speed.", _X, metavar="N"),
     Option("console-vga", "Purgatory console output on the VGA text screen.", _X),
-    Option("reset-vga", "Reset the VGA adapter in the purgatory.", _X),
+    Option("reset-vga", "Refused on the kexec_load path: kexloader's purgatory has no VGA reset (the new kernel "
+           "programs the VGA itself); kexec_file_load ignores it, as kexec-tools.", _X),
     Option("elf32-core-headers", "Accepted; the kdump core header is always ELF64.", _X),
     Option("elf64-core-headers", "", _X, alias_of="elf32-core-headers"),
     Option("noefi", "Hand the new kernel no EFI state (efi_info, SETUP_EFI): it runs without EFI runtime services "
            "and finds ACPI through acpi_rsdp_addr.", _X),
-    Option("pass-memmap-cmdline", NOT_YET, _X),
-    Option("reuse-video-type", NOT_YET, _X),
+    Option("pass-memmap-cmdline", "With -p, on the kexec_load path: also hand the crash kernel its memory map as "
+           "memmap=exactmap memmap=SIZEK@STARTK ... on its command line (kexec_file_load ignores it, as kexec-tools).",
+           _X),
+    Option("reuse-video-type", "Accepted: kexloader always hands the new kernel the running kernel's boot video "
+           "type (screen_info), which kexec-tools does only with this option.", _X),
     # kexec-tools' loader options
     Option("command-line", "The new kernel's command line (the last one wins).", _L, metavar="STR"),
     Option("append", "", _L, metavar="STR", alias_of="command-line"),
@@ -121,7 +125,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("args-none", "ELF kernels: jump to the entry point with no arguments.", _L),
     Option("real-mode", NOT_YET, _L),
     Option("entry-32bit", NOT_YET, _L),
-    Option("dtb", NOT_YET, _L, metavar="FILE", arg=_F),
+    Option("dtb", "A flattened device tree for the new kernel, as SETUP_DTB setup_data (kexec_load; "
+           "kexec_file_load loads without it and warns, as kexec-tools).", _L, metavar="FILE", arg=_F),
     # kexloader's own
     Option("dry-run", "Build kexloader's kexec_load plan (-c), print it, load nothing; with -s print the "
            "kexec_file_load call instead.", _E),

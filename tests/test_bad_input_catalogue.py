@@ -131,7 +131,7 @@ CASES = [
     # kexec-tools 2.0.32's default (-a) file loader refuses 16/32-bit entry with 255; with -c it loads (kexloader: 1)
     c("real-mode", "-l", "{TINY}", "--real-mode", code=255, words="no 16-bit or 32-bit entry"),
     c("real-mode-c", "-c", "-l", "{TINY}", "--real-mode", code=1, words="--real-mode is not supported yet"),
-    c("dtb", "-l", "{TINY}", "--dtb={TINY}", code=1, words="not supported yet"),
+    c("dtb", "-l", "{TINY}", "--dtb={TINY}", code=255, words="not a flattened device tree"),  # an image, not a .dtb
     c("facts-without-dry-run", "-l", "{TINY}", "--facts={SNAP}", code=1, words="use it with --dry-run", dry=False),
     c("boot-entry-and-kernel", "-l", "{TINY}", "--boot-entry=x", code=1, words="--boot-entry names the kernel"),
     c("module-without-file", "-l", "{MB1}", "--module=  ", code=1, words="--module needs a file name"),

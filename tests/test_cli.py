@@ -388,14 +388,99 @@ def test_sigint_is_130(capsys, monkeypatch):
     ("[none] integrity confidentiality\n", "the kernel refused"),
     (None, "the kernel refused"),  # no securityfs: the generic EPERM line
 ])
-def test_c_under_lockdown_says_lockdown_is_why(lockdown, words, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("err", ["EPERM", "EACCES"])  # Debian 12's 6.1 under Secure Boot answers EACCES
+def test_c_under_lockdown_says_lockdown_is_why(lockdown, words, err, tmp_path, monkeypatch, capsys):
     import errno
     from kexloader.backends import linux
+    if err == "EACCES" and words == "the kernel refused":  # not locked down: the kernel's own words
+        words = "kexec_load (unload) failed: Permission denied"
     if lockdown is not None:
         (tmp_path / "sys/kernel/security").mkdir(parents=True)
         (tmp_path / "sys/kernel/security/lockdown").write_text(lockdown)
-    monkeypatch.setattr(linux, "raw_syscall", lambda *a: -errno.EPERM)
+    monkeypatch.setattr(linux, "raw_syscall", lambda *a: -getattr(errno, err))
     backend = linux.LinuxKexecBackend(root=tmp_path, kmsg=tmp_path / "no-kmsg")
     code = cli.main(["-c", "-u"], backend_factory=lambda: backend)
     err = capsys.readouterr().err
     assert code == 255 and words in err and err.count("\n") == 1
+
+
+# ---- --pass-memmap-cmdline, --reuse-video-type, --dtb (kexec_load path; kexec_file_load ignores them)
+
+KDUMP_SNAP = str(ROOT / "fixtures/snapshots/ovmf-6g-kdump.json")
+
+
+def _plan(monkeypatch, **intent):
+    from kexloader import api
+    monkeypatch.setattr(api, "rng_seed", lambda: bytes(32))  # the one random input: fixed, so plans compare
+    return api.plan_intent(api.LoadIntent(kernel=TINY, append="quiet", **intent), api.load_facts(KDUMP_SNAP))
+
+
+def _segment(plan, role):
+    from kexloader.model import Role
+    seg, = [s for s in plan.segments if s.role == Role(role)]
+    return bytes(seg.data)
+
+
+def test_memmap_parameters_follow_kexec_tools_shape():
+    from kexloader.crash import memmap_parameters
+    from kexloader.model import E820_ACPI, E820_NVS, E820_RAM, E820_RESERVED, MemRegion, Range
+    got = memmap_parameters([
+        MemRegion(Range(0x1000, 0x9E000), E820_RAM),  # 4 KiB .. 636 KiB
+        MemRegion(Range(0x100000, 0x10000), E820_RAM),  # 64 KiB of RAM: too small to spend the command line on
+        MemRegion(Range(0xBFFD0A00, 0x1000), E820_ACPI),  # not KiB-aligned: rounded outwards
+        MemRegion(Range(0xBFFE0000, 0x20000), E820_NVS),
+        MemRegion(Range(0xFEC00000, 0x1000), E820_RESERVED),  # not passed, as kexec-tools
+    ])
+    assert got == ("memmap=exactmap", "memmap=632K@4K", f"memmap=5K#{0xBFFD0A00 // 1024}K",
+                   f"memmap=128K#{0xBFFE0000 // 1024}K")
+
+
+def test_pass_memmap_cmdline_gives_the_crash_kernel_its_map(monkeypatch):
+    from kexloader import api, crash
+    plain = _segment(_plan(monkeypatch, crash=True), "cmdline").rstrip(b"\0").decode()
+    plan = _plan(monkeypatch, crash=True, pass_memmap=True)
+    line = _segment(plan, "cmdline").rstrip(b"\0").decode()
+    added = line.split()[len(plain.split()):]
+    assert line.startswith(plain) and added[0] == "memmap=exactmap" and len(added) > 1
+    regions = api.load_facts(KDUMP_SNAP).crash_regions()
+    for word in added[1:]:  # every RAM entry lies in the crash region or the first MiB the crash kernel is given
+        size, sep, start = word.removeprefix("memmap=").removesuffix("K").partition("K@")
+        if sep:
+            lo, hi = int(start) * 1024, (int(start) + int(size)) * 1024
+            assert hi <= 0x100000 or any(r.start <= lo and hi <= r.end for r in regions), word
+    assert crash.memmap_parameters  # the same function the docs name
+    # not a crash load: kexec-tools passes nothing, and the plan is the same with or without it
+    assert _segment(_plan(monkeypatch, pass_memmap=True), "cmdline") == _segment(_plan(monkeypatch), "cmdline")
+
+
+def test_reuse_video_type_is_what_kexloader_always_does(monkeypatch, capsys):
+    from kexloader import api
+    running = api.load_facts(KDUMP_SNAP).boot_params
+    zero = _segment(_plan(monkeypatch), "boot-params")
+    assert running and zero[0x0F] == running[0x0F]  # screen_info.orig_video_isVGA: the running kernel's
+    code, out, err, _ = run(["-c", "--dry-run", "-l", TINY, "--facts", KDUMP_SNAP, "--reuse-video-type"], capsys)
+    assert code == 0 and not err
+
+
+def test_dtb_goes_in_setup_data_on_the_kexec_load_path(tmp_path, monkeypatch, capsys):
+    import struct
+    import sys
+    sys.path.insert(0, str(ROOT / "tools"))
+    import kexec_tools_cli
+    dtb = tmp_path / "tiny.dtb"
+    dtb.write_bytes(kexec_tools_cli.minimal_fdt())
+    chain = _segment(_plan(monkeypatch, dtb=str(dtb)), "setup-data")
+    found, at = [], 0
+    while True:  # walk the chain inside the one segment: next is a physical address, so follow by offsets
+        nxt, kind, length = struct.unpack_from("<QII", chain, at)
+        found.append((kind, chain[at + 16:at + 16 + length]))
+        if not nxt:
+            break
+        at = (at + 16 + length + 7) & ~7
+    assert (2, dtb.read_bytes()) in found and found[-1][0] == 2  # SETUP_DTB, last
+    bad = tmp_path / "bad.dtb"
+    bad.write_bytes(b"not a device tree" * 4)
+    code, out, err, backend = run(["-c", "-l", TINY, f"--dtb={bad}"], capsys)
+    assert code == 255 and "not a flattened device tree" in err and err.count("\n") == 1 and not backend.plans
+    code, out, err, backend = run(["-l", TINY, f"--dtb={dtb}"], capsys, FileLoadBackend())
+    assert code == 0 and len(backend.file_loads) == 1 and "--dtb ignored" in err and err.count("\n") == 1

@@ -62,22 +62,18 @@ DIFFERENCES: dict[str | tuple[str, str], str] = {
     "load-preserve-context-c": JUMP + "; kexec-tools 2.0.32 did not finish in 10 s (recorded as a hang)",
     ("reset-vga", "no-file"): ("after the fallback to kexec_load: kexloader's purgatory has no VGA reset (refused with "
                                "one line, exit 1); kexec-tools' purgatory resets the VGA"),
-    **dict.fromkeys(["pass-memmap-cmdline", "append-then-pass-memmap-cmdline"],
-                    NOT_BUILT.format("adds memmap= to the command line (kexec_load only; with -a it is ignored)")),
-    **dict.fromkeys(["reuse-video-type", "append-then-reuse-video-type"],
-                    NOT_BUILT.format("copies the running kernel's video type (kexec_load only; with -a it is "
-                                     "ignored)")),
-    "append-then-noefi": CMDLINE_BUG.format("--noefi"),
-    "append-then-noefi-c": CMDLINE_BUG.format("--noefi"),
-    **dict.fromkeys(["append-then-pass-memmap-cmdline-c", "append-then-reuse-video-type-c"],
-                    NOT_BUILT.format("implements it, but with the command-line bug of append-then-noefi-c")),
+    **dict.fromkeys(["append-then-noefi", "append-then-noefi-c"], CMDLINE_BUG.format("--noefi")),
+    **dict.fromkeys(["append-then-pass-memmap-cmdline", "append-then-pass-memmap-cmdline-c"],
+                    CMDLINE_BUG.format("--pass-memmap-cmdline")),
+    **dict.fromkeys(["append-then-reuse-video-type", "append-then-reuse-video-type-c"],
+                    CMDLINE_BUG.format("--reuse-video-type")),
     **{(name, world): WARNS_AND_LOADS.format("--args-*", "accepts them silently (they apply to ELF images)")
        for name in ("args-elf", "args-linux", "args-none") for world in ("file-ok", "lockdown", "no-file")},
     "module": (WARNS_AND_LOADS.format("--module", "refuses it for a bzImage (exit 1): a --module means a multiboot "
                                       "image, which kexec_file_load cannot load, so -a goes to kexec_load")),
-    **dict.fromkeys(["dtb", "petitboot-load"],
-                    NOT_BUILT.format("passes the device tree as setup_data (its bzImage64 file loader warns "
-                                     "'unrecognized option' and loads without it)")),
+    **dict.fromkeys([("dtb", "no-file"), ("petitboot-load", "no-file")],
+                    "after the fallback to kexec_load kexloader hands the device tree over as SETUP_DTB, silently; "
+                    "kexec-tools' bzImage64 loader warns 'unrecognized option' and loads without it"),
     "elf-args-linux": ("a bare x86-64 ELF: kexec_file_load cannot load an ELF, so kexloader's -a goes to kexec_load, "
                        "whose vmlinux loader places it; kexec-tools 2.0.32 runs its ELF loader in file mode, which "
                        "refuses the address (exit 1)"),

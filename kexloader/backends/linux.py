@@ -321,8 +321,9 @@ class LinuxKexecBackend:
             self._fail("kexec_load (unload)", -rc)
 
     def _refused_by_lockdown(self, call: str, err: int) -> None:
-        """EPERM from kexec_load on a locked-down kernel (Secure Boot): say that lockdown is why, in one line."""
-        mode = lockdown_mode(self.root) if err == E.EPERM else None
+        """kexec_load refused on a locked-down kernel (Secure Boot): say that lockdown is why, in one line. The errno
+        is EPERM, or EACCES (measured: Debian 12's 6.1 under Secure Boot answers "Permission denied")."""
+        mode = lockdown_mode(self.root) if err in (E.EPERM, E.EACCES) else None
         if mode is not None:
             raise BackendError(f"{call}: the kernel is locked down (lockdown={mode}, e.g. by Secure Boot) and refuses "
                                "kexec_load", hint="leave out -c: the default (-a) and -s load through kexec_file_load, "

@@ -11,7 +11,7 @@ import struct
 
 from .. import bootparams, crash, efiboot
 from ..cmdline import Cmdline
-from ..formats.bootparams import E820_MAX_ENTRIES_ZEROPAGE, SETUP_E820_EXT, SETUP_EFI
+from ..formats.bootparams import E820_MAX_ENTRIES_ZEROPAGE, SETUP_DTB, SETUP_E820_EXT, SETUP_EFI
 from ..handoff import attach_purgatory
 from ..memory import ADDRESS_LIMIT, Layout, validate
 from ..model import (GiB, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_UPDATE_ELFCOREHDR, LinuxEntry,
@@ -35,7 +35,8 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
     kdump, small = None, SMALL_SEGMENTS
     if req.crash:
         kdump = crash.prepare(layout, facts, target_release=target_release, hotplug=req.hotplug)
-        line = user_line.add(kdump.cmdline_additions, "kdump").encode(capacity, what=what)
+        additions = kdump.cmdline_additions + (crash.memmap_parameters(kdump.memmap) if req.pass_memmap else ())
+        line = user_line.add(additions, "kdump").encode(capacity, what=what)
         notes += kdump.notes
         if not any(u.overlaps(SMALL_SEGMENTS) for u in usable):  # a crash region above 4 GiB (crashkernel=,high)
             small = Range.between(1 * MiB, ADDRESS_LIMIT)
@@ -64,6 +65,9 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
     if handover is not None:
         efi_info = efiboot.place(layout, handover, window=small)
         records.append((SETUP_EFI, handover.setup_data))
+    if req.dtb is not None:  # --dtb: last, as kexec-tools' bzImage loader adds it after the others
+        records.append((SETUP_DTB, req.dtb))
+        notes.append(f"--dtb: a {len(req.dtb)}-byte device tree in SETUP_DTB")
     setup_data = bootparams.place_setup_data(layout, records, small)
 
     zero_page = bootparams.build_zero_page(
