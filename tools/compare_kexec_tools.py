@@ -57,6 +57,53 @@ def _ivt_trim(a: bytes, b: bytes) -> str | None:
     return None
 
 
+VIDEO_TYPE_EFI = 0x70
+VIDEO_CAPABILITY_SKIP_QUIRKS = 1
+
+
+def _efi_screen(a: bytes, b: bytes) -> bool:
+    """Both pages describe the same EFI (GOP) framebuffer: kexec-tools read it from /dev/fb0, kexloader copied the
+    running kernel's boot screen_info."""
+    same = ("orig_video_isVGA", "lfb_base", "lfb_width", "lfb_height", "lfb_depth", "lfb_linelength")
+    return zp.get(a, "orig_video_isVGA") == VIDEO_TYPE_EFI and all(zp.get(a, f) == zp.get(b, f) for f in same)
+
+
+def _text_defaults(field: str, value: int):
+    def why(a: bytes, b: bytes) -> str | None:
+        if _efi_screen(a, b) and zp.get(a, field) == value and zp.get(b, field) == 0:
+            return ("kexec-tools writes the 80x25 VGA text-mode defaults (cols 80, lines 25, points 16) before it "
+                    "describes /dev/fb0; kexloader copies the running kernel's screen_info, where OVMF's EFI stub "
+                    "left them 0. With orig_video_isVGA = VIDEO_TYPE_EFI no text console reads them")
+        return None
+    return why
+
+
+def _lfb_size_units(a: bytes, b: bytes) -> str | None:
+    """kexec-tools gives the framebuffer size in 64 KiB units (the VESA convention) though it labels it EFI."""
+    size = zp.get(b, "lfb_size")
+    if _efi_screen(a, b) and zp.get(a, "lfb_size") == (size + 0xFFFF) >> 16 and \
+            size >= zp.get(b, "lfb_height") * zp.get(b, "lfb_linelength"):
+        return ("kexec-tools writes /dev/fb0's smem_len in 64 KiB units (VESA's VIDEO_TYPE_VLFB convention) under "
+                "VIDEO_TYPE_EFI, where the field is bytes; kexloader keeps the EFI stub's byte count. efifb maps "
+                "max(lfb_size, lfb_height x lfb_linelength), so both get the whole visible framebuffer")
+    return None
+
+
+def _fb_pages(a: bytes, b: bytes) -> str | None:
+    if _efi_screen(a, b) and zp.get(b, "pages") == 1 and zp.get(a, "pages") == (zp.get(b, "lfb_size") + 4095) >> 12:
+        return ("kexec-tools writes /dev/fb0's size in 4 KiB pages; the EFI stub sets 1 and kexloader keeps that. "
+                "Only vesafb's real-mode set-up reads pages")
+    return None
+
+
+def _skip_quirks(a: bytes, b: bytes) -> str | None:
+    if _efi_screen(a, b) and zp.get(a, "capabilities") == 0 and \
+            zp.get(b, "capabilities") == VIDEO_CAPABILITY_SKIP_QUIRKS:
+        return ("VIDEO_CAPABILITY_SKIP_QUIRKS: the EFI stub sets it (the GOP mode is exact, no DMI quirk may "
+                "override it) and kexloader keeps it; kexec-tools does not write capabilities")
+    return None
+
+
 REASONS = {
     "hdr.cmd_line_ptr": "address: kexec-tools puts the command line inside its setup segment right after the real-mode "
                         "part (kern16_size_needed), top-down in all RAM; kexloader gives it its own page below 4 GiB "
@@ -96,6 +143,13 @@ REASONS = {
                        "stride differs (efi_memdesc_size)",
     "efi_memmap": "address: each loader places the EFI memory map of the runtime regions in its own segment",
     "efi_memmap_hi": "address: high half of efi_memmap",
+    # OVMF with a GOP (-vga std): kexec-tools rebuilds screen_info from /dev/fb0, kexloader copies the boot one
+    "orig_video_cols": _text_defaults("orig_video_cols", 80),
+    "orig_video_lines": _text_defaults("orig_video_lines", 25),
+    "orig_video_points": _text_defaults("orig_video_points", 16),
+    "lfb_size": _lfb_size_units,
+    "pages": _fb_pages,
+    "capabilities": _skip_quirks,
 }
 
 
@@ -206,6 +260,12 @@ def run_kexec_tools(kernel: Path, initrd: Path | None, append: str | None, extra
     cap = kt.capture(kernel, initrd, append, extra, out)
     if cap.returncode != 0:
         raise kt.CaptureError(f"kexec-tools exited {cap.returncode}: {cap.stderr.strip()}")
+    return kexec_tools_side(cap, image, initrd_bytes)
+
+
+def kexec_tools_side(cap: kt.Capture, image: bytes, initrd_bytes: bytes | None) -> Loaded:
+    """A capture (made here, or in a guest and read with kt.load_capture) with the role of every segment."""
+    out = cap.directory
     payload = image[kern16_size(image):]
     segs = []
     for s in cap.segments:
@@ -253,9 +313,10 @@ def run_kexloader(kernel: Path, initrd: Path | None, append: str | None, extra: 
     argv += extra
     # kexloader runs under the capture shim too: --dry-run must never reach kexec_load, and if it did, the shim
     # would record it in `trap` (and seccomp would refuse it) instead of the kernel loading anything.
-    out.mkdir(parents=True, exist_ok=True)
-    trap = out / "syscall-trap"
-    trap.mkdir()
+    # The trap sits beside `out`: --plan-out writes only into a new or empty directory.
+    trap = out.with_name(out.name + "-syscall-trap")
+    shutil.rmtree(trap, ignore_errors=True)
+    trap.mkdir(parents=True)
     env = dict(os.environ, LD_PRELOAD=str(kt.build_shim()), KT_CAPTURE_DIR=str(trap))
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
                           env=env)
@@ -268,7 +329,12 @@ def run_kexloader(kernel: Path, initrd: Path | None, append: str | None, extra: 
         tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
         raise RuntimeError(f"`{' '.join(argv[2:] if argv[0] == sys.executable else argv)}` exited "
                            f"{proc.returncode}: {' | '.join(tail)}")
-    doc = json.loads(plan_file.read_text())
+    return kexloader_side(out)
+
+
+def kexloader_side(out: Path) -> Loaded:
+    """A --plan-out directory (written here, or in a guest) as the comparison sees it."""
+    doc = json.loads((out / "plan.json").read_text())
     segs = [Seg(s.get("role", "?"), int(s["mem"]), int(s["memsz"]), int(s.get("bufsz", (out / s["file"]).stat().st_size)),
                 out / s["file"]) for s in doc["segments"]]
     linux = doc.get("linux") or {}
