@@ -42,11 +42,12 @@ log = _Log()
 _SHORT, LONG, _SHORT_TO_LONG = options.getopt_tables()
 SHORT = _SHORT + "?"
 SHORT_TO_LONG = {**_SHORT_TO_LONG, "?": "?"}
-NOT_YET = {
-    "load-preserve-context": "--load-preserve-context",
-    "load-jump-back-helper": "--load-jump-back-helper", "load-live-update": "--load-live-update",
-    "exec-live-update": "--exec-live-update", "real-mode": "--real-mode",
-    "entry-32bit": "--entry-32bit",
+# Options refused with one line (parse_args; _refusal gives some kexec-tools' exit code once -c/-s/-a are known)
+NOT_YET = {name: f"--{name} is not supported yet" for name in (
+    "load-preserve-context", "load-jump-back-helper", "load-live-update", "exec-live-update", "real-mode",
+    "entry-32bit")} | {
+    "reuseinitrd": "--reuseinitrd is not implemented on x86 (as in kexec-tools)",
+    "entry": "--entry (with --load-jump-back-helper) is not supported yet",
 }
 
 
@@ -158,7 +159,7 @@ def parse_args(argv: Sequence[str], prog: str = "kexloader") -> Options:
         name = SHORT_TO_LONG.get(name, name) if not flag.startswith("--") else name
         _apply(o, name, value)
         names.append(name)
-    refused = [n for n in names if n in NOT_YET or n in ("reuseinitrd", "entry")]
+    refused = [n for n in names if n in NOT_YET]
     if refused:
         raise _refusal(refused[0], o.syscall)
     misplaced = [n for n in names if n in LOADER_ONLY]
@@ -181,15 +182,11 @@ def _refusal(name: str, syscall: Syscall) -> NotSupportedYet:
     if name == "load-jump-back-helper" and syscall == Syscall.CLASSIC:
         # 2.0.32 -c refuses while an image is loaded ("There is kexec kernel loaded"), 255
         return NotSupportedYet("--load-jump-back-helper is not supported yet (kexec jump)", exit_code=EXIT_FAILURE)
-    if name == "reuseinitrd":
-        return NotSupportedYet("--reuseinitrd is not implemented on x86 (as in kexec-tools)")
-    if name == "entry":
-        return NotSupportedYet("--entry (with --load-jump-back-helper) is not supported yet")
-    return NotSupportedYet(f"{NOT_YET[name]} is not supported yet")
+    return NotSupportedYet(NOT_YET[name])
 
 
 def _apply(o: Options, name: str, value: str) -> None:
-    if name in NOT_YET or name in ("reuseinitrd", "entry"):
+    if name in NOT_YET:
         return  # refused by parse_args, once -c/-s/-a are known
     if name == "help":
         o.show = Show.HELP
