@@ -153,7 +153,32 @@ REASONS = {
 }
 
 
-def reason_for(name: str, a: bytes = b"", b: bytes = b"") -> str | None:
+def _crash_map(a: bytes, b: bytes) -> str | None:
+    """The crash kernel's e820 (kexec_load with KEXEC_ON_CRASH), as recorded under OVMF: the same RAM ranges
+    (low memory, then the crash region) but the crash region's top, and kexec-tools' extra reserved entries."""
+    ea, eb = zp.e820(a), zp.e820(b)
+    ram_a, ram_b = [e[:2] for e in ea if e[2] == 1], [e[:2] for e in eb if e[2] == 1]
+    other_a, other_b = {e for e in ea if e[2] != 1}, {e for e in eb if e[2] != 1}
+    if not ram_a or [r[0] for r in ram_a] != [r[0] for r in ram_b] or ram_a[:-1] != ram_b[:-1]:
+        return None
+    if not other_b <= other_a or any(e[2] != 2 for e in other_a - other_b):
+        return None
+    return ("crash kernel's map: the same RAM (low memory from 0x1000, then the crash region), whose top each "
+            "loader keeps for its own segments (kexec-tools: elfcorehdr and its backup copy of [0x1000, 0xa0000); "
+            "kexloader: elfcorehdr; each passes elfcorehdr= for it). kexec-tools also lists as reserved the "
+            "/proc/iomem \"Reserved\" ranges inside firmware RAM (page 0, EFI regions Linux kept with "
+            "efi_mem_reserve); kexloader's map comes from /sys/firmware/memmap and leaves them out: neither makes "
+            "them RAM, and the EFI memory map hands the EFI ones over")
+
+
+# Crash loads (KEXEC_ON_CRASH on both sides): the memory map is the crash kernel's, built by each loader.
+CRASH_REASONS = {"e820_entries": _crash_map} | {f"e820_table[{i}]": _crash_map for i in range(128)}
+
+
+def reason_for(name: str, a: bytes = b"", b: bytes = b"", crash: bool = False) -> str | None:
+    why = CRASH_REASONS.get(name) if crash else None
+    if why is not None and a and b and why(a, b):
+        return why(a, b)
     why = REASONS.get(name)
     if callable(why):
         return why(a, b) if a and b else None
@@ -354,6 +379,24 @@ def kexloader_side(out: Path) -> Loaded:
 
 # ---------------------------------------------------------------------------------------------- comparison
 
+KEXEC_ON_CRASH = 1
+ELF_MAGIC = b"\x7fELF"
+
+
+def crash_words(p: Loaded, cmdline: bytes) -> tuple[list[str], bool]:
+    """The command line without the words a loader adds for kdump (elfcorehdr=, acpi_rsdp=), and whether its
+    elfcorehdr=<N>K names the start of one of its segments that holds an ELF header."""
+    words = cmdline.decode("latin-1").split()
+    given = [w for w in words if not w.startswith(("elfcorehdr=", "acpi_rsdp="))]
+    hdr = [w.split("=", 1)[1] for w in words if w.startswith("elfcorehdr=")]
+    ok = False
+    if len(hdr) == 1 and hdr[0].endswith("K") and hdr[0][:-1].isdigit():
+        addr = int(hdr[0][:-1]) << 10
+        seg = p.at(addr)
+        ok = seg is not None and seg.mem == addr and seg.data()[:4] == ELF_MAGIC
+    return given, ok
+
+
 def segment_table(p: Loaded) -> list[str]:
     rows = [f"  {'role':<26} {'mem':>18} {'memsz':>10} {'bufsz':>10}"]
     for s in sorted(p.segments, key=lambda s: s.mem):
@@ -422,6 +465,14 @@ def compare(a: Loaded, b: Loaded, image: bytes, initrd_bytes: bytes | None) -> d
                       "identical": ca == cb}
     lines.append(f"command line: {'IDENTICAL' if ca == cb else 'DIFFER'}: kexec-tools {ca!r} at "
                  f"{zp.cmd_line_ptr(a.zero_page):#x}, kexloader {cb!r} at {zp.cmd_line_ptr(b.zero_page):#x}")
+    if a.flags & b.flags & KEXEC_ON_CRASH:
+        res["cmdline"]["crash"] = crash_words(a, ca or b""), crash_words(b, cb or b"")
+        (ua, ea_ok), (ub, eb_ok) = res["cmdline"]["crash"]
+        res["cmdline"]["same_user_words"] = ua == ub
+        res["cmdline"]["elfcorehdr_ok"] = ea_ok and eb_ok
+        lines.append(f"  crash kernel: the words given {'IDENTICAL' if ua == ub else 'DIFFER'} once elfcorehdr= and "
+                     f"acpi_rsdp= are set aside; each elfcorehdr= names that loader's ELF core header segment: "
+                     f"{'yes' if ea_ok else 'NO'}/{'yes' if eb_ok else 'NO'}")
 
     # e820
     ea, eb = a.e820(), b.e820()  # with SETUP_E820_EXT's entries past 128
@@ -462,15 +513,18 @@ def compare(a: Loaded, b: Loaded, image: bytes, initrd_bytes: bytes | None) -> d
                      f"{'IDENTICAL' if e['same_systab'] else 'DIFFER'}")
 
     # zero page, field by field
+    crash = bool(a.flags & b.flags & KEXEC_ON_CRASH)
     diffs = zp.diff(a.zero_page, b.zero_page)
     res["zero_page_diff"] = []
     lines.append(f"zero page: {len(diffs)} field(s) differ (kexec-tools -> kexloader):")
     for d in diffs:
-        why = reason_for(d.name, a.zero_page, b.zero_page)
+        why = reason_for(d.name, a.zero_page, b.zero_page, crash)
         res["zero_page_diff"].append(dataclasses.asdict(d) | {"reason": why})
         lines.append(f"  {d.offset:#05x} {d.name:<26} {d.left:>22} -> {d.right:<22} {why or 'UNEXPLAINED'}")
-    res["unexplained"] = [d.name for d in diffs if reason_for(d.name, a.zero_page, b.zero_page) is None]
-    res["ok"] = bool(kernel.get("identical_bytes")) and res["cmdline"]["identical"] and \
+    res["unexplained"] = [d.name for d in diffs if reason_for(d.name, a.zero_page, b.zero_page, crash) is None]
+    same_cmdline = res["cmdline"]["identical"] or (crash and res["cmdline"]["same_user_words"] and
+                                                   res["cmdline"]["elfcorehdr_ok"])
+    res["ok"] = bool(kernel.get("identical_bytes")) and same_cmdline and \
         initrd["kexec_tools_ok"] and initrd["kexloader_ok"] and \
         all(res["efi"][k] for k in ("same_runtime_map", "same_setup_efi", "same_systab"))
     res["text"] = "\n".join(lines)

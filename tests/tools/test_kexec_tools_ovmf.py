@@ -23,12 +23,18 @@ from kexec_tools_capture import capture as kt  # noqa: E402
 
 from tools.vm import kexec_tools_guest as ktg  # noqa: E402
 
-FIXTURE = REPO / "fixtures" / "kexec-tools-ovmf" / "deb12-l"
+FIXTURES = REPO / "fixtures" / "kexec-tools-ovmf"
+RUNS = ["deb12-l", "deb12-p"]  # kexec -c -l and kexec -c -p (crashkernel=384M)
+
+
+@pytest.fixture(scope="module", params=RUNS)
+def fixture_dir(request) -> Path:
+    return FIXTURES / request.param
 
 
 @pytest.fixture(scope="module")
-def inputs() -> dict:
-    return json.loads((FIXTURE / "inputs.json").read_text())
+def inputs(fixture_dir) -> dict:
+    return json.loads((fixture_dir / "inputs.json").read_text())
 
 
 def cached_kernel(want: str) -> bytes | None:
@@ -42,7 +48,7 @@ def cached_kernel(want: str) -> bytes | None:
 
 
 @pytest.fixture(scope="module")
-def rehydrated(inputs, tmp_path_factory) -> tuple[Path, bytes, bytes]:
+def rehydrated(fixture_dir, inputs, tmp_path_factory) -> tuple[Path, bytes, bytes]:
     image = cached_kernel(inputs["kernel_sha256"])
     if image is None:
         pytest.skip("the captured Debian 12 kernel is not in the cache (sudo bash tools/install-deps.sh; a newer "
@@ -50,8 +56,8 @@ def rehydrated(inputs, tmp_path_factory) -> tuple[Path, bytes, bytes]:
                     "tests/vm/test_kexec_tools_uefi.py)")
     initrd = ktg.deterministic_initrd(inputs["initrd_size"])
     assert hashlib.sha256(initrd).hexdigest() == inputs["initrd_sha256"]
-    out = tmp_path_factory.mktemp("kt-ovmf") / "l"
-    shutil.copytree(FIXTURE, out)
+    out = tmp_path_factory.mktemp("kt-ovmf") / fixture_dir.name
+    shutil.copytree(fixture_dir, out)
     assert ktg.rehydrate(out, [image[cmp.kern16_size(image):], image, initrd]) == []
     return out, image, initrd
 
@@ -60,8 +66,8 @@ def test_initrd_is_rebuilt_from_its_recipe(inputs):
     assert hashlib.sha256(ktg.deterministic_initrd(inputs["initrd_size"])).hexdigest() == inputs["initrd_sha256"]
 
 
-def test_stand_ins_name_only_big_segments():
-    stand_ins = sorted(FIXTURE.rglob("*.sha256"))
+def test_stand_ins_name_only_big_segments(fixture_dir):
+    stand_ins = sorted(fixture_dir.rglob("*.sha256"))
     assert stand_ins, "the fixture keeps the kernel and initrd as hashes"
     for s in stand_ins:
         digest, size = s.read_text().split()
@@ -73,20 +79,42 @@ def test_rehydrate_reports_what_no_source_explains(tmp_path):
     assert ktg.rehydrate(tmp_path, [b"y"]) == ["seg.bin.sha256"]
     assert ktg.rehydrate(tmp_path, [b"x"]) == []
     assert (tmp_path / "seg.bin").read_bytes() == b"x"
+    (tmp_path / "zeros.bin.sha256").write_text(f"{hashlib.sha256(bytes(5)).hexdigest()} 5\n")
+    assert ktg.rehydrate(tmp_path, []) == ["seg.bin.sha256"]
+    assert (tmp_path / "zeros.bin").read_bytes() == bytes(5)
 
 
-def test_every_difference_is_explained(rehydrated):
+def test_crash_map_reason_needs_the_same_ram(fixture_dir, rehydrated):
+    """The crash-map reason holds for the recorded pages and not once a RAM range moves."""
+    out, image, initrd = rehydrated
+    a = cmp.kexec_tools_side(kt.load_capture(out / "kexec-tools"), image, initrd)
+    b = cmp.kexloader_side(out / "kexloader")
+    if not a.flags & cmp.KEXEC_ON_CRASH:
+        assert cmp.reason_for("e820_entries", a.zero_page, b.zero_page) is None
+        return
+    assert cmp.reason_for("e820_table[1]", a.zero_page, b.zero_page, crash=True)
+    moved = bytearray(b.zero_page)
+    first = 0x2D0  # e820_table[0].addr: kexloader's low-memory RAM range
+    moved[first:first + 8] = (0x2000).to_bytes(8, "little")
+    assert cmp.reason_for("e820_table[1]", a.zero_page, bytes(moved), crash=True) is None
+
+
+def test_every_difference_is_explained(rehydrated, inputs):
     out, image, initrd = rehydrated
     res = cmp.compare(cmp.kexec_tools_side(kt.load_capture(out / "kexec-tools"), image, initrd),
                       cmp.kexloader_side(out / "kexloader"), image, initrd)
     assert res["unexplained"] == [], res["text"]
-    assert res["kernel"]["identical_bytes"] and res["cmdline"]["identical"], res["text"]
+    assert res["ok"] and res["kernel"]["identical_bytes"], res["text"]
+    if inputs["action"] == "-p":
+        assert res["cmdline"]["same_user_words"] and res["cmdline"]["elfcorehdr_ok"], res["text"]
+    else:
+        assert res["cmdline"]["identical"], res["text"]
     assert res["initrd"]["kexec_tools_ok"] and res["initrd"]["kexloader_ok"], res["text"]
     efi = res["efi"]
     assert efi["same_systab"] and efi["same_runtime_map"] and efi["same_setup_efi"], res["text"]
     assert efi["kexec_tools"]["descriptors"] and efi["kexec_tools"]["setup_efi"], res["text"]
     # the recorded comparison is what the tool says today: a changed REASONS table or decoder shows here
-    assert res["text"] + "\n" == (FIXTURE / "compare.txt").read_text()
+    assert res["text"] + "\n" == (out / "compare.txt").read_text()
 
 
 def test_efi_handover_is_the_snapshots(rehydrated):

@@ -38,8 +38,12 @@ FIXTURE = REPO / "fixtures" / "kexec-tools-ovmf"
 APPEND = "console=ttyS0 panic=-1 root=/dev/ram0 kexec-tools-vs-kexloader"
 
 
-@pytest.fixture(scope="module")
-def ovmf_capture(vm_harness, tmp_path_factory):
+ACTIONS = {"l": "", "p": "crashkernel=384M"}  # -p: the first kernel reserves a crash region
+
+
+@pytest.fixture(scope="module", params=sorted(ACTIONS))
+def ovmf_capture(request, vm_harness, tmp_path_factory):
+    action = request.param
     require_ovmf()
     h = vm_harness
     try:
@@ -49,21 +53,22 @@ def ovmf_capture(vm_harness, tmp_path_factory):
 
         _unavailable(f"kexec-tools cannot be staged: {e}")
     initrd = ktg.deterministic_initrd()
-    stage = f"ACTION=-l\nAPPEND={shlex.quote(APPEND)}\n{ktg.STAGE}"
+    stage = f"ACTION=-{action}\nAPPEND={shlex.quote(APPEND)}\n{ktg.STAGE}"
     guest = h.full(stages={"capture": stage}, files={**staged, "/initrd.bin": initrd})
     guest.modes["/opt/kt/kexec"] = 0o755
-    t = h.boot(guest, f"console=ttyS0 panic=-1 {QUIET} stage=capture token={new_token()}", base_append="",
-               name="kexec-tools-uefi", firmware="ovmf", extra_args=VGA, timeout=900, idle_timeout=300)
+    t = h.boot(guest, f"console=ttyS0 panic=-1 {QUIET} stage=capture token={new_token()} {ACTIONS[action]}",
+               base_append="", name=f"kexec-tools-uefi-{action}", firmware="ovmf", extra_args=VGA, timeout=900,
+               idle_timeout=300)
     assert t.rc("kexec_tools") == 0, t.out("kexec_tools") + t.summary()
     assert t.rc("kexloader") == 0, t.out("kexloader")
     assert t.rc("save") == 0, t.out("save")
-    out = ktg.unpack(t.blob("captures"), tmp_path_factory.mktemp("kt-ovmf") / "l")
+    out = ktg.unpack(t.blob("captures"), tmp_path_factory.mktemp("kt-ovmf") / action)
     image = h.vmlinuz.read_bytes()
     kept = out.parent / "kept"
     shutil.copytree(out, kept)  # as it came out of the guest (hashes for the kernel and initrd): the fixture
     missing = ktg.rehydrate(out, [image[cmp.kern16_size(image):], image, initrd])
     assert not missing, f"segments no input explains: {missing}"
-    return t, out, kept, image, initrd
+    return action, out, kept, image, initrd
 
 
 def compare(out: Path, image: bytes, initrd: bytes) -> dict:
@@ -73,13 +78,17 @@ def compare(out: Path, image: bytes, initrd: bytes) -> dict:
 
 
 def test_kexec_tools_and_kexloader_agree_on_ovmf(ovmf_capture):
-    t, out, kept, image, initrd = ovmf_capture
+    action, out, kept, image, initrd = ovmf_capture
     res = compare(out, image, initrd)
     print(res["text"])
     assert res["unexplained"] == [], res["text"]
     assert res["kernel"]["identical_bytes"], res["text"]
     assert res["initrd"]["kexec_tools_ok"] and res["initrd"]["kexloader_ok"], res["text"]
-    assert res["cmdline"]["identical"], res["text"]
+    if action == "p":  # each adds elfcorehdr= (and kexloader acpi_rsdp=); the rest is the user's
+        assert res["cmdline"]["same_user_words"] and res["cmdline"]["elfcorehdr_ok"], res["text"]
+    else:
+        assert res["cmdline"]["identical"], res["text"]
+    assert res["ok"], res["text"]
     efi = res["efi"]
     assert efi["kexec_tools"]["memmap_size"] and efi["kexloader"]["memmap_size"], "one side hands over no EFI map"
     assert efi["same_systab"] and efi["kexec_tools"]["systab"], res["text"]
@@ -89,16 +98,16 @@ def test_kexec_tools_and_kexloader_agree_on_ovmf(ovmf_capture):
     snap = json.loads((out / "snapshot.json").read_text())
     assert "efi" in json.dumps(snap).lower()
     if os.environ.get("KEXLOADER_UPDATE_FIXTURES") == "1":
-        write_fixture(kept, image, initrd, res)
+        write_fixture(action, kept, image, initrd, res)
 
 
-def write_fixture(kept: Path, image: bytes, initrd: bytes, res: dict) -> None:
-    dest = FIXTURE / "deb12-l"
+def write_fixture(action: str, kept: Path, image: bytes, initrd: bytes, res: dict) -> None:
+    dest = FIXTURE / f"deb12-{action}"
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(kept, dest)
     (dest / "inputs.json").write_text(json.dumps({
-        "append": APPEND, "action": "-l",
+        "append": APPEND, "action": f"-{action}",
         "kernel_sha256": hashlib.sha256(image).hexdigest(), "kernel_size": len(image),
         "initrd_sha256": hashlib.sha256(initrd).hexdigest(), "initrd_size": len(initrd),
         "unexplained": res["unexplained"]}, indent=1) + "\n")
