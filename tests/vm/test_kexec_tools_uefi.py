@@ -94,9 +94,11 @@ def test_kexec_tools_and_kexloader_agree_on_ovmf(ovmf_capture):
     assert efi["same_systab"] and efi["kexec_tools"]["systab"], res["text"]
     assert efi["same_runtime_map"] and efi["kexec_tools"]["descriptors"], res["text"]
     assert efi["same_setup_efi"] and efi["kexec_tools"]["setup_efi"], res["text"]
-    # the runtime descriptors are the guest's own runtime map, as the snapshot recorded it
-    snap = json.loads((out / "snapshot.json").read_text())
-    assert "efi" in json.dumps(snap).lower()
+    # the runtime descriptors and SETUP_EFI are the guest's own, as its snapshot recorded them
+    snap = json.loads((out / "snapshot.json").read_text())["efi"]
+    assert efi["kexec_tools"]["descriptors"] == sorted(tuple(r) for r in snap["runtime_map"])
+    assert efi["kexec_tools"]["setup_efi"] == {"fw_vendor": snap["fw_vendor"], "runtime": snap["runtime"],
+                                               "tables": snap["config_table"], "smbios": snap["smbios"]}
     if os.environ.get("KEXLOADER_UPDATE_FIXTURES") == "1":
         write_fixture(action, kept, image, initrd, res)
 
