@@ -130,7 +130,8 @@ def compressed_bzimage_seeds() -> list[bytes]:
 
 def multiboot_seeds() -> list[bytes]:
     mb = fixture(*MULTIBOOTS)
-    return mb + [gzip.compress(mb[1], 9, mtime=0)] + cached("xen-hypervisor-*/boot/xen-*.gz", "xen-hypervisor-*/xen.elf")
+    return mb + [gzip.compress(mb[1], 9, mtime=0)] + cached("xen-hypervisor-*/boot/xen-*.gz",
+                                                            "xen-hypervisor-*/xen.elf")
 
 
 def compression_seeds() -> list[bytes]:
