@@ -32,15 +32,6 @@ from .targets import ROOT, Target, quiet
 PKG = str(ROOT / "kexloader") + "/"
 TIMEOUT = 5.0  # seconds of CPU time per input
 WALL_FACTOR = 12  # ... and this many times as long in wall time
-# crash sites in these modules wait for the schema validation of snapshots and plan directories (issue 16,
-# item 2, another change): the short run and the regression test expect them to fail until it lands
-SCHEMA_PENDING = ("kexloader/snapshot.py", "kexloader/plan.py", "kexloader/system.py", "kexloader/api.py")
-
-
-def pending(site: str) -> bool:
-    return any(f"@{p}:" in site for p in SCHEMA_PENDING)
-
-
 class Hang(BaseException):
     """Raised by the interval timer inside a target that runs too long (a BaseException: `except Exception`
     in the code under test does not swallow it)."""
