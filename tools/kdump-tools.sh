@@ -15,25 +15,14 @@ die() { printf 'kdump-tools: %s\n' "$*" >&2; exit 1; }
 
 [[ $# -eq 1 ]] || die "usage: kdump-tools.sh CACHE"
 cache=$(mkdir -p "$1" && cd "$1" && pwd)
-export APT_CONFIG=$cache/apt/apt.conf
-[[ -f $APT_CONFIG ]] || die "no $APT_CONFIG: run tools/apt-platforms.sh $cache first"
-
-# the newest version of PACKAGE in RELEASE (its -updates and -security included)
-version_in() {
-    apt-cache madison "$1" | awk -F' [|] ' -v rel="$2" \
-        '!done && $3 ~ (" " rel "(-updates|-security)?/") { gsub(/ /, "", $2); print $2; done = 1 }'
-}
-
-mkdir -p "$cache/debs" "$cache/kdump-tools"
+# shellcheck source=tools/apt-fetch.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt-fetch.sh"
+use_private_apt
+mkdir -p "$cache/kdump-tools"
 for rel in bookworm trixie; do
     version=$(version_in kdump-tools "$rel")
     [[ -n $version ]] || die "no kdump-tools in $rel (apt-get update with $APT_CONFIG?)"
-    deb=$(ls "$cache/debs/kdump-tools_${version//:/%3a}_"*.deb 2>/dev/null | sed -n 1p || true)
-    if [[ -z $deb ]]; then
-        say "apt-get download kdump-tools=$version ($rel)"
-        (cd "$cache/debs" && apt-get download -qq "kdump-tools=$version")
-        deb=$(ls "$cache/debs/kdump-tools_${version//:/%3a}_"*.deb | sed -n 1p)
-    fi
+    deb=$(fetch_deb kdump-tools "$version")
     dest=$cache/kdump-tools/$rel
     if [[ $(cat "$dest/VERSION" 2>/dev/null) != "$version" ]]; then
         rm -rf "$dest" "$dest.tmp"

@@ -14,26 +14,16 @@ die() { printf 'uki-tools: %s\n' "$*" >&2; exit 1; }
 
 [[ $# -eq 1 ]] || die "usage: uki-tools.sh CACHE"
 cache=$(mkdir -p "$1" && cd "$1" && pwd)
-export APT_CONFIG=$cache/apt/apt.conf
-[[ -f $APT_CONFIG ]] || die "no $APT_CONFIG: run tools/apt-platforms.sh $cache first"
-
-# the newest version of PACKAGE in trixie (not the host's release, which the private pins prefer)
-trixie_version() {
-    apt-cache madison "$1" | awk -F' [|] ' '!done && $3 ~ / trixie(-updates|-security)?\// { print $2; done = 1 }'
-}
+# shellcheck source=tools/apt-fetch.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt-fetch.sh"
+use_private_apt
 
 dest=$cache/uki-tools
-mkdir -p "$cache/debs"
 debs=()
 for pkg in systemd-ukify systemd-boot-efi; do
-    version=$(trixie_version "$pkg")
+    version=$(version_in "$pkg" trixie)
     [[ -n $version ]] || die "no $pkg in trixie (apt-get update with $APT_CONFIG?)"
-    deb=$(ls "$cache/debs/${pkg}_${version//:/%3a}_"*.deb 2>/dev/null | sed -n 1p || true)
-    if [[ -z $deb ]]; then
-        say "apt-get download $pkg=$version"
-        (cd "$cache/debs" && apt-get download -qq "$pkg=$version")
-        deb=$(ls "$cache/debs/${pkg}_${version//:/%3a}_"*.deb | sed -n 1p)
-    fi
+    deb=$(fetch_deb "$pkg" "$version")
     debs+=("$deb")
 done
 stamp=.unpacked-$(for d in "${debs[@]}"; do basename "$d"; done | sha256sum | cut -c1-16)
