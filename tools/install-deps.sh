@@ -71,6 +71,8 @@ apt_packages=(
     lintian python3-construct python3-lz4 python3-pyelftools python3-zstandard
     # kexec-tools 2.0.32 built from its tag into the cache (tools/kexec_tools_capture/build.py), when its source is here
     autoconf automake make
+    # virt-firmware (tools/secureboot-tools.sh) on Python 3.13+ needs crypt_r, built from source: Python.h
+    python3-dev
 )
 export DEBIAN_FRONTEND=noninteractive
 say "apt-get update"
