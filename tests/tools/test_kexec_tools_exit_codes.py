@@ -31,6 +31,8 @@ def test_kexec_tools_gives_the_recorded_codes(tmp_path):
         kt.kexec_tools_root(kt.cache_dir())
     except kt.Unavailable as e:
         pytest.skip(str(e))
+    if not kt.iomem_has_addresses():
+        pytest.skip("/proc/iomem reads zeros to this user: the recorded codes were taken as root")
     out = tmp_path / "codes.json"
     assert codes.main(["--json", str(out)]) == 0
     got = {r["name"]: r["code"] for r in json.loads(out.read_text())}

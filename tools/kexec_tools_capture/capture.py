@@ -109,6 +109,17 @@ class Capture:
         return "\n".join(lines)
 
 
+def iomem_has_addresses(path: str = "/proc/iomem") -> bool:
+    """Whether /proc/iomem shows real addresses: to a process without CAP_SYS_ADMIN it reads all zeros, and
+    kexec-tools then takes other paths (nothing to place a segment in) than the ones recorded as root."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return False
+    return any(re.match(r"^0*[1-9a-f][0-9a-f]*-", line) or re.match(r"^[0-9a-f]+-0*[1-9a-f]", line)
+               for line in text.splitlines())
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("KEXLOADER_CACHE") or Path.home() / ".cache" / "kexloader")
 
