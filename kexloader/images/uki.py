@@ -156,7 +156,7 @@ def read_pe(data: SegmentData, name: str) -> PeImage:
     spans_of: tuple[tuple[str, Callable[[Section], Range]], ...] = (
         ("file bytes", lambda s: Range(s.file_offset, s.file_size)), ("addresses", lambda s: Range(s.vaddr, s.vsize)))
     for what, key in spans_of:
-        spans = sorted((key(s), s) for s in sections if key(s).size)
+        spans = sorted(((key(s), s) for s in sections if key(s).size), key=lambda span: span[0])  # by range only
         for (ra, a), (rb, b) in zip(spans, spans[1:]):
             if ra.overlaps(rb):
                 raise MalformedImageError(f"{name}: PE sections {a.name} {ra} and {b.name} {rb} overlap ({what})",
