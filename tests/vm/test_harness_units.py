@@ -201,6 +201,14 @@ def test_boot_flake_is_only_a_failure_inside_a_kernels_boot():
     # the first kernel died before /init (panic=-1 ends QEMU): booted once more too
     assert _boot_flake(Transcript(text="[ 1.3] Oops: int3\n[ 1.3] Kernel panic - not syncing", cmd=[],
                                   returncode=0))
+    # a later kernel that panicked in its own boot, before its /init: booted once more
+    oops = "[ 3.1] Oops: general protection fault\n[ 3.1] Kernel panic - not syncing: Attempted to kill the idle task!\n"
+    assert _boot_flake(Transcript(text=first + "[ 0.0] Linux version 6.12\n" + oops, cmd=[], returncode=0))
+    # ... but not the panic we trigger ourselves (sysrq c, before the crash kernel's banner), nor one after /init
+    sysrq = "KXM|crash|now|MXK\n[ 9.0] Kernel panic - not syncing: sysrq triggered crash\n"
+    assert not _boot_flake(Transcript(text=first + sysrq, cmd=[], returncode=0))
+    assert not _boot_flake(Transcript(text=first + "Linux version 6.1\nKXM|boot|stage=report|MXK\n" + oops,
+                                      cmd=[], returncode=0))
     # silence after our own command, a run that ended, or a later kernel that hit the hard timeout: not
     assert not _boot_flake(Transcript(text=first, cmd=[], timed_out=stall))
     assert not _boot_flake(Transcript(text=first + "[ 0.0] Linux version 6.1\n", cmd=[], returncode=0))
