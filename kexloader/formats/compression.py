@@ -437,11 +437,16 @@ _FIND_WINDOW = 1 << 20
 def _find_all(data: Buffer, view: memoryview, magic: bytes) -> Iterator[int]:
     """Every offset of `magic` in `data`, as repeated bytes.find: bytes and bytearray searched directly,
     anything else (a mapped file) a window at a time, so that no copy of the whole image is made."""
-    whole = data if isinstance(data, (bytes, bytearray)) else None
-    for base in range(0, len(view), (len(view) or 1) if whole is not None else _FIND_WINDOW):
-        window = whole if whole is not None else view[base:base + _FIND_WINDOW + len(magic) - 1].tobytes()
+    if isinstance(data, (bytes, bytearray)):
+        at = data.find(magic)
+        while at >= 0:
+            yield at
+            at = data.find(magic, at + 1)
+        return
+    for base in range(0, len(view), _FIND_WINDOW):
+        window = view[base:base + _FIND_WINDOW + len(magic) - 1].tobytes()  # overlaps the next by len(magic) - 1
         at = window.find(magic)
-        while at >= 0 and (whole is not None or at < _FIND_WINDOW):
+        while 0 <= at < _FIND_WINDOW:  # one that starts in the overlap is the next window's
             yield base + at
             at = window.find(magic, at + 1)
 
