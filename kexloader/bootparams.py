@@ -11,7 +11,7 @@ import struct
 from collections.abc import Sequence
 
 from .formats import bootparams as bp
-from .errors import MalformedImageError
+from .errors import MalformedImageError, SystemFactsError
 from .formats import bzimage as bz
 from .memory import Layout
 from .model import MemRegion, MiB, Range, Role
@@ -35,39 +35,61 @@ def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memma
     # The header as the image declares it, and no further: bytes past it are not header (boot.rst).
     jump = struct.unpack_from("<H", image, 0x200)[0]
     end = min(bz.header_end(jump), bp.OFFSETS["hdr"] + bz.SETUP_HEADER_SIZE)
-    # Past "HdrS" and the version at least (parsing checks the magic); a bzImage must reach init_size, which
-    # images.bzimage.parse_header checks before this, while vmlinux's synthetic 2.06 header ends at cmdline_size.
+    # Past "HdrS" and the version at least; a bzImage must reach init_size, which images.bzimage.parse_header
+    # checks before this, while vmlinux's synthetic 2.06 header ends at cmdline_size.
     if end < HEADER_VERSION_END:
         raise MalformedImageError(f"setup header ends at {end:#x} (jump {jump:#06x}), before its version")
+    if image[0x1FE:0x200] != b"\x55\xaa" or image[0x202:0x206] != bz.HEADER_MAGIC:
+        raise MalformedImageError("no Linux setup header (boot flag 0xAA55 and \"HdrS\" at 0x202)")
     page[bp.OFFSETS["hdr"]:end] = image[bp.OFFSETS["hdr"]:end]
-    params = bp.BootParams.parse(bytes(page))
-    hdr = params.hdr
 
-    params.screen_info = running[: bp.SCREEN_INFO_SIZE] if running else SCREEN_INFO_DEFAULT
+    # Fields written in place (struct.pack_into at bootparam.h's offsets, formats/bootparams.OFFSETS): the
+    # construct BootParams describes the same page, but parsing and rebuilding it cost ~5 ms per plan.
     if running:
-        page_subarch = running[HARDWARE_SUBARCH]
-        hdr.hardware_subarch, hdr.hardware_subarch_data = struct.unpack("<IQ", page_subarch)
-    params.acpi_rsdp_addr = acpi_rsdp or 0
-    if efi_info is not None:
-        params.efi_info = efi_info
-
-    hdr.type_of_loader = TYPE_OF_LOADER_KEXEC
-    hdr.loadflags = 0  # as kexec-tools and the kernel's kexec_file loader: no heap, no KEEP_SEGMENTS
-    hdr.cmd_line_ptr, params.ext_cmd_line_ptr = _split(cmdline.start)
-    if initrd:
-        hdr.ramdisk_image, params.ext_ramdisk_image = _split(initrd.start)
-        hdr.ramdisk_size, params.ext_ramdisk_size = _split(initrd.size)
+        if len(running) < HARDWARE_SUBARCH.stop:
+            raise SystemFactsError(f"the running kernel's boot_params is {len(running)} bytes, not 4096")
+        page[0:bp.SCREEN_INFO_SIZE] = running[:bp.SCREEN_INFO_SIZE]
+        page[HARDWARE_SUBARCH] = running[HARDWARE_SUBARCH]
     else:
-        hdr.ramdisk_image = hdr.ramdisk_size = params.ext_ramdisk_image = params.ext_ramdisk_size = 0
-    hdr.setup_data = setup_data  # physical address of the first struct setup_data, or 0
+        page[0:bp.SCREEN_INFO_SIZE] = SCREEN_INFO_DEFAULT
+    _put(page, "acpi_rsdp_addr", "<Q", acpi_rsdp or 0)
+    if efi_info is not None:
+        if len(efi_info) != EFI_INFO_SIZE:
+            raise ValueError(f"efi_info is {len(efi_info)} bytes, not {EFI_INFO_SIZE}")
+        page[bp.OFFSETS["efi_info"]:bp.OFFSETS["efi_info"] + EFI_INFO_SIZE] = efi_info
+
+    _put(page, "type_of_loader", "<B", TYPE_OF_LOADER_KEXEC)
+    _put(page, "loadflags", "<B", 0)  # as kexec-tools and the kernel's kexec_file loader: no heap, no KEEP_SEGMENTS
+    _put_split(page, "cmd_line_ptr", "ext_cmd_line_ptr", cmdline.start)
+    _put_split(page, "ramdisk_image", "ext_ramdisk_image", initrd.start if initrd else 0)
+    _put_split(page, "ramdisk_size", "ext_ramdisk_size", initrd.size if initrd else 0)
+    _put(page, "setup_data", "<Q", setup_data)  # physical address of the first struct setup_data, or 0
 
     entries = [r for r in memmap if r.range.size]
-    table = [dict(addr=r.range.start, size=r.range.size, type=r.type) for r in entries[:bp.E820_MAX_ENTRIES_ZEROPAGE]]
-    params.e820_table = table + [dict(addr=0, size=0, type=0)] * (bp.E820_MAX_ENTRIES_ZEROPAGE - len(table))
-    params.e820_entries = len(table)
-    params.alt_mem_k = _kib_above_1m(entries)
-    zero_page: bytes = bp.BootParams.build(params)
-    return zero_page
+    table = entries[:bp.E820_MAX_ENTRIES_ZEROPAGE]
+    for i, r in enumerate(table):
+        struct.pack_into("<QQI", page, bp.OFFSETS["e820_table"] + i * bp.E820Entry.sizeof(),
+                         r.range.start, r.range.size, r.type)
+    _put(page, "e820_entries", "<B", len(table))
+    _put(page, "alt_mem_k", "<I", _kib_above_1m(entries))
+    return bytes(page)
+
+
+EFI_INFO_SIZE = 0x20
+FIELDS = {  # the zero-page offsets of what build_zero_page writes, the setup header's from boot.rst
+    **bp.OFFSETS, "type_of_loader": 0x210, "loadflags": 0x211, "ramdisk_image": 0x218, "ramdisk_size": 0x21C,
+    "cmd_line_ptr": 0x228, "setup_data": 0x250,
+}
+
+
+def _put(page: bytearray, name: str, fmt: str, value: int) -> None:
+    struct.pack_into(fmt, page, FIELDS[name], value)
+
+
+def _put_split(page: bytearray, low: str, high: str, value: int) -> None:
+    """A 64-bit value kept as a 32-bit header field and its ext_ high half in the zero page."""
+    _put(page, low, "<I", value & 0xFFFFFFFF)
+    _put(page, high, "<I", value >> 32)
 
 
 VIDEO_TYPES = {0x23: "VESA framebuffer", 0x70: "EFI framebuffer"}  # screen_info.orig_video_isVGA (VIDEO_TYPE_*)
@@ -107,9 +129,6 @@ def place_setup_data(layout: Layout, records: Sequence[tuple[int, bytes]], windo
     layout.replace(seg, bp.build_setup_chain(records, seg.mem))
     return seg.mem
 
-
-def _split(value: int) -> tuple[int, int]:
-    return value & 0xFFFFFFFF, value >> 32
 
 
 def _kib_above_1m(memmap: Sequence[MemRegion]) -> int:

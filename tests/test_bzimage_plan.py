@@ -58,6 +58,37 @@ def test_zero_page_fields():
     assert bytes(segs["boot-params"].data)[0x26C:0x290] == bytes(0x24)  # nothing past the declared header
 
 
+def test_zero_page_written_in_place_reads_back_through_the_struct():
+    """build_zero_page writes fields at their offsets; construct's BootParams (the spec) reads every one back,
+    including 64-bit addresses split into ext_ fields, more than 128 e820 entries, efi_info and the subarch."""
+    from kexloader import bootparams
+    from kexloader.model import MemRegion, Range
+
+    image = bytearray(TINY)
+    memmap = [MemRegion(Range(i * 0x10000, 0x8000), 1 + i % 4) for i in range(200)]
+    running = bytearray(range(256)) * 16
+    page = bootparams.build_zero_page(bytes(image), cmdline=Range(0x1_2345_6000, 10),
+                                      initrd=Range(0x2_0000_0000, 0x1_0000_0001), memmap=memmap,
+                                      running=bytes(running), acpi_rsdp=0xE0000, setup_data=0x9_8765_4000,
+                                      efi_info=bytes(range(0x20)))
+    p = bp.BootParams.parse(page)
+    assert (p.hdr.cmd_line_ptr, p.ext_cmd_line_ptr) == (0x2345_6000, 1)
+    assert (p.hdr.ramdisk_image, p.ext_ramdisk_image, p.hdr.ramdisk_size, p.ext_ramdisk_size) == (0, 2, 1, 1)
+    assert p.hdr.setup_data == 0x9_8765_4000 and p.acpi_rsdp_addr == 0xE0000
+    assert p.efi_info == bytes(range(0x20)) and p.screen_info == bytes(running[:0x40])
+    assert (p.hdr.hardware_subarch, p.hdr.hardware_subarch_data) == struct.unpack_from("<IQ", running, 0x23C)
+    assert p.e820_entries == 128
+    assert [(e.addr, e.size, e.type) for e in p.e820_table] == \
+        [(r.range.start, r.range.size, r.type) for r in memmap[:128]]
+    assert p.alt_mem_k == 0x8000 >> 10  # entry 16 is RAM from 1 MiB, 32 KiB long
+    assert p.hdr.type_of_loader == 0xD0 and p.hdr.loadflags == 0 and p.sentinel == 0
+    assert p.hdr.version == struct.unpack_from("<H", image, 0x206)[0]
+    image[0x1FE] ^= 1  # the boot flag
+    with pytest.raises(MalformedImageError, match="boot flag"):
+        bootparams.build_zero_page(bytes(image), cmdline=Range(0x10000, 1), initrd=None, memmap=[],
+                                   running=None, acpi_rsdp=None)
+
+
 def test_no_initrd_means_zero_ramdisk_fields():
     page = bp.BootParams.parse(bytes(by_role(plan_for())["boot-params"].data))
     assert page.hdr.ramdisk_image == page.hdr.ramdisk_size == page.ext_ramdisk_image == 0
