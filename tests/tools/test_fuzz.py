@@ -7,7 +7,7 @@ import random
 import pytest
 
 from kexloader.errors import MalformedImageError
-from tools.fuzz import mutate
+from tools.fuzz import engine, mutate
 from tools.fuzz.engine import Campaign, execute, fast_purgatory, minimize
 from tools.fuzz.targets import TARGETS, Target
 
@@ -99,3 +99,33 @@ def test_until_resumes_from_the_saved_totals(tmp_path):
     again.load_corpus()
     assert len(again.corpus) >= len(first.corpus)  # the kept inputs come back from OUT/TARGET/corpus
     assert again.run(until=450).inputs == 450
+
+
+def test_sampled_coverage_traces_one_input_in_n(tmp_path, monkeypatch):
+    """--trace-every N: the corpus is traced whole, then one mutated input in N."""
+    traced = []
+    t = Target("plain", "test", lambda data: None, lambda: [b"a" * 64, b"b" * 64])
+    c = Campaign(t, tmp_path, seed=1, trace_every=5, log=lambda s: None)
+    real_watch = c.cov.watch
+
+    def counting_watch():
+        traced.append(1)
+        return real_watch()
+
+    monkeypatch.setattr(c.cov, "watch", counting_watch)
+    c.load_corpus()
+    assert len(traced) == 2
+    c.run(count=50)
+    assert len(traced) == 2 + 10
+
+
+def test_small_corpus_inputs_are_picked_nine_times_in_ten(tmp_path):
+    t = Target("plain", "test", lambda data: None, lambda: [b""])
+    c = Campaign(t, tmp_path, seed=1, coverage=False, log=lambda s: None)
+    big, small = bytes(engine.SMALL_INPUT + 1), b"s"
+    c.corpus = [big, small, big, big]
+    rng = random.Random(5)
+    picks = [c._pick(rng) for _ in range(2000)]
+    assert 0.85 < picks.count(small) / len(picks) < 0.95
+    c.corpus = [big, big]  # none small: any
+    assert c._pick(rng) is big
