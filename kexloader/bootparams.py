@@ -24,12 +24,13 @@ HEADER_VERSION_END = 0x208  # "HdrS" at 0x202, the protocol version at 0x206
 
 def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memmap: Sequence[MemRegion],
                     running: bytes | None, acpi_rsdp: int | None, setup_data: int = 0,
-                    efi_info: bytes | None = None) -> bytes:
+                    efi_info: bytes | None = None, screen_info: bytes | None = None) -> bytes:
     """4096 bytes of `struct boot_params` for a 64-bit boot protocol entry.
 
     image: the bzImage (only its first sectors are read); cmdline: where the NUL-terminated command
     line sits (size without NUL); running: the current kernel's boot_params, if known; efi_info: the
-    32 bytes of the EFI hand-off (kexloader/efiboot.py), or None for none. Memory maps of more than 128
+    32 bytes of the EFI hand-off (kexloader/efiboot.py), or None for none; screen_info: 64 bytes that replace
+    the running kernel's (--reset-vga: SCREEN_INFO_DEFAULT, the purgatory's mode 3). Memory maps of more than 128
     entries: the first 128 go here, the rest in SETUP_E820_EXT (`e820_extension`)."""
     page = bytearray(bp.BOOT_PARAMS_SIZE)
     # The header as the image declares it, and no further: bytes past it are not header (boot.rst).
@@ -52,6 +53,10 @@ def build_zero_page(image: bytes, *, cmdline: Range, initrd: Range | None, memma
         page[HARDWARE_SUBARCH] = running[HARDWARE_SUBARCH]
     else:
         page[0:bp.SCREEN_INFO_SIZE] = SCREEN_INFO_DEFAULT
+    if screen_info is not None:
+        if len(screen_info) != bp.SCREEN_INFO_SIZE:
+            raise ValueError(f"screen_info is {len(screen_info)} bytes, not {bp.SCREEN_INFO_SIZE}")
+        page[0:bp.SCREEN_INFO_SIZE] = screen_info
     _put(page, "acpi_rsdp_addr", "<Q", acpi_rsdp or 0)
     if efi_info is not None:
         if len(efi_info) != EFI_INFO_SIZE:

@@ -43,11 +43,13 @@ _SHORT, LONG, _SHORT_TO_LONG = options.getopt_tables()
 SHORT = _SHORT + "?"
 SHORT_TO_LONG = {**_SHORT_TO_LONG, "?": "?"}
 # Options refused with one line (parse_args; _refusal gives some kexec-tools' exit code once -c/-s/-a are known)
+KEXEC_JUMP = ("kexec jump is not implemented by kexloader; Debian's kernels are built without CONFIG_KEXEC_JUMP, "
+              "which it needs")
 NOT_YET = {name: f"--{name} is not supported yet" for name in (
-    "load-preserve-context", "load-jump-back-helper", "load-live-update", "exec-live-update", "real-mode",
-    "entry-32bit")} | {
+    "load-live-update", "exec-live-update", "real-mode", "entry-32bit")} | {
+    name: f"--{name} is not supported ({KEXEC_JUMP})" for name in (
+        "load-preserve-context", "load-jump-back-helper", "entry")} | {
     "reuseinitrd": "--reuseinitrd is not implemented on x86 (as in kexec-tools)",
-    "entry": "--entry (with --load-jump-back-helper) is not supported yet",
 }
 
 
@@ -181,7 +183,7 @@ def _refusal(name: str, syscall: Syscall) -> NotSupportedYet:
                                "kexec_load path, -c, does not support it yet)", exit_code=EXIT_FAILURE)
     if name == "load-jump-back-helper" and syscall == Syscall.CLASSIC:
         # 2.0.32 -c refuses while an image is loaded ("There is kexec kernel loaded"), 255
-        return NotSupportedYet("--load-jump-back-helper is not supported yet (kexec jump)", exit_code=EXIT_FAILURE)
+        return NotSupportedYet(NOT_YET[name], exit_code=EXIT_FAILURE)
     return NotSupportedYet(NOT_YET[name])
 
 

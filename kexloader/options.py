@@ -58,7 +58,7 @@ class Option:
 _G, _X, _L, _E = Group.GENERAL, Group.X86_64, Group.LOADER, Group.EXTRAS
 _F, _D = Arg.FILE, Arg.DIR
 NOT_YET = "Refused: not supported yet."
-JUMP = "Refused: kexec jump is not supported yet."
+JUMP = "Refused with one line: kexec jump is not implemented (Debian's kernels are built without CONFIG_KEXEC_JUMP)."
 
 OPTIONS: tuple[Option, ...] = (
     Option("help", "Print this help.", short="h"),
@@ -100,8 +100,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("serial", "The purgatory's serial port.", _X, metavar="ttySn|0xPORT"),
     Option("serial-baud", "The purgatory's serial speed.", _X, metavar="N"),
     Option("console-vga", "Purgatory console output on the VGA text screen.", _X),
-    Option("reset-vga", "Refused on the kexec_load path: kexloader's purgatory has no VGA reset (the new kernel "
-           "programs the VGA itself); kexec_file_load ignores it, as kexec-tools.", _X),
+    Option("reset-vga", "The purgatory puts the VGA back in text mode 3 (80x25) before the hand-off, and the "
+           "next kernel's screen_info says so (kexec_load path; kexec_file_load ignores it, as kexec-tools).", _X),
     Option("elf32-core-headers", "Accepted; the kdump core header is always ELF64.", _X),
     Option("elf64-core-headers", "", _X, alias_of="elf32-core-headers"),
     Option("noefi", "Hand the new kernel no EFI state (efi_info, SETUP_EFI): it runs without EFI runtime services "

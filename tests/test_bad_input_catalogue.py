@@ -123,10 +123,10 @@ CASES = [
     c("unload-with-console-vga", "-u", "--console-vga", code=0, kt="unload-with-console-vga", dry=False),
     c("unload-with-kernel", "-u", "{TINY}", code=0, kt="unload-with-kernel", dry=False),
     c("exec-with-command-line", "-e", "--command-line=x", code=1, words="takes no image options", dry=False),
-    c("load-preserve-context", "--load-preserve-context", "-l", "{TINY}", code=1, words="not supported yet",
+    c("load-preserve-context", "--load-preserve-context", "-l", "{TINY}", code=1, words="CONFIG_KEXEC_JUMP",
       kt="load-preserve-context"),
-    c("load-jump-back-helper", "--load-jump-back-helper", code=1, words="not supported yet", dry=False),
-    c("entry", "-l", "{TINY}", "--entry=0x1000", code=1, words="not supported yet"),
+    c("load-jump-back-helper", "--load-jump-back-helper", code=1, words="CONFIG_KEXEC_JUMP", dry=False),
+    c("entry", "-l", "{TINY}", "--entry=0x1000", code=1, words="CONFIG_KEXEC_JUMP"),
     c("reuseinitrd", "-l", "{TINY}", "--reuseinitrd", code=1, words="not implemented on x86"),
     # kexec-tools 2.0.32's default (-a) file loader refuses 16/32-bit entry with 255; with -c it loads (kexloader: 1)
     c("real-mode", "-l", "{TINY}", "--real-mode", code=255, words="no 16-bit or 32-bit entry"),

@@ -57,7 +57,7 @@ def run(argv, capsys, backend=None):
     (["-l", "/nonexistent/vmlinuz"], 1, "cannot read kernel /nonexistent/vmlinuz: No such file"),
     (["-l", TINY, "--initrd=/nonexistent/initrd"], 1, "cannot read initrd"),
     (["-l", TINY, "--serial-baud=12345"], 255, "must be between 9600 and 115200"),  # kexec-tools: 255
-    (["-l", TINY, "--load-preserve-context"], 1, "--load-preserve-context is not supported yet"),
+    (["-l", TINY, "--load-preserve-context"], 1, "--load-preserve-context is not supported (kexec jump"),
     (["-l", TINY, "-t", "nonsense"], 255, "Unsupported kernel type nonsense"),  # kexec-tools: 255
     (["-l", TINY, "--append=" + "x" * 3000], 255, "3000 bytes; this kernel"),  # kexec-tools: "Cannot load", 255
     (["-e"], 1, "nothing has been loaded"),

@@ -60,8 +60,6 @@ DIFFERENCES: dict[str | tuple[str, str], str] = {
                                 "segments below 4 GiB and refuses (exit 1); kexec-tools 2.0.32 loads"),
     "entry": JUMP + "; kexec-tools 2.0.32 ignores --entry on the kexec_file_load path",
     "load-preserve-context-c": JUMP + "; kexec-tools 2.0.32 did not finish in 10 s (recorded as a hang)",
-    ("reset-vga", "no-file"): ("after the fallback to kexec_load: kexloader's purgatory has no VGA reset (refused with "
-                               "one line, exit 1); kexec-tools' purgatory resets the VGA"),
     **dict.fromkeys(["append-then-noefi", "append-then-noefi-c"], CMDLINE_BUG.format("--noefi")),
     **dict.fromkeys(["append-then-pass-memmap-cmdline", "append-then-pass-memmap-cmdline-c"],
                     CMDLINE_BUG.format("--pass-memmap-cmdline")),

@@ -46,3 +46,23 @@ def test_the_next_kernel_gets_the_screen_info_and_the_plan_says_so():
     (zp,) = [s for s in p.segments if s.role == "boot-params"]
     assert bytes(zp.data)[:len(GOP)] == GOP
     assert any(n.startswith("screen: EFI framebuffer 1280x800x32 at 0x80000000") for n in p.notes)
+
+
+def test_reset_vga_hands_over_the_mode_the_purgatory_sets():
+    """--reset-vga: the purgatory leaves VGA text mode 3, so the next kernel's screen_info is 80x25 VGA text
+    (not the running kernel's framebuffer), and the plan says so instead of describing the framebuffer."""
+    from kexloader.model import PurgatoryOptions
+
+    facts = with_screen(GOP)
+    req = LoadRequest(kernel=TINY, kernel_name="tiny", cmdline="console=ttyS0",
+                      purgatory=PurgatoryOptions(reset_vga=True))
+    p = api.make_plan(req, facts)
+    (zp,) = [s for s in p.segments if s.role == "boot-params"]
+    screen = bytes(zp.data)[:0x40]
+    assert screen == bootparams.SCREEN_INFO_DEFAULT
+    assert (screen[0x07], screen[0x0E], screen[0x0F]) == (80, 25, 1)  # orig_video_cols, _lines, _isVGA
+    assert any(n.startswith("--reset-vga: the purgatory sets VGA text mode 3") for n in p.notes)
+    assert not any(n.startswith("screen:") for n in p.notes)
+    assert bytes(zp.data)[0x40:] == bytes(api.make_plan(
+        LoadRequest(kernel=TINY, kernel_name="tiny", cmdline="console=ttyS0"), facts).segments[
+            [s.role for s in p.segments].index("boot-params")].data)[0x40:]  # nothing else changes

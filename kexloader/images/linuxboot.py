@@ -58,8 +58,12 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
                                         what=what, memmap=memmap)
     if efi_note:
         notes.append(efi_note)
-    screen = bootparams.describe_screen(facts.boot_params)
-    if screen:
+    screen_info = None
+    if req.purgatory.reset_vga:  # the screen the purgatory leaves, not the one the running kernel booted with
+        screen_info = bootparams.SCREEN_INFO_DEFAULT
+        notes.append("--reset-vga: the purgatory sets VGA text mode 3 (80x25) before the hand-off, and the "
+                     "next kernel's screen_info says so")
+    elif screen := bootparams.describe_screen(facts.boot_params):
         notes.append(screen)
     efi_info = None
     if handover is not None:
@@ -73,7 +77,8 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
     zero_page = bootparams.build_zero_page(
         header_page, cmdline=Range(line_seg.mem, len(line) - 1),
         initrd=Range(initrd.mem, initrd.bufsz) if initrd else None, memmap=memmap,
-        running=facts.boot_params, acpi_rsdp=facts.acpi_rsdp, setup_data=setup_data, efi_info=efi_info)
+        running=facts.boot_params, acpi_rsdp=facts.acpi_rsdp, setup_data=setup_data, efi_info=efi_info,
+        screen_info=screen_info)
     params = layout.place(Role.BOOT_PARAMS, zero_page, window=small, what=zero_page_what)
 
     handoff = Linux64Handoff(boot_params=params.mem, kernel_entry=kernel_entry)

@@ -6,7 +6,8 @@ What it does, in order (as kexec-tools' purgatory does: behaviour, not code):
    own GDT and a null IDT (the old ones are zapped or unmapped), reload DS/ES/SS/FS/GS = 0x18 and CS = 0x10 by a
    far return, switch to our own stack (the entry RSP is in a page that is not ours). Every plan is loaded
    with KEXEC_ARCH_X86_64 (Xen: arch=EM_X86_64), so this is the only entry.
-2. Optional console: a polled 16550 UART and/or the VGA text buffer.
+2. Optional VGA reset to text mode 3 (--reset-vga, vga_code.py), then an optional console: a polled 16550 UART
+   and/or the VGA text buffer.
 3. The check of the loaded segments: every `zeros` range (the segments' zero fill) must still be all zero,
    and the SHA-256 over `regions` (the bytes the loader handed over) in order must equal `digest`; if either
    fails, print a line and halt forever.
@@ -19,8 +20,6 @@ writes outside its own segment except for the backup copy (and the VGA text buff
 touches the kernel command line.
 
 Limits, by design:
-- `reset_vga` raises NotSupportedYet: reprogramming the VGA registers blind is risky and the new kernel sets
-  its own mode; kexec-tools users rarely pass --reset-vga.
 - `console_vga` writes 0xB8000 directly. Linux's identity map covers the first MiB; Xen's EM_X86_64 map covers
   only the segments, so under Xen use the serial console.
 """
@@ -30,9 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence, TypeAlias
 
-from ..errors import KexloaderError, NotSupportedYet
+from ..errors import KexloaderError
 from ..model import PAGE_SIZE, Backup, PurgatoryOptions, align_up
-from . import sha256_code, zero_code
+from . import sha256_code, vga_code, zero_code
 from .asm import (AL, CR0, CR4, DS, DX, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, FS, GS, R8D, R9D, R10D, R11D, R12D,
                   R13D, R14D, R15D, RAX, RCX, RDI, RSI, RSP, SS, Assembler, Mem, mem, rip)
 
@@ -169,9 +168,6 @@ def _validate(base: int, handoff: Handoff, regions: tuple[Region, ...], zeros: t
         if not 0 < baud <= 115200 or 115200 % baud or 115200 // baud > 0xFFFF:
             raise PurgatoryError(f"serial baud {baud} is not 115200/n (the UART divisor must be a whole number)",
                                  hint="use 115200, 57600, 38400, 19200, 9600 ...")
-    if options.reset_vga:
-        raise NotSupportedYet("--reset-vga is not supported by kexloader's purgatory",
-                              hint="leave it out: the new kernel programs the VGA itself")
 
 
 def _generate(base: int, handoff: Handoff, regions: tuple[Region, ...], zeros: tuple[Region, ...],
@@ -195,6 +191,8 @@ def _generate(base: int, handoff: Handoff, regions: tuple[Region, ...], zeros: t
     a.label("cs_reloaded")
     a.lea(RSP, rip("stack_top"))
 
+    if options.reset_vga:
+        vga_code.emit_reset_vga(a)  # first: the VGA console below then writes to a mode-3 screen
     if console:
         _console_init(a, options)
         a.lea(RSI, rip("msg_hello"))

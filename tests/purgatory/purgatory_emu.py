@@ -30,6 +30,7 @@ class Outcome:
     reached: bool  # execution arrived at the target entry
     regs: dict = field(default_factory=dict)  # registers at the target entry (or where it stopped)
     port_writes: list = field(default_factory=list)  # (port, value)
+    port_log: list = field(default_factory=list)  # (port, value) for OUT, (port, None) for IN, in order
     error: str | None = None
     halted: bool = False
     mode_at_target: int | None = None  # 32 or 64, probed by running one instruction at the target
@@ -50,6 +51,7 @@ class Machine:
         self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_64)
         uc.mem_map(0, MEM_SIZE)
         self.port_writes: list[tuple[int, int]] = []
+        self.port_log: list[tuple[int, int | None]] = []
         self.cpuid_calls: list[int] = []
         uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._in, None, 1, 0, X.UC_X86_INS_IN)
@@ -90,8 +92,10 @@ class Machine:
 
     def _out(self, uc, port, size, value, user_data):
         self.port_writes.append((port, value))
+        self.port_log.append((port, value))
 
     def _in(self, uc, port, size, user_data):
+        self.port_log.append((port, None))
         return 0x60 if port & 7 == 5 else 0  # LSR: THR empty + transmitter empty; other registers 0
 
     def _cpuid(self, uc, user_data):
@@ -170,6 +174,7 @@ class Machine:
         out.reached = pc == target and out.error is None
         out.regs = self.regs()
         out.port_writes = list(self.port_writes)
+        out.port_log = list(self.port_log)
         if not out.reached and out.error is None:
             out.halted = self.read(pc - 1, 1) == b"\xf4"
         if out.reached and probe_mode:

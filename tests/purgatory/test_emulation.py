@@ -318,10 +318,82 @@ def test_vga_console_mismatch_message_on_next_row():
     assert row1.startswith(b"kexloader purgatory: SHA-256 mismatch")
 
 
-def test_reset_vga_is_refused_clearly():
+class VgaModel:
+    """The VGA's registers as the port accesses set them (IBM VGA: index/data pairs at 3C4/3D4/3CE; the
+    attribute controller's one port alternates index and data, and a read of 3DA sets it back to index)."""
+
+    def __init__(self):
+        self.misc, self.seq, self.crtc, self.gc, self.ac = None, {}, {}, {}, {}
+        self.index = {0x3C4: 0, 0x3D4: 0, 0x3CE: 0}
+        self.ac_index, self.ac_data_next, self.pas = 0, False, None
+
+    def play(self, log):
+        regs = {0x3C5: (0x3C4, self.seq), 0x3D5: (0x3D4, self.crtc), 0x3CF: (0x3CE, self.gc)}
+        for port, value in log:
+            if value is None:
+                if port == 0x3DA:
+                    self.ac_data_next = False
+            elif port in self.index:
+                self.index[port] = value
+            elif port in regs:
+                at, table = regs[port]
+                if at == 0x3D4 and self.index[at] < 8 and self.crtc.get(0x11, 0x80) & 0x80:
+                    continue  # registers 0-7 write-protected (CRTC[0x11] bit 7)
+                table[self.index[at]] = value
+            elif port == 0x3C2:
+                self.misc = value
+            elif port == 0x3C0:
+                if self.ac_data_next:
+                    self.ac[self.ac_index] = value
+                else:
+                    self.ac_index, self.pas = value & 0x1F, bool(value & 0x20)
+                self.ac_data_next = not self.ac_data_next
+        return self
+
+    def screen(self):
+        """(columns, rows, character width, character height, pixels wide, pixels high) as a VGA displays text."""
+        c = self.crtc
+        cols = c[0x01] + 1
+        lines = c[0x12] + ((c[0x07] >> 1) & 1) * 0x100 + ((c[0x07] >> 6) & 1) * 0x200 + 1
+        char_h = (c[0x09] & 0x1F) + 1
+        char_w = 8 if self.seq[0x01] & 1 else 9
+        return cols, lines // char_h, char_w, char_h, cols * char_w, lines
+
+
+@pytest.mark.parametrize("handoff", ["linux", "multiboot"])
+def test_reset_vga_leaves_text_mode_3(handoff):
+    """--reset-vga: played on a model of the VGA's registers, the purgatory's port writes leave 80x25 text of
+    9x16 characters (720x400), colour, at 0xB8000, the display on, before the console's first byte."""
+    if handoff == "linux":
+        segs, h = linux_segments()
+        out, *_ = run(segs, h, options=PurgatoryOptions(reset_vga=True, console_serial=True))
+    else:
+        segs, h = multiboot_segments()
+        out, *_ = run(segs, h, options=PurgatoryOptions(reset_vga=True))
+    assert out.reached
+    vga = VgaModel().play(out.port_log)
+    assert vga.screen() == (80, 25, 9, 16, 720, 400)
+    assert vga.misc & 0x01 and (vga.misc >> 2) & 3 == 1  # colour I/O ports (3Dx); the 28 MHz clock for 720
+    assert vga.gc[0x06] & 0x01 == 0 and (vga.gc[0x06] >> 2) & 3 == 3  # text; memory at 0xB8000-0xBFFFF
+    assert vga.ac[0x10] & 0x01 == 0 and vga.seq[0x04] & 0x08 == 0  # attribute text mode; not chain-4
+    assert vga.seq[0x00] == 0x03 and vga.pas  # sequencer out of reset; the palette back to the display
+    assert [vga.ac[i] for i in range(16)] == [0, 1, 2, 3, 4, 5, 0x14, 7] + list(range(0x38, 0x40))  # EGA colours
+    assert vga.crtc[0x11] & 0x80  # protection back on, as mode 3 has it
+    if handoff == "linux":  # the console comes after the reset
+        last_vga = max(i for i, (p, _) in enumerate(out.port_log) if 0x3C0 <= p <= 0x3DF)
+        first_uart = min(i for i, (p, _) in enumerate(out.port_log) if 0x3F8 <= p <= 0x3FF)
+        assert last_vga < first_uart
+
+
+def test_reset_vga_with_crtc_left_protected_still_sets_the_timing():
+    """A first kernel may leave CRTC[0x11] bit 7 set (registers 0-7 locked): the reset unlocks them first."""
     segs, h = linux_segments()
-    with pytest.raises(NotSupportedYet, match="reset-vga"):
-        build_purgatory(PURG, h, options=PurgatoryOptions(reset_vga=True))
+    out, *_ = run(segs, h, options=PurgatoryOptions(reset_vga=True))
+    vga = VgaModel()
+    vga.crtc[0x11] = 0x80 | 0x0E  # locked before the purgatory runs
+    vga.crtc[0x01] = 0x27  # and a 40-column timing
+    vga.play(out.port_log)
+    assert vga.screen()[0] == 80
 
 
 def test_bad_serial_settings():
