@@ -532,6 +532,3 @@ def _printable(text: str) -> str:
         raw = text.encode("utf-8", "backslashreplace")
     return raw.decode("utf-8", "backslashreplace")
 
-
-def entry_point() -> None:
-    sys.exit(main())

@@ -283,18 +283,6 @@ class KernelText:
     size: int
 
 
-# Where the kernel's kexec files are (Documentation/ABI/testing/sysfs-kernel-kexec-kdump): Linux 6.19+ has them in
-# /sys/kernel/kexec/ and keeps the old names in /sys/kernel as symlinks. Read by the facts and by the Linux backend.
-KEXEC_SYSFS_DIR = "sys/kernel/kexec"
-KEXEC_SYSFS_FILES = {  # attribute -> (name in /sys/kernel/kexec, old name in /sys/kernel)
-    "loaded": ("loaded", "kexec_loaded"),
-    "crash_loaded": ("crash_loaded", "kexec_crash_loaded"),
-    "crash_size": ("crash_size", "kexec_crash_size"),
-    "crash_elfcorehdr_size": ("crash_elfcorehdr_size", "crash_elfcorehdr_size"),  # 6.5+, CONFIG_CRASH_HOTPLUG
-    "crash_cma_ranges": ("crash_cma_ranges", "kexec_crash_cma_ranges"),  # crashkernel=...,cma (old name: 6.19 rc)
-}
-
-
 @dataclass(frozen=True, slots=True)
 class KexecSysfs:
     """The kernel's kexec files (Documentation/ABI/testing/sysfs-kernel-kexec-kdump). Linux 6.19+ has them in

@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import kexec_sysfs
 from .errors import KexloaderError, SystemFactsError
 from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, E820_UNUSABLE,
-                    KEXEC_SYSFS_DIR, KEXEC_SYSFS_FILES, IomemEntry, KernelText, KexecSysfs, MemRegion, Range,
+                    IomemEntry, KernelText, KexecSysfs, MemRegion, Range,
                     SystemFacts, XenFacts)
 
 if TYPE_CHECKING:
@@ -234,12 +235,9 @@ def page_offset_from(kcore: tuple[elfcore.Phdr, ...]) -> int | None:
 
 
 def kexec_file(root: Path, attribute: str) -> Path | None:
-    """The file that holds `attribute`: /sys/kernel/kexec/NAME, else the old /sys/kernel/OLDNAME; None if neither."""
-    new, old = KEXEC_SYSFS_FILES[attribute]
-    for path in (root / KEXEC_SYSFS_DIR / new, root / "sys/kernel" / old):
-        if path.is_file():
-            return path
-    return None
+    """The file that holds `attribute` (kexloader/kexec_sysfs.py: the 6.19+ name, else the old one); None if neither."""
+    found = kexec_sysfs.find(root, attribute)
+    return Path(found) if found is not None else None
 
 
 def _read_int(path: Path | None, base: int = 10) -> int | None:

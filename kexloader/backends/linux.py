@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     import ctypes  # imported by the calls that use it: -S (sysfs) and the rest of the command line do not
 
+from .. import kexec_sysfs
 from ..errors import BackendError
-from ..model import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_SYSFS_DIR, KEXEC_SYSFS_FILES, Plan, Role
+from ..model import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, Plan, Role
 
 SYS_REBOOT = 169  # arch/x86/entry/syscalls/syscall_64.tbl
 SYS_KEXEC_LOAD = 246
@@ -212,15 +213,14 @@ def kernel_log(path: Path = Path("/dev/kmsg"), out: TextIO | None = None) -> Ite
 def kexec_loaded(root: Path, crash: bool) -> bool:
     """Is a normal (or crash) image loaded? The kernel's answer, read after a load (the facts hold the answer from
     before): /sys/kernel/kexec/[crash_]loaded (6.19+), else the old /sys/kernel/kexec_[crash_]loaded."""
-    new, old = KEXEC_SYSFS_FILES["crash_loaded" if crash else "loaded"]
-    paths = (root / KEXEC_SYSFS_DIR / new, root / "sys/kernel" / old)
-    for path in paths:
-        if path.is_file():
-            try:
-                return path.read_text().strip() == "1"
-            except OSError as e:
-                raise BackendError(f"cannot read {path}: {e.strerror}") from None
-    raise BackendError(f"neither {paths[0]} nor {paths[1]} exists", hint="is this kernel built with CONFIG_KEXEC?")
+    try:
+        flag = kexec_sysfs.loaded_flag(root, crash)
+    except OSError as e:
+        raise BackendError(f"cannot read {e.filename}: {e.strerror}") from None
+    if flag is None:
+        paths = kexec_sysfs.candidates(root, "crash_loaded" if crash else "loaded")
+        raise BackendError(f"neither {paths[0]} nor {paths[1]} exists", hint="is this kernel built with CONFIG_KEXEC?")
+    return flag
 
 
 def lockdown_mode(root: Path) -> str | None:

@@ -85,7 +85,7 @@ def test_every_module_imports_from_the_installed_wheel(installed):
 def test_console_script_runs_from_the_installed_wheel(installed):
     r = subprocess.run([str(GUEST_PYTHON), "-s", "-c",
                         "import sys; sys.path.insert(0, sys.argv[1]); sys.argv = ['kexloader', '--version'];"
-                        "from kexloader.cli import entry_point; entry_point()", str(installed)],
+                        "from kexloader.entry import entry_point; entry_point()", str(installed)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
