@@ -19,6 +19,13 @@ kernel):
   not return). The child refuses to start unless the shim's seccomp filter is active, and the parent checks
   that the expected syscall was recorded.
 
+kexloader's child runs on the system interpreter (/usr/bin/python3, with its ``site``) with PYTHONPATH set to
+the tree and the venv's site-packages (same Python version): the start-up of a packaged install (Debian's
+python3-kexloader), not the venv's editable install, whose .pth finder imports pathlib, re and importlib.util
+through ``site`` (~40 ms on this host) before any kexloader code. The floors are that interpreter's
+``python3 -S -c pass`` and ``python3 -c pass``. The child first tries the command's own entry (``kexloader.entry.quick_status``: a bare
+``-S`` is answered from sysfs before the loader is imported), as the installed ``kexloader`` script does.
+
 This host's kernel has no kexec (no /sys/kernel/kexec_loaded): kexloader's ``-S`` and ``-e`` read a fake
 sysfs root; kexec-tools' ``-S`` fails to read the file (exit 255) after the same start-up.
 ``-p`` needs a crash kernel region, which this host does not have: kexloader's host facts are read from a
@@ -45,11 +52,13 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+SYSTEM_PYTHON = "/usr/bin/python3"
 sys.path.insert(0, str(REPO / "tools"))
 
 from kexec_tools_capture import capture as kt  # noqa: E402
@@ -85,13 +94,19 @@ def record(nr, *args):
 def save():
     with open(trap, "w") as f:
         f.write(" ".join(map(str, calls)))
+root = os.environ.get("KEXLOADER_BENCH_ROOT")
+if root:  # the command's own entry (kexloader/entry.py): a bare -S is answered before the loader is imported
+    from kexloader import entry
+    rc = entry.quick_status(sys.argv[1:], root)
+    if rc is not None:
+        save()
+        sys.exit(rc)
 import kexloader.backends.linux as linux
 linux.raw_syscall = record
 snapshot = os.environ.get("KEXLOADER_BENCH_FACTS")
 if snapshot:
     import kexloader.system as system
     system.read_facts = lambda *a, **k: system.load_snapshot(snapshot)
-root = os.environ.get("KEXLOADER_BENCH_ROOT")
 import kexloader.cli as cli
 factory = (lambda: linux.LinuxKexecBackend(root=__import__("pathlib").Path(root))) if root else cli.default_backend
 rc = cli.main(sys.argv[1:], backend_factory=factory)
@@ -233,14 +248,16 @@ def kexec_tools_env(shim: Path, ld_path: str | None) -> dict[str, str]:
 
 
 def works(inp: Inputs, shim: Path, kexec: Path | None, ld_path: str | None,
-          python: str = sys.executable) -> list[Work]:
+          python: str | None = None) -> list[Work]:
     """The rows: (kexloader runner, kexec-tools runner) per work, same arguments on both sides."""
+    python = python or packaged_python()
     trap = inp.scratch / "trap.txt"
     fake_root = inp.scratch / "loaded-root"
     (fake_root / "sys" / "kernel").mkdir(parents=True, exist_ok=True)
     (fake_root / "sys" / "kernel" / "kexec_loaded").write_text("1\n")
     (fake_root / "sys" / "kernel" / "kexec_crash_loaded").write_text("0\n")
-    base_env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(shim), "KEXLOADER_BENCH_TRAP": str(trap)}
+    base_env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(shim), "KEXLOADER_BENCH_TRAP": str(trap),
+                "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}"}
     kt_env = kexec_tools_env(shim, ld_path)
 
     def kl(args, syscall=None, **env):
@@ -284,7 +301,19 @@ def works(inp: Inputs, shim: Path, kexec: Path | None, ld_path: str | None,
     return out
 
 
-def floors(python: str = sys.executable) -> list[Work]:
+def packaged_python() -> str:
+    """The system interpreter when it is this one's version (the venv's packages then import in it), else this
+    interpreter."""
+    try:
+        v = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                           text=True, timeout=30).stdout.strip()
+    except OSError:
+        return sys.executable
+    return SYSTEM_PYTHON if v == str(sys.version_info[:2]) else sys.executable
+
+
+def floors(python: str | None = None) -> list[Work]:
+    python = python or packaged_python()
     env = {"PATH": "/usr/bin:/bin"}
     return [Work("floor: python3 -S -c pass", Runner([python, "-S", "-c", "pass"], env), None),
             Work("floor: python3 -c pass", Runner([python, "-c", "pass"], env), None)]
