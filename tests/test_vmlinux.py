@@ -278,6 +278,12 @@ def _phdr_field(data: bytes, index: int, offset: int, fmt: str, value: int) -> b
     return bytes(out)
 
 
+def _header_field(data: bytes, offset: int, value: int) -> bytes:
+    out = bytearray(data)
+    struct.pack_into("<H", out, offset, value)
+    return bytes(out)
+
+
 @pytest.mark.parametrize("mutate, error, words", [
     (lambda d: d[:0x100], MalformedImageError, "passes the end"),
     (lambda d: _phdr_field(d, 0, 8, "<Q", 1 << 62), MalformedImageError, "passes the end|not a usable ELF"),
@@ -285,6 +291,10 @@ def _phdr_field(data: bytes, index: int, offset: int, fmt: str, value: int) -> b
     (lambda d: _phdr_field(d, 0, 24, "<Q", (1 << 64) - 0x1000), UnsupportedImageError, "above"),  # p_paddr
     (lambda d: d[:24] + struct.pack("<Q", 0x5000000) + d[32:], MalformedImageError, "in no loadable segment"),
     (lambda d: d[:18] + b"\x3e\x01" + d[20:], UnknownFormatError, "cannot determine"),  # e_machine
+    (lambda d: _header_field(d, 0x38, 0xFFFF), MalformedImageError, "PN_XNUM program headers"),  # e_phnum
+    (lambda d: _header_field(d, 0x38, 1025), MalformedImageError, "1025 program headers"),
+    (lambda d: _header_field(d, 0x36, 0), MalformedImageError, "entries of 0 bytes in an ELF64"),  # e_phentsize
+    (lambda d: _header_field(d, 0x38, len(d) // 56 + 1), MalformedImageError, "table .* passes the end"),
 ])
 def test_bad_elf(mutate, error, words):
     with pytest.raises(error, match=words):

@@ -19,6 +19,11 @@ from ..errors import MalformedImageError, UnsupportedImageError
 
 EM_386 = 3
 EM_X86_64 = 62
+PN_XNUM = 0xFFFF  # e_phnum saying "the count is in section 0's sh_info" (System V ABI, Program Header)
+PHDR_SIZE = {32: 32, 64: 56}  # Elf32_Phdr, Elf64_Phdr
+# A kernel or Xen has a handful of program headers (Debian's vmlinux 5, xen-syms 2); the cap keeps a hostile
+# count from costing pyelftools seconds per million headers.
+MAX_PROGRAM_HEADERS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,20 @@ def is_elf(blob: bytes | bytearray | memoryview) -> bool:
     return bytes(blob[:4]) == b"\x7fELF"
 
 
+def _check_program_headers(elf: ELFFile, size: int, name: str) -> None:
+    """The program header table is where the header says, of the class's entry size, inside the file."""
+    count, entsize, offset = elf.header["e_phnum"], elf.header["e_phentsize"], elf.header["e_phoff"]
+    if count == PN_XNUM or count > MAX_PROGRAM_HEADERS:
+        raise MalformedImageError(f"{name}: {'PN_XNUM' if count == PN_XNUM else count} program headers: "
+                                  f"not a kernel (at most {MAX_PROGRAM_HEADERS})")
+    if count and entsize != PHDR_SIZE[elf.elfclass]:
+        raise MalformedImageError(f"{name}: program header entries of {entsize} bytes in an ELF{elf.elfclass} "
+                                  f"file (they are {PHDR_SIZE[elf.elfclass]})")
+    if offset + count * entsize > size:
+        raise MalformedImageError(f"{name}: the program header table ({count} at file offset {offset:#x}) passes "
+                                  f"the end of the file ({size:#x})")
+
+
 def read_elf(blob: bytes | bytearray | memoryview, name: str, *,
              machines: tuple[int, ...] = (EM_386, EM_X86_64)) -> ElfImage:
     try:
@@ -63,6 +82,7 @@ def read_elf(blob: bytes | bytearray | memoryview, name: str, *,
             raise UnsupportedImageError(f"{name}: ELF for {machine}, not x86")
         if elf.little_endian is False:
             raise UnsupportedImageError(f"{name}: big-endian ELF")
+        _check_program_headers(elf, len(blob), name)
         loads: list[ElfLoad] = []
         notes: list[tuple[str, int, bytes]] = []
         interp = False
