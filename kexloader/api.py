@@ -30,8 +30,8 @@ from .errors import (BackendError, EXIT_DIE, EXIT_FAILURE, EXIT_FALLBACK, FileOp
 from .files import DECOMPRESSED_LIMIT, inflate, open_for_file_load, open_regular, read_file, read_image  # noqa: F401
 from .files import read_module as _read_module
 from .memory import ADDRESS_LIMIT, EVERYWHERE
-from .model import (KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_UPDATE_ELFCOREHDR, ArgsStyle, LoadRequest, Module,
-                    Plan, PurgatoryOptions, Range, SystemFacts)
+from .kexec_abi import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_UPDATE_ELFCOREHDR
+from .model import ArgsStyle, LoadRequest, Module, Plan, PurgatoryOptions, Range, SystemFacts
 
 if TYPE_CHECKING:
     from .fileload import FileLoad

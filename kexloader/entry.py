@@ -1,20 +1,21 @@
-"""The `kexloader` (and `kexec`) command: `-S` answered from sysfs before the loader is imported; every other
-command line goes to kexloader.cli.main.
+"""The `kexloader` (and `kexec`) command: `-S` answered from sysfs and `-u` done by the Linux backend before the
+loader is imported; every other command line goes to kexloader.cli.main.
 
-`kexec -S` is what scripts poll (kdump services at start-up, health checks), so it should cost Python's start-up
-and one sysfs read, not the imports of the loader (kexloader.cli brings the planning modules, ~25 ms). Only the
-plain shapes are answered here, and only where Linux's own kexec is the door (not in a Xen PV domain, where Xen's
-hypercall answers) and the kernel's file is there; anything else, or any doubt, takes the full path, which gives
-the same answer or the error line.
+`kexec -S` is what scripts poll (kdump services at start-up, health checks) and `kexec -p -u` what they run at
+stop, so both should cost Python's start-up and one sysfs read or syscall, not the imports of the loader
+(kexloader.cli brings the planning modules, ~25 ms). Only the plain shapes are answered here, and only where
+Linux's own kexec is the door (not in a Xen PV domain, where Xen's hypercall answers); a missing sysfs file, an
+unload the kernel refuses, or any doubt takes the full path, which gives the same answer or the error line.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
 # argv of a bare status query -> whether it asks about the crash image (kexec-tools: unless -l, the crash image)
-STATUS_QUERIES = {
+STATUS_QUERIES: dict[tuple[str, ...], bool] = {
     **dict.fromkeys([("-S",), ("--status",), ("-S", "-p"), ("-p", "-S"), ("--status", "--load-panic"),
                      ("--load-panic", "--status"), ("-S", "--load-panic"), ("-p", "--status")], True),
     **dict.fromkeys([("-S", "-l"), ("-l", "-S"), ("--status", "--load"), ("--load", "--status"), ("-S", "--load"),
@@ -22,11 +23,31 @@ STATUS_QUERIES = {
 }
 
 
+UNLOAD = ("-u", "--unload")
+CRASH = ("-p", "--load-panic")
+SYSCALLS = {"-a": "auto", "--kexec-syscall-auto": "auto", "-c": "load", "--kexec-syscall": "load",
+            "-s": "file", "--kexec-file-syscall": "file"}
+
+
+def unload_shape(argv: tuple[str, ...]) -> tuple[bool, str] | None:
+    """(crash, syscall) of a bare unload: -u with at most one of -p and one syscall option, in any order."""
+    unloads = [a for a in argv if a in UNLOAD]
+    crashes = [a for a in argv if a in CRASH]
+    syscalls = [SYSCALLS[a] for a in argv if a in SYSCALLS]
+    if len(unloads) != 1 or len(crashes) > 1 or len(syscalls) > 1 or len(unloads + crashes + syscalls) != len(argv):
+        return None
+    return bool(crashes), (syscalls or ["auto"])[0]
+
+
+def _under_a_hypervisor(root: str) -> bool:
+    return os.path.exists(os.path.join(root, "sys/hypervisor/type"))  # kexloader.system.xen_role decides there
+
+
 def quick_status(argv: list[str], root: str = "/") -> int | None:
     """The exit code of a bare `-S` (1: an image is loaded, 0: none, as kexec-tools), or None: use kexloader.cli."""
     crash = STATUS_QUERIES.get(tuple(argv))
-    if crash is None or os.path.exists(os.path.join(root, "sys/hypervisor/type")):
-        return None  # another command line, or a hypervisor to ask about (kexloader.system.xen_role decides)
+    if crash is None or _under_a_hypervisor(root):
+        return None
     from .kexec_sysfs import loaded_flag
     try:
         flag = loaded_flag(root, crash)
@@ -35,9 +56,39 @@ def quick_status(argv: list[str], root: str = "/") -> int | None:
     return None if flag is None else int(flag)
 
 
+def quick_unload(argv: list[str], root: str = "/") -> int | None:
+    """0 when a bare -u (-p -u, -c -u, ...) unloaded at the first try, as kexloader.cli.run does it (-a:
+    kexec_file_load's unload, kexec_load's where there is no kexec_file_load); None on anything else: the full
+    path asks the kernel again and says why it refused."""
+    shape = unload_shape(tuple(argv))
+    if shape is None or _under_a_hypervisor(root):
+        return None
+    crash, syscall = shape
+    from pathlib import Path
+
+    from .backends.linux import LinuxKexecBackend
+    from .errors import BackendError
+    backend = LinuxKexecBackend(root=Path(root))
+    try:
+        if syscall != "load":
+            try:
+                backend.unload_file(crash)
+                return 0
+            except BackendError as e:
+                if syscall == "file" or e.errno != errno.ENOSYS:
+                    return None
+        backend.unload(crash)
+        return 0
+    except BackendError:
+        return None
+
+
 def entry_point() -> None:
-    code = quick_status(sys.argv[1:])
+    argv = sys.argv[1:]
+    code = quick_status(argv)
+    if code is None:
+        code = quick_unload(argv)
     if code is None:
         from .cli import main
-        code = main()
+        code = main(argv)
     sys.exit(code)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .errors import PlacementError
-from .model import KEXEC_SEGMENT_MAX, PAGE_SIZE, Plan, Range, Role, Segment, align_down, align_up
+from .kexec_abi import KEXEC_SEGMENT_MAX
+from .model import PAGE_SIZE, Plan, Range, Role, Segment, align_down, align_up
 
 SegmentData = bytes | bytearray | memoryview  # a segment's bytes: a memoryview of an mmap'ed file is not copied
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .kexec_abi import KEXEC_ON_CRASH
+
 PAGE_SIZE = 4096
 KiB = 1 << 10
 MiB = 1 << 20
@@ -32,12 +34,6 @@ E820_NAMES = {
     E820_PMEM: "Persistent Memory",
     E820_PRAM: "Persistent Memory (legacy)",
 }
-
-# kexec_load flags (include/uapi/linux/kexec.h)
-KEXEC_ON_CRASH = 0x1
-KEXEC_UPDATE_ELFCOREHDR = 0x4  # Linux 6.5+: the kernel may rewrite the elfcorehdr segment on CPU/memory hotplug
-KEXEC_ARCH_X86_64 = 62 << 16
-KEXEC_SEGMENT_MAX = 16
 
 
 class Role(StrEnum):

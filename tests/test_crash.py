@@ -23,8 +23,9 @@ from kexloader.backends.recording import RecordingBackend
 from kexloader.errors import NoCrashRegionError, PlacementError, SystemFactsError, UnsupportedImageError, UsageError
 from kexloader.formats import bootparams as bp
 from kexloader.formats import elfcore
-from kexloader.model import (E820_ACPI, E820_NVS, E820_RAM, E820_RESERVED, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH,
-                             KernelText, LoadRequest, MemRegion, MiB, PurgatoryOptions, Range)
+from kexloader.kexec_abi import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH
+from kexloader.model import (E820_ACPI, E820_NVS, E820_RAM, E820_RESERVED, KernelText, LoadRequest, MemRegion, MiB,
+                             PurgatoryOptions, Range)
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_ROOT = ROOT / "fixtures/kdump/qemu-debian12-root"

@@ -1,8 +1,11 @@
-"""The command's entry (kexloader/entry.py): a bare `-S` answered from sysfs without the loader's imports gives
-what the full command line gives, and anything else goes to the full path."""
+"""The command's entry (kexloader/entry.py): a bare `-S` answered from sysfs and a bare `-u` done without the
+loader's imports give what the full command line gives (the same answer, the same syscalls), and anything else
+goes to the full path."""
 
 from __future__ import annotations
 
+import errno
+import itertools
 import json
 import os
 import subprocess
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kexloader import cli, entry
+from kexloader.backends import linux
 from kexloader.backends.linux import LinuxKexecBackend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,3 +66,95 @@ def test_quick_status_imports_nothing_of_the_loader(tmp_path):
     rc, modules = json.loads(r.stdout)
     assert rc == 1
     assert modules == ["kexloader", "kexloader.entry", "kexloader.kexec_sysfs"], modules
+
+
+# ------------------------------------------------------------------------------------------- -u
+
+def unload_shapes() -> list[tuple[str, ...]]:
+    """-u with at most one -p and one syscall option, long and short, in every order."""
+    shapes = []
+    for unload in entry.UNLOAD:
+        for crash in (None, *entry.CRASH):
+            for syscall in (None, *entry.SYSCALLS):
+                tokens = [t for t in (unload, crash, syscall) if t]
+                shapes += itertools.permutations(tokens)
+    return shapes
+
+
+class UnloadKernel:
+    """raw_syscall answering the two unloads with chosen results (0 or -errno), recording the calls."""
+
+    def __init__(self, file_rc: int, load_rc: int):
+        self.file_rc, self.load_rc = file_rc, load_rc
+        self.calls: list[tuple[int, tuple[int, ...]]] = []
+
+    def __call__(self, nr, *args):
+        self.calls.append((nr, args))
+        return self.file_rc if nr == linux.SYS_KEXEC_FILE_LOAD else self.load_rc
+
+
+KERNELS = {  # name -> (kexec_file_load's answer, kexec_load's answer)
+    "both work": (0, 0),
+    "no kexec_file_load": (-errno.ENOSYS, 0),
+    "file refused": (-errno.EPERM, 0),
+    "locked down": (0, -errno.EPERM),
+    "no kexec at all": (-errno.ENOSYS, -errno.ENOSYS),
+}
+
+
+@pytest.mark.parametrize("argv", unload_shapes(), ids=" ".join)
+def test_quick_unload_does_what_the_full_path_does(argv, monkeypatch, tmp_path, capsys):
+    crash = any(a in entry.CRASH for a in argv)
+    for name, (file_rc, load_rc) in KERNELS.items():
+        quick_kernel, full_kernel = UnloadKernel(file_rc, load_rc), UnloadKernel(file_rc, load_rc)
+        monkeypatch.setattr(linux, "raw_syscall", quick_kernel)
+        quick = entry.quick_unload(list(argv), str(tmp_path))
+        monkeypatch.setattr(linux, "raw_syscall", full_kernel)
+        full = cli.main(list(argv), backend_factory=lambda: LinuxKexecBackend(root=tmp_path), prog="kexec")
+        capsys.readouterr()
+        if quick is None:  # the full path asks again and says why: the kernel refused somewhere
+            assert full != 0, name
+        else:
+            assert (quick, quick_kernel.calls) == (full, full_kernel.calls) == (0, full_kernel.calls), name
+        flags = [args[-1] for _, args in quick_kernel.calls]
+        assert all(bool(f & 0x2 if nr == linux.SYS_KEXEC_FILE_LOAD else f & 0x1) == crash
+                   for (nr, _), f in zip(quick_kernel.calls, flags)), (name, quick_kernel.calls)
+
+
+def test_quick_unload_takes_the_file_syscall_first_unless_told(monkeypatch, tmp_path):
+    kernel = UnloadKernel(-errno.ENOSYS, 0)
+    monkeypatch.setattr(linux, "raw_syscall", kernel)
+    assert entry.quick_unload(["-p", "-u"], str(tmp_path)) == 0
+    assert [nr for nr, _ in kernel.calls] == [linux.SYS_KEXEC_FILE_LOAD, linux.SYS_KEXEC_LOAD]
+    assert entry.quick_unload(["-s", "-u"], str(tmp_path)) is None  # -s: no fallback; the full path exits 253
+    kernel.calls.clear()
+    assert entry.quick_unload(["-u", "-c"], str(tmp_path)) == 0
+    assert [nr for nr, _ in kernel.calls] == [linux.SYS_KEXEC_LOAD]
+
+
+@pytest.mark.parametrize("argv", [["-u", "-d"], ["-u", "-l", "vmlinuz"], ["-u", "-p", "-p"], ["-u", "-c", "-s"],
+                                  ["-pu"], ["-u", "--bogus"], ["-u", "-u"], ["-p"], ["-S", "-u"]])
+def test_other_unload_command_lines_take_the_full_path(argv, monkeypatch, tmp_path):
+    monkeypatch.setattr(linux, "raw_syscall", UnloadKernel(0, 0))
+    assert entry.quick_unload(argv, str(tmp_path)) is None
+
+
+def test_quick_unload_leaves_xen_to_the_full_path(monkeypatch, tmp_path):
+    kernel = UnloadKernel(0, 0)
+    monkeypatch.setattr(linux, "raw_syscall", kernel)
+    (tmp_path / "sys/hypervisor").mkdir(parents=True)
+    (tmp_path / "sys/hypervisor/type").write_text("xen\n")
+    assert entry.quick_unload(["-u"], str(tmp_path)) is None
+    assert kernel.calls == []  # the dom0 kernel's kexec is the wrong door: Xen's hypercall unloads
+
+
+def test_quick_unload_imports_no_planning_module(tmp_path):
+    child = ("import sys, json; import kexloader.backends.linux as linux; linux.raw_syscall = lambda *a: 0;"
+             "from kexloader import entry; rc = entry.quick_unload(['-p', '-u'], sys.argv[1]);"
+             "print(json.dumps([rc, sorted(m for m in sys.modules if m.startswith('kexloader'))]))")
+    r = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    rc, modules = json.loads(r.stdout)
+    assert rc == 0
+    assert modules == ["kexloader", "kexloader.backends", "kexloader.backends.linux", "kexloader.entry",
+                       "kexloader.errors", "kexloader.kexec_abi", "kexloader.kexec_sysfs"], modules

@@ -28,7 +28,8 @@ from kexloader.backends.recording import RecordingBackend
 from kexloader.errors import BackendError
 from kexloader.formats import elfcore
 from kexloader.kexec_sysfs import KEXEC_SYSFS_FILES
-from kexloader.model import E820_RAM, KEXEC_UPDATE_ELFCOREHDR, KexecSysfs, LoadRequest, MiB, Range
+from kexloader.kexec_abi import KEXEC_UPDATE_ELFCOREHDR
+from kexloader.model import E820_RAM, KexecSysfs, LoadRequest, MiB, Range
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_PATH = ROOT / "fixtures/bzimage/tiny.bzImage"

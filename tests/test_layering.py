@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "kexloader"
 
 # module (or package prefix) -> the kexloader modules it may import. A package name covers its modules.
-CORE = ("errors", "model", "formats")
+CORE = ("errors", "kexec_abi", "model", "formats")
 LAYOUT = (*CORE, "memory", "cmdline")
 PURGATORY = (*LAYOUT, "purgatory")
 HANDOFF = (*PURGATORY, "bootparams", "efiboot", "legacybios", "handoff", "initramfs", "crash")
@@ -26,7 +26,8 @@ IMAGES = (*HANDOFF, "images")
 ALLOWED: dict[str, tuple[str, ...]] = {
     "formats": ("formats",),                       # a leaf: byte layouts, not kexec policy
     "errors": (),
-    "model": ("errors", "formats"),
+    "kexec_abi": (),                               # kexec_load's flags: numbers, no imports (-u reaches them cheaply)
+    "model": ("errors", "kexec_abi", "formats"),
     "memory": CORE,
     "cmdline": CORE,
     "purgatory": PURGATORY,
@@ -37,11 +38,12 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "schema": (),                                  # checks for the JSON read back (snapshots, plan.json)
     "plan": (*CORE, "schema", "files"),            # the Plan as data, and its directory form on disk
     "efi": CORE,                                   # EFI facts from /sys/firmware
+    "kexec_sysfs": (),                             # the kernel's kexec files in /sys: os only (-S reads them cheaply)
     "files": CORE,                                 # image, initrd and module files: mapped, inflated, opened
     "hypercall": CORE,
     "snapshot": (*CORE, "efi", "schema", "files"),
-    "system": (*CORE, "efi", "hypercall", "snapshot"),
-    "backends": (*CORE, "plan", "hypercall", "backends"),
+    "system": (*CORE, "efi", "hypercall", "snapshot", "kexec_sysfs"),
+    "backends": (*CORE, "plan", "hypercall", "backends", "kexec_sysfs"),
     # the library face: everything but the command line
     "bootentries": (*IMAGES, "files", "plan", "system", "snapshot", "bootentries"),
     "inspect": (*IMAGES, "files", "plan", "inspect", "inspect_uki"),
@@ -52,12 +54,13 @@ ALLOWED: dict[str, tuple[str, ...]] = {
             "vmcore"),
     "options": (),                                 # the command line as data (help, man page, completion)
     "cli": ("errors", "api", "backends", "options"),
-    "__main__": ("cli",),
+    "entry": ("errors", "kexec_sysfs", "backends", "cli"),  # the command: bare -S and -u before cli's imports
+    "__main__": ("entry",),
     "__init__": (),
 }
 # The pure core (everything but the edges) must not reach the OS.
 EDGES = {"plan", "efi", "files", "system", "hypercall", "snapshot", "backends", "api", "cli", "fileload", "bootentries", "inspect",
-         "inspect_uki", "vmcore", "__main__"}
+         "inspect_uki", "vmcore", "kexec_sysfs", "entry", "__main__"}
 OS_MODULES = {"ctypes", "subprocess", "socket", "fcntl", "mmap", "os", "shutil", "glob", "pathlib", "tempfile"}
 
 MODULES = sorted(p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)

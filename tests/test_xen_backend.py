@@ -11,7 +11,8 @@ from kexloader import hypercall
 from kexloader.backends import xen
 from kexloader.errors import BackendError
 from kexloader.formats import xen as x
-from kexloader.model import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, MAP_ONLY, Plan, Range, Segment
+from kexloader.kexec_abi import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH
+from kexloader.model import MAP_ONLY, Plan, Range, Segment
 
 
 class AnonBuffer(hypercall.HypercallBuffer):

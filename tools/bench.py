@@ -23,8 +23,9 @@ kexloader's child runs on the system interpreter (/usr/bin/python3, with its ``s
 the tree and the venv's site-packages (same Python version): the start-up of a packaged install (Debian's
 python3-kexloader), not the venv's editable install, whose .pth finder imports pathlib, re and importlib.util
 through ``site`` (~40 ms on this host) before any kexloader code. The floors are that interpreter's
-``python3 -S -c pass`` and ``python3 -c pass``. The child first tries the command's own entry (``kexloader.entry.quick_status``: a bare
-``-S`` is answered from sysfs before the loader is imported), as the installed ``kexloader`` script does.
+``python3 -S -c pass`` and ``python3 -c pass``. The child first tries the command's own entry, as the installed
+``kexloader`` script does (kexloader/entry.py: a bare ``-S`` is answered from sysfs and a bare ``-u`` done by
+the Linux backend before the loader is imported).
 
 This host's kernel has no kexec (no /sys/kernel/kexec_loaded): kexloader's ``-S`` and ``-e`` read a fake
 sysfs root; kexec-tools' ``-S`` fails to read the file (exit 255) after the same start-up.
@@ -95,14 +96,18 @@ def save():
     with open(trap, "w") as f:
         f.write(" ".join(map(str, calls)))
 root = os.environ.get("KEXLOADER_BENCH_ROOT")
-if root:  # the command's own entry (kexloader/entry.py): a bare -S is answered before the loader is imported
-    from kexloader import entry
+from kexloader import entry  # the command's own entry: a bare -S or -u is done before the loader is imported
+if root:
     rc = entry.quick_status(sys.argv[1:], root)
     if rc is not None:
         save()
         sys.exit(rc)
 import kexloader.backends.linux as linux
 linux.raw_syscall = record
+rc = entry.quick_unload(sys.argv[1:], root or "/")
+if rc is not None:
+    save()
+    sys.exit(rc)
 snapshot = os.environ.get("KEXLOADER_BENCH_FACTS")
 if snapshot:
     import kexloader.system as system

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     import ctypes  # imported by the calls that use it: -S (sysfs) and the rest of the command line do not
 
+    from ..model import Plan
+
 from .. import kexec_sysfs
 from ..errors import BackendError
-from ..model import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, Plan, Role
+from ..kexec_abi import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH  # not ..model: -u does not import the plan model
 
 SYS_REBOOT = 169  # arch/x86/entry/syscalls/syscall_64.tbl
 SYS_KEXEC_LOAD = 246
@@ -257,6 +259,7 @@ class LinuxKexecBackend:
         return kernel_log(self.kmsg) if self.debug else contextlib.nullcontext()
 
     def load(self, plan: Plan) -> None:
+        from ..model import Role
         if any(s.role == Role.MAP_ONLY for s in plan.segments):
             # Linux would zero-fill such a segment: the BIOS data area and more would be lost.
             raise BackendError("this plan was made for a Xen dom0 (it has map-only segments); "

@@ -12,7 +12,8 @@ import os
 from .. import hypercall as hc
 from ..errors import EXIT_FALLBACK, BackendError
 from ..formats import xen as x
-from ..model import KEXEC_ON_CRASH, Plan, Role, align_up
+from ..kexec_abi import KEXEC_ON_CRASH
+from ..model import Plan, Role, align_up
 
 
 class XenKexecBackend:

@@ -14,8 +14,8 @@ from ..cmdline import Cmdline
 from ..formats.bootparams import E820_MAX_ENTRIES_ZEROPAGE, SETUP_DTB, SETUP_E820_EXT, SETUP_EFI
 from ..handoff import attach_purgatory
 from ..memory import ADDRESS_LIMIT, Layout, validate
-from ..model import (GiB, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_UPDATE_ELFCOREHDR, LinuxEntry,
-                     LoadRequest, MiB, Plan, Range, Role, Segment, SystemFacts)
+from ..kexec_abi import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_UPDATE_ELFCOREHDR
+from ..model import GiB, LinuxEntry, LoadRequest, MiB, Plan, Range, Role, Segment, SystemFacts
 from ..purgatory.program import Linux64Handoff
 
 LOW_MEMORY = Range(0, 1 * MiB)

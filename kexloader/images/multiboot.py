@@ -20,8 +20,8 @@ from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageEr
 from ..formats import multiboot as mb
 from ..handoff import attach_purgatory
 from ..memory import Layout, SegmentData, validate
-from ..model import (GiB, KEXEC_ARCH_X86_64, LoadRequest, MiB, MultibootEntry, Plan, Range, Role, SystemFacts,
-                     align_up)
+from ..kexec_abi import KEXEC_ARCH_X86_64
+from ..model import GiB, LoadRequest, MiB, MultibootEntry, Plan, Range, Role, SystemFacts, align_up
 from ..purgatory.program import Multiboot32Handoff
 from .elfload import EM_386, EM_X86_64, ElfLoad, is_elf, read_elf
 

@@ -32,8 +32,8 @@ from ..cmdline import Cmdline
 from ..errors import MalformedImageError, PlacementError, UnsupportedImageError, UsageError
 from ..formats import bzimage as bz
 from ..memory import ADDRESS_LIMIT, Layout, SegmentData, allocate, validate
-from ..model import (KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, PAGE_SIZE, ArgsStyle, LoadRequest, MiB, Plan, Range,
-                     Role, SystemFacts, align_down, align_up)
+from ..kexec_abi import KEXEC_ARCH_X86_64, KEXEC_ON_CRASH
+from ..model import PAGE_SIZE, ArgsStyle, LoadRequest, MiB, Plan, Range, Role, SystemFacts, align_down, align_up
 from .. import __version__
 from ..formats import elfboot
 from ..handoff import attach_purgatory
