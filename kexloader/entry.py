@@ -64,11 +64,9 @@ def quick_unload(argv: list[str], root: str = "/") -> int | None:
     if shape is None or _under_a_hypervisor(root):
         return None
     crash, syscall = shape
-    from pathlib import Path
-
     from .backends.linux import LinuxKexecBackend
     from .errors import BackendError
-    backend = LinuxKexecBackend(root=Path(root))
+    backend = LinuxKexecBackend(root=root)
     try:
         if syscall != "load":
             try:

@@ -148,13 +148,17 @@ def test_quick_unload_leaves_xen_to_the_full_path(monkeypatch, tmp_path):
     assert kernel.calls == []  # the dom0 kernel's kexec is the wrong door: Xen's hypercall unloads
 
 
-def test_quick_unload_imports_no_planning_module(tmp_path):
-    child = ("import sys, json; import kexloader.backends.linux as linux; linux.raw_syscall = lambda *a: 0;"
+def test_quick_unload_imports_no_planning_module_and_no_costly_library(tmp_path):
+    """python -S: nothing that `site` brings; the modules counted are the ones -u imports itself (ctypes aside:
+    the fake syscall stands in for it)."""
+    child = ("import sys; import kexloader.backends.linux as linux; linux.raw_syscall = lambda *a: 0;"
              "from kexloader import entry; rc = entry.quick_unload(['-p', '-u'], sys.argv[1]);"
-             "print(json.dumps([rc, sorted(m for m in sys.modules if m.startswith('kexloader'))]))")
-    r = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True, text=True, timeout=60,
-                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    rc, modules = json.loads(r.stdout)
-    assert rc == 0
-    assert modules == ["kexloader", "kexloader.backends", "kexloader.backends.linux", "kexloader.entry",
-                       "kexloader.errors", "kexloader.kexec_abi", "kexloader.kexec_sysfs"], modules
+             "print(rc, *sorted(m for m in sys.modules if m.startswith('kexloader') or '.' not in m))")
+    r = subprocess.run([sys.executable, "-S", "-c", child, str(tmp_path)], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    rc, *modules = r.stdout.split()
+    assert rc == "0", r.stdout + r.stderr
+    assert [m for m in modules if m.startswith("kexloader")] == [
+        "kexloader", "kexloader.backends", "kexloader.backends.linux", "kexloader.entry", "kexloader.errors",
+        "kexloader.kexec_abi", "kexloader.kexec_sysfs"], modules
+    assert not {"typing", "pathlib", "contextlib", "functools", "collections", "re", "dataclasses", "enum"} & set(modules)

@@ -14,19 +14,21 @@ NO_CMA (0x10) and FORCE_DTB (0x20). Debian 12's 6.1 knows none of them. On kerne
 
 from __future__ import annotations
 
-import contextlib
 import errno as E
-import functools
 import os
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
 
+# `kexloader -u` imports this module (kexloader/entry.py): typing, pathlib, contextlib and functools would cost it
+# more than the rest of its run, so they are only named for the type checker (which reads this block all the same).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import ctypes  # imported by the calls that use it: -S (sysfs) and the rest of the command line do not
+    import contextlib
+    import ctypes  # imported by the calls that use it
+    from typing import Any, TextIO
 
     from ..model import Plan
+
+    StrPath = str | os.PathLike[str]
 
 from .. import kexec_sysfs
 from ..errors import BackendError
@@ -53,9 +55,14 @@ FEATURES = {  # name -> (syscall, flag): see flag_supported
 }
 
 
-@functools.cache
+_segment_type: type[ctypes.Structure] | None = None
+
+
 def kexec_segment_type() -> type[ctypes.Structure]:
-    """struct kexec_segment (include/uapi/linux/kexec.h), 32 bytes."""
+    """struct kexec_segment (include/uapi/linux/kexec.h), 32 bytes; made once, when a load needs it."""
+    global _segment_type
+    if _segment_type is not None:
+        return _segment_type
     import ctypes
 
     class KexecSegment(ctypes.Structure):
@@ -67,6 +74,7 @@ def kexec_segment_type() -> type[ctypes.Structure]:
         ]
 
     assert ctypes.sizeof(KexecSegment) == 32
+    _segment_type = KexecSegment
     return KexecSegment
 
 
@@ -180,24 +188,28 @@ def parse_kmsg(data: bytes) -> list[str]:
     return out
 
 
-@contextlib.contextmanager
-def kernel_log(path: Path = Path("/dev/kmsg"), out: TextIO | None = None) -> Iterator[None]:
+class kernel_log:  # noqa: N801 -- used as `with kernel_log(...)`, like a function
     """Print to `out` (stderr) what the kernel logged while the block ran, one line per record, "kernel: ...".
-    Nothing when the log cannot be read (no /dev/kmsg, dmesg_restrict without CAP_SYSLOG)."""
-    out = out or sys.stderr
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        yield
-        return
-    try:
-        os.lseek(fd, 0, os.SEEK_END)
-        yield
-    finally:
+    Nothing when the log cannot be read (no /dev/kmsg, dmesg_restrict without CAP_SYSLOG). A class, not
+    contextlib.contextmanager: `kexloader -u` imports this module, and contextlib costs it a few ms."""
+
+    def __init__(self, path: StrPath = "/dev/kmsg", out: TextIO | None = None):
+        self.path, self.out, self.fd = path, out, -1
+
+    def __enter__(self) -> None:
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd < 0:
+            return
         chunks = []
         while True:
             try:
-                data = os.read(fd, 8192)
+                data = os.read(self.fd, 8192)
             except BlockingIOError:
                 break
             except OSError as e:
@@ -207,12 +219,14 @@ def kernel_log(path: Path = Path("/dev/kmsg"), out: TextIO | None = None) -> Ite
             if not data:
                 break
             chunks.append(data)
-        os.close(fd)
+        os.close(self.fd)
+        self.fd = -1
+        out = self.out or sys.stderr
         for text in parse_kmsg(b"".join(chunks)):
             out.write(f"kernel: {text}\n")
 
 
-def kexec_loaded(root: Path, crash: bool) -> bool:
+def kexec_loaded(root: StrPath, crash: bool) -> bool:
     """Is a normal (or crash) image loaded? The kernel's answer, read after a load (the facts hold the answer from
     before): /sys/kernel/kexec/[crash_]loaded (6.19+), else the old /sys/kernel/kexec_[crash_]loaded."""
     try:
@@ -225,11 +239,12 @@ def kexec_loaded(root: Path, crash: bool) -> bool:
     return flag
 
 
-def lockdown_mode(root: Path) -> str | None:
+def lockdown_mode(root: StrPath) -> str | None:
     """"integrity" or "confidentiality" when the kernel is locked down (the bracketed word of securityfs'
     lockdown file, "none [integrity] confidentiality"), None when it is not or cannot be told (no securityfs)."""
     try:
-        text = (root / "sys/kernel/security/lockdown").read_text()
+        with open(os.path.join(root, "sys/kernel/security/lockdown")) as f:
+            text = f.read()
     except OSError:
         return None
     start, end = text.find("["), text.find("]")
@@ -243,7 +258,7 @@ class LinuxKexecBackend:
     name = "kexec_load"
     has_file_load = True
 
-    def __init__(self, root: Path = Path("/"), kmsg: Path = Path("/dev/kmsg")):
+    def __init__(self, root: StrPath = "/", kmsg: StrPath = "/dev/kmsg"):
         self.root = root
         self.kmsg = kmsg
         self.debug = False  # -d: the kernel's debug flag where it has one, and its log printed to stderr
@@ -256,6 +271,7 @@ class LinuxKexecBackend:
         return self._supported[feature]
 
     def _log(self) -> contextlib.AbstractContextManager[None]:
+        import contextlib
         return kernel_log(self.kmsg) if self.debug else contextlib.nullcontext()
 
     def load(self, plan: Plan) -> None:
@@ -342,7 +358,8 @@ class LinuxKexecBackend:
         values = []
         for kind in ("cpu", "memory"):
             try:
-                values.append(int((self.root / "sys/devices/system" / kind / "crash_hotplug").read_text().strip()))
+                with open(os.path.join(self.root, "sys/devices/system", kind, "crash_hotplug")) as f:
+                    values.append(int(f.read().strip()))
             except (OSError, ValueError):
                 pass
         return any(values) if values else None
