@@ -74,10 +74,11 @@ class LoadIntent:
     boot_dir: str | None = None
 
 
-def load_facts(snapshot: str | Path | None = None) -> SystemFacts:
-    """The machine to plan for: the running system, or the one a saved snapshot describes."""
+def load_facts(snapshot: str | Path | None = None, *, kdump: bool = True) -> SystemFacts:
+    """The machine to plan for: the running system, or the one a saved snapshot describes. kdump=False: a
+    plan for -l only, which needs none of the running system's crash facts (a snapshot has them all anyway)."""
     if snapshot is None:
-        return system.read_facts()
+        return system.read_facts(kdump=kdump)
     from .snapshot import load_snapshot  # json, base64, the EFI formats: only when a snapshot is read
     return load_snapshot(Path(snapshot))
 

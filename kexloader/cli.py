@@ -440,7 +440,7 @@ def _build_plan(o: Options, what: api.LoadIntent) -> api.Plan:
         return api.read_plan(o.plan_in, api.load_facts(o.facts))
     if not what.kernel:
         raise api.no_kernel(f"{o.prog} -l")
-    return api.plan_intent(what, api.load_facts(o.facts))
+    return api.plan_intent(what, api.load_facts(o.facts, kdump=what.crash))
 
 
 def _shutdown_reboot(prog: str) -> None:

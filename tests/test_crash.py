@@ -71,6 +71,17 @@ def test_readers_on_a_real_guest_tree():
     assert facts.crash_regions() == (Range(0x66000000, 384 * MiB),)
 
 
+def test_a_plain_load_reads_no_crash_facts(monkeypatch):
+    """-l (kdump=False) leaves out the crash notes, VMCOREINFO, kernel text and direct-map base, and does not
+    open /proc/kcore or /proc/kallsyms; everything else is what a full read gives."""
+    full = system.read_facts(FAKE_ROOT)
+    monkeypatch.setattr(system, "read_kcore_loads", lambda *a: pytest.fail("read /proc/kcore for -l"))
+    monkeypatch.setattr(system, "read_kallsyms", lambda *a: pytest.fail("read /proc/kallsyms for -l"))
+    plain = system.read_facts(FAKE_ROOT, kdump=False)
+    assert (plain.crash_notes, plain.vmcoreinfo, plain.kernel_text, plain.page_offset) == ((), None, None, None)
+    assert dataclasses.replace(full, crash_notes=(), vmcoreinfo=None, kernel_text=None, page_offset=None) == plain
+
+
 def copy_root(tmp_path: Path) -> Path:
     import shutil
 
