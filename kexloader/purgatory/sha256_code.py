@@ -17,7 +17,6 @@ Round structure and constants are from FIPS 180-4 §4.2.2, §5.3.3 and §6.2; th
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Sequence
 
 from .asm import (CR0, CR4, EAX, EBP, EBX, ECX, EDX, ESI, R8, R8D, R9D, R10D, R11D, R12, R12D, R13, R13D, R14,
@@ -349,10 +348,10 @@ ROUTINES = ("sha256_regions", "sha256_blocks_int", "sha256_blocks_shani")
 def emit_routines(a: Assembler) -> None:
     """All three routines, 16-byte aligned (the SHA-NI constants are read with aligned SSE loads).
 
-    They are position independent and depend on nothing but themselves, so they are assembled once per process
-    and copied in: encoding the unrolled integer rounds takes tens of milliseconds, and every plan generates
-    its purgatory twice (purgatory_size, then build_purgatory)."""
-    code, offsets = _assembled_routines()
+    They are position independent and depend on nothing but themselves, so their bytes are assembled ahead
+    (assemble_routines, by tools/sha256_routines.py into sha256_routines.py, which a test checks against the
+    assembler) and copied in: encoding the unrolled integer rounds takes ~15 ms."""
+    from .sha256_routines import CODE as code, OFFSETS as offsets
     a.align(16)
     start = a.here()
     for name in ROUTINES:
@@ -362,8 +361,8 @@ def emit_routines(a: Assembler) -> None:
     a.raw(code)
 
 
-@functools.lru_cache(maxsize=1)
-def _assembled_routines() -> tuple[bytes, dict[str, int]]:
+def assemble_routines() -> tuple[bytes, dict[str, int]]:
+    """The three routines assembled at address 0, and where each starts."""
     a = Assembler(bits=64, base=0)
     emit_regions(a)
     a.align(16)
