@@ -1,7 +1,9 @@
 """Load a saved plan on the target, the last step of the offline-plan workflow.
 
     python3 load_plan.py out/                  # dry run: the plan goes to a recording backend, nothing is loaded
-    python3 load_plan.py out/ --really-load    # on the device, as root: kexec_load (or Xen's hypercall in a dom0)
+    python3 load_plan.py out/ --facts dev.json # dry run, the plan also checked against the device's snapshot
+    python3 load_plan.py out/ --really-load    # on the device, as root: checked against this machine, then
+                                               # kexec_load (or Xen's hypercall in a dom0)
 
 After a real load, `kexloader -e` (or `systemctl kexec`) starts the new kernel; a crash plan waits for a panic.
 """
@@ -9,7 +11,7 @@ After a real load, `kexloader -e` (or `systemctl kexec`) starts the new kernel; 
 import argparse
 import sys
 
-from kexloader import plan, system
+from kexloader import api, system
 from kexloader.backends.recording import RecordingBackend
 from kexloader.errors import KexloaderError
 
@@ -27,9 +29,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Load a saved kexec plan (a dry run unless --really-load).")
     ap.add_argument("plan_dir")
     ap.add_argument("--really-load", action="store_true", help="call kexec_load on this machine (root)")
+    ap.add_argument("--facts", help="a snapshot of the device to check the plan against (default with "
+                                    "--really-load: this machine)")
     args = ap.parse_args(argv)
     try:
-        p = plan.read_dir(args.plan_dir)  # refuses a segment that does not match its SHA-256
+        # the machine the plan must fit: a plan made for another device must not reach this one's kexec_load
+        facts = api.load_facts(args.facts) if args.facts or args.really_load else None
+        p = api.read_plan(args.plan_dir, facts)  # refuses a segment that does not match its SHA-256
         backend = real_backend() if args.really_load else RecordingBackend()
         backend.load(p)  # replaces a loaded image of the same kind (normal or crash)
     except KexloaderError as e:

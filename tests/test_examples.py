@@ -116,6 +116,10 @@ def test_a_plan_outside_the_machine_is_refused(tmp_path):
     assert any(s["mem"] >= 2 << 30 for s in doc["segments"])  # the kernel goes high on a 6 GiB machine
     rc, out, err = run("verify_plan.py", "plan", SNAP_2G, cwd=tmp_path)
     assert (rc, out) == (1, "") and "is not inside usable memory" in err
+    rc, out, err = run("load_plan.py", "plan", "--facts", SNAP_2G, cwd=tmp_path)  # the check --really-load makes
+    assert (rc, out) == (1, "") and err.startswith("load_plan: ") and "is not inside usable memory" in err
+    rc, out, err = run("load_plan.py", "plan", "--facts", FIX / "snapshots/qemu-6g.json", cwd=tmp_path)
+    assert (rc, err) == (0, "") and out.startswith("dry run: a kernel of")
 
 
 def test_inspect_image(tmp_path):
