@@ -117,6 +117,8 @@ def inspect_file(path: str, *, as_json: bool = False, out: TextIO | None = None)
 
 def check_crash(intent: LoadIntent, facts: SystemFacts) -> None:
     """-p and --hotplug: say what is missing before any image is read, as kexec-tools (one line, exit 1)."""
+    if not (intent.crash or intent.hotplug):
+        return  # a plain -l does not import the kdump code
     from . import crash
     if intent.crash:
         crash.crash_region(facts)
@@ -248,15 +250,17 @@ def check_plan(plan: Plan, facts: SystemFacts) -> None:
     """What every planner checks before it returns (memory.validate: page alignment, overlaps, the segment
     count, the entry inside a segment), against where a plan for `facts` may put segments: the crash region
     for a crash plan, RAM otherwise, and under Xen also the first MiB (mapped, not written, for Linux)."""
-    from . import crash
     from .memory import validate
     known = KEXEC_ARCH_X86_64 | KEXEC_ON_CRASH | KEXEC_UPDATE_ELFCOREHDR  # what the planners set
     if plan.flags & ~known or not plan.flags & KEXEC_ARCH_X86_64:
         raise PlacementError(f"flags {plan.flags:#x}: a plan for x86-64 has KEXEC_ARCH_X86_64 ({KEXEC_ARCH_X86_64:#x}) "
                              f"and no flag but KEXEC_ON_CRASH and KEXEC_UPDATE_ELFCOREHDR")
-    usable = crash.usable(facts, EVERYWHERE) if plan.crash else list(facts.ram())
-    if facts.xen is not None:
-        usable.append(crash.LOW_MEMORY)
+    usable = list(facts.ram())
+    if plan.crash or facts.xen is not None:  # the kdump code only where it is needed: a plain -l does not import it
+        from . import crash
+        usable = crash.usable(facts, EVERYWHERE) if plan.crash else usable
+        if facts.xen is not None:
+            usable.append(crash.LOW_MEMORY)
     validate(plan, usable)
 
 

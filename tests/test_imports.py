@@ -65,7 +65,8 @@ NO_LOAD = {"kexloader.images", "kexloader.plan", "kexloader.snapshot", "kexloade
            "kexloader.formats.efi", "kexloader.formats.xen"}
 NOT_BZIMAGE = {"elftools", "lz4", "zstandard", "bz2", "lzma", "kexloader.images.multiboot",
                "kexloader.images.vmlinux", "kexloader.images.elfload", "kexloader.images.uki",
-               "kexloader.vmcore", "kexloader.inspect", "kexloader.bootentries", "kexloader.hypercall"}
+               "kexloader.vmcore", "kexloader.inspect", "kexloader.bootentries", "kexloader.hypercall",
+               "kexloader.crash", "kexloader.formats.elfcore"}  # the kdump code: -p only
 
 
 def run_cli(tmp_path: Path, *argv: str, facts: Path | None = None) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from construct import ConstError, ConstructError, Container
 
-from .. import crash, initramfs
+from .. import initramfs
 from ..cmdline import Cmdline
 from ..errors import MalformedImageError, UnknownFormatError, UnsupportedImageError
 from ..formats import bzimage as bz
@@ -94,6 +94,10 @@ def plan(req: LoadRequest, facts: SystemFacts, usable: list[Range]) -> Plan:
         initrd = layout.place(Role.INITRD, req.initrd, window=Range.between(MIN_INITRD_ADDR, initrd_top),
                               what=req.initrd_name)
 
+    release = None
+    if req.crash:  # the kdump code only for -p: a plain -l does not import it
+        from .. import crash
+        release = crash.bzimage_release(req.kernel)
     return linuxboot.finish(layout, req, facts, usable, header_page=bytes(req.kernel[:0x1000]),
-                            capacity=hdr.cmdline_size, what=what, target_release=crash.bzimage_release(req.kernel),
+                            capacity=hdr.cmdline_size, what=what, target_release=release,
                             initrd=initrd, kernel_entry=kernel.mem + bz.KERNEL_64_ENTRY_OFFSET, notes=notes)

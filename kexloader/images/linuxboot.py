@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from .. import bootparams, crash, efiboot
+from .. import bootparams, efiboot
 from ..cmdline import Cmdline
 from ..formats.bootparams import E820_MAX_ENTRIES_ZEROPAGE, SETUP_DTB, SETUP_E820_EXT, SETUP_EFI
 from ..handoff import attach_purgatory
@@ -34,6 +34,7 @@ def finish(layout: Layout, req: LoadRequest, facts: SystemFacts, usable: list[Ra
     line = user_line.encode(capacity, what=what)
     kdump, small = None, SMALL_SEGMENTS
     if req.crash:
+        from .. import crash  # the kdump code only for -p: a plain -l does not import it
         kdump = crash.prepare(layout, facts, target_release=target_release, hotplug=req.hotplug)
         additions = kdump.cmdline_additions + (crash.memmap_parameters(kdump.memmap) if req.pass_memmap else ())
         line = user_line.add(additions, "kdump").encode(capacity, what=what)
