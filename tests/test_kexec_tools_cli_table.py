@@ -233,7 +233,7 @@ def run_kexloader(run: dict[str, Any], worlds: dict[str, dict[str, str]], tmp: P
     facts = dataclasses.replace(facts, kexec=dataclasses.replace(
         facts.kexec or KexecSysfs(), loaded=True, crash_loaded=True, crash_elfcorehdr_size=4096, cpu_crash_hotplug=1,
         memory_crash_hotplug=1))
-    monkeypatch.setattr(api, "load_facts", lambda snapshot=None: facts)
+    monkeypatch.setattr(api, "load_facts", lambda snapshot=None, **_: facts)
     monkeypatch.setattr(system, "read_cmdline", lambda *a, **k: facts.cmdline)
 
     def refused_exec(path: str, args: list[str]) -> None:  # the shim's seccomp filter refuses execve
