@@ -67,3 +67,44 @@ def test_the_defaults_file_sets_what_was_asked_over_the_packages_template(tmp_pa
     out = subprocess.run(["sh", "-c", f'. {path}; echo "$USE_KDUMP|$KDUMP_KERNEL|$KDUMP_CMDLINE_APPEND"'],
                          capture_output=True, text=True, check=True).stdout
     assert out == "1|/var/lib/kdump/vmlinuz|nr_cpus=1 stage=dump\n"
+
+
+# ---------------------------------------------------------------- kexloader's .deb in the guest (debpackage)
+
+def test_the_packages_postinst_makes_kexec_and_vmcore_dmesg_through_the_stand_in(tmp_path):
+    """debian/kexloader.postinst run by dash, as in the guest, with the update-alternatives stand-in first on
+    PATH and its links made under a scratch root: the master and slave links the real tool would make."""
+    from tools.vm import debpackage
+    ua = tmp_path / "bin/update-alternatives"
+    ua.parent.mkdir()
+    ua.write_text(debpackage.UPDATE_ALTERNATIVES)
+    ua.chmod(0o755)
+    root = tmp_path / "root"
+    postinst = Path(__file__).resolve().parents[2] / "debian/kexloader.postinst"
+    r = subprocess.run(["sh", str(postinst), "configure"], capture_output=True, text=True, timeout=60,
+                       env={"PATH": f"{ua.parent}:/usr/bin:/bin", "UA_ROOT": str(root)})
+    assert r.returncode == 0, r.stderr
+    links = {str(p.relative_to(root)): str(p.readlink()) for p in root.rglob("*") if p.is_symlink()}
+    assert links == {
+        "usr/sbin/kexec": "/etc/alternatives/kexec", "etc/alternatives/kexec": "/usr/sbin/kexloader",
+        "usr/share/man/man8/kexec.8.gz": "/etc/alternatives/kexec.8.gz",
+        "etc/alternatives/kexec.8.gz": "/usr/share/man/man8/kexloader.8.gz",
+        "usr/share/bash-completion/completions/kexec": "/etc/alternatives/kexec.bash-completion",
+        "etc/alternatives/kexec.bash-completion": "/usr/share/bash-completion/completions/kexloader",
+        "usr/sbin/vmcore-dmesg": "/etc/alternatives/vmcore-dmesg",
+        "etc/alternatives/vmcore-dmesg": "/usr/sbin/kexloader-vmcore-dmesg",
+        "usr/share/man/man8/vmcore-dmesg.8.gz": "/etc/alternatives/vmcore-dmesg.8.gz",
+        "etc/alternatives/vmcore-dmesg.8.gz": "/usr/share/man/man8/kexloader-vmcore-dmesg.8.gz",
+    }, links
+    calls = (root / debpackage.ALTERNATIVES_LOG.lstrip("/")).read_text().splitlines()
+    assert [c.split()[:3] for c in calls] == [["--install", "/usr/sbin/kexec", "kexec"],
+                                              ["--install", "/usr/sbin/vmcore-dmesg", "vmcore-dmesg"]]
+
+
+def test_the_stand_in_refuses_a_short_install(tmp_path):
+    from tools.vm import debpackage
+    r = subprocess.run(["sh", "-c", debpackage.UPDATE_ALTERNATIVES, "update-alternatives", "--install", "/x", "x"],
+                       capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "UA_ROOT": str(tmp_path)})
+    assert r.returncode == 2 and "needs <link> <name> <path> <priority>" in r.stderr
+    assert not (tmp_path / "x").exists()

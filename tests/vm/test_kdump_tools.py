@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import pytest
 
-from tools.vm import kdump_tools, new_token
+from tools.vm import debpackage, kdump_tools, new_token
 from tools.vm.kdump_tools import KDUMP_DIR
 
+from tests.vm.conftest import _unavailable
 from tests.vm.test_kdump import CRASHKERNEL, MAKEDUMPFILE_CALLER_ID, makedumpfile_files
 
 pytestmark = pytest.mark.vm
@@ -30,6 +31,10 @@ CMDLINE_APPEND = ("reset_devices systemd.unit=kdump-tools-dump.service nr_cpus=1
 
 FIRST = kdump_tools.SETUP + r"""
 mark kexec_version "$(kexec --version 2>&1)"
+mark_b64 alternatives /var/log/update-alternatives.calls
+mark kexec_link "$(readlink /usr/sbin/kexec)"
+mark kexec_path "$(readlink -f /sbin/kexec)"
+mark kexloader_module "$(python3 -c 'import kexloader; print(kexloader.__file__)')"
 mark osrelease "$(cat /proc/sys/kernel/osrelease)"
 run show0 kdump-config show
 run status0 kdump-config status
@@ -74,7 +79,6 @@ mark_file vmcore_dmesg_txt /tmp/vmcore-dmesg.txt
 
 
 def require_kdump_tools(h) -> kdump_tools.KdumpTools:
-    from tests.vm.conftest import _unavailable
 
     kt = kdump_tools.find(h.platform)
     if kt is None:
@@ -96,10 +100,15 @@ def kdump_config(platform_harness):
     dump_tools = makedumpfile_files()
     leaf = h.leaf(stages={"dump": DUMP}, files=dump_tools)
     leaf.modes.update({path: 0o755 for path in dump_tools})
-    leaf.trees = list(h.python_trees())  # Python and the kexloader wheel, for vmcore-dmesg
+    try:
+        trees = h.deb_trees()  # Python and kexloader's .deb with its dependencies, for kexec and vmcore-dmesg
+    except debpackage.Unavailable as e:
+        _unavailable(str(e))
+    leaf.trees = list(trees)
     kdump_tools.install(leaf, kt, settings)
     crash_initrd = h.build(leaf, "kdump-tools-leaf")
     guest = h.full(stages={"first": FIRST}, kernel=False)
+    guest.trees = list(trees)  # the package, not the wheel h.full() stages
     kdump_tools.install(guest, kt, settings, kernel=(kver, h.vmlinuz), crash_initrd=crash_initrd.read_bytes())
     first_line = f"console=ttyS0 panic=-1 stage=first token={new_token()}"
     t = h.boot(guest, f"{first_line} {CRASHKERNEL}", base_append="", name="kdump-tools", timeout=TIMEOUT,
@@ -111,6 +120,21 @@ def kdump_config(platform_harness):
 def test_kexec_is_kexloader_under_the_kexec_name(kdump_config):
     assert kdump_config.get("kexec_version").startswith("kexec-tools "), kdump_config.get("kexec_version")
     assert "kexloader" in kdump_config.get("kexec_version")
+
+
+def test_kexec_comes_from_the_packages_own_postinst(kdump_config):
+    """The .deb's postinst ran in the guest and its update-alternatives calls made the names: /sbin/kexec is
+    /usr/sbin/kexec -> /etc/alternatives/kexec -> the package's /usr/sbin/kexloader."""
+    t = kdump_config
+    assert t.rc("postinst") == 0, t.out("postinst")
+    calls = t.b64("alternatives").decode().splitlines()
+    assert [c.split()[:4] for c in calls] == [
+        ["--install", "/usr/sbin/kexec", "kexec", "/usr/sbin/kexloader"],
+        ["--install", "/usr/sbin/vmcore-dmesg", "vmcore-dmesg", "/usr/sbin/kexloader-vmcore-dmesg"]], calls
+    assert t.get("kexec_path") == "/usr/sbin/kexloader", t.get("kexec_path")
+    assert t.get("kexec_link") == "/etc/alternatives/kexec", t.get("kexec_link")
+    assert t.get("kexloader_module").startswith("/usr/lib/python3/dist-packages/kexloader/"), \
+        t.get("kexloader_module")
 
 
 def test_kdump_config_load_runs_kexec_p_and_says_loaded(kdump_config):

@@ -23,7 +23,7 @@ import secrets
 import time
 from pathlib import Path
 
-from . import pyruntime
+from . import debpackage, pyruntime
 from .env import DEFAULT_PLATFORM, INSTALL_HINT, Inputs, find_inputs, read_module
 from .guest import Guest
 from .qemu import Qemu, Transcript, boot
@@ -77,6 +77,7 @@ class Harness:
         self.inputs = inputs or find_inputs(platform or DEFAULT_PLATFORM)
         self._wheel = wheel
         self._trees: list[Path] | None = None
+        self._deb_trees: list[Path] | None = None
         self.timings: dict[str, float] = {}
         self.keep_images = False  # images built by boot() from a Guest are deleted after the run
         # Every run, in order (Transcript, or Qemu for start()): tests attach them to failure reports.
@@ -124,6 +125,18 @@ class Harness:
             self.timings["stage packages"] = time.monotonic() - t
             self._trees = [rt.root, pk.root]
         return self._trees
+
+    def deb_trees(self) -> list[Path]:
+        """Staged trees with Python and kexloader's Debian package in place of the wheel: the .deb built from
+        the working tree by tools/build-deb, unpacked with its maintainer scripts and Debian's packages of its
+        dependencies (tools/vm/debpackage.py; debpackage.Unavailable when the host lacks them). Built once."""
+        if self._deb_trees is None:
+            t = time.monotonic()
+            rt = pyruntime.build_runtime()
+            deb = debpackage.build(self.out_dir / "deb")
+            self.timings["build .deb"] = time.monotonic() - t
+            self._deb_trees = [rt.root, debpackage.stage(deb).root]
+        return self._deb_trees
 
     # -- images ----------------------------------------------------------------------------------
     def leaf(self, stages: dict[str, str] | None = None, files: dict | None = None) -> Guest:

@@ -18,8 +18,11 @@ $KEXLOADER_CACHE/kdump-tools/RELEASE; a platform's guest gets its own release's 
     /usr/bin/hexdump              the host's (bsdextrautils, which the package depends on): kdump-config
                                   reads the SecureBoot and SetupMode variables with it
 
+kexloader itself comes from its .deb (built by tools/build-deb), unpacked as dpkg would and configured by its
+own postinst (tools/vm/debpackage.py).
+
 Not there, with the stand-ins the test uses: systemd (the stage scripts run what the units' ExecStart run,
-`/etc/init.d/kdump-tools start`), update-alternatives (`ln -s /usr/bin/kexloader /sbin/kexec`), syslog
+`/etc/init.d/kdump-tools start`), dpkg's update-alternatives (tools/vm/debpackage.py), syslog
 (busybox's logger writes to a /dev/log nobody reads), the kernel postinst hook that builds the small kdump
 initrd with mkinitramfs (kdump-config deletes /var/lib/kdump/initrd.img-VERSION whenever
 /etc/kdump/sysctl.conf differs from the copy it keeps, and runs the hook to make it again: HOOK_STANDIN copies
@@ -32,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .debpackage import POSTINST
 from .env import DEFAULT_PLATFORM, cache_dir
 from .guest import Guest
 from .pyruntime import ldd
@@ -56,10 +60,13 @@ echo "kdump-tools: Generating {KDUMP_DIR}/initrd.img-$1 (stand-in: a copy of {CR
 cp {CRASH_INITRD} {KDUMP_DIR}/initrd.img-$1
 """
 
-# A stage's first lines: Debian's /bin/sh (this stage itself goes on in busybox sh), the package manager's
-# alternative for kexec, and the directories the package ships.
+# A stage's first lines: Debian's /bin/sh (this stage itself goes on in busybox sh); kexloader's package
+# configured by its own postinst, whose update-alternatives calls make /usr/sbin/kexec and vmcore-dmesg
+# (tools/vm/debpackage.py; the guest's trees are Harness.deb_trees()); /sbin/kexec as on Debian, whose /sbin
+# is /usr/sbin (merged /usr; kdump-tools runs /sbin/kexec); the directories the package ships.
 SETUP = f"""ln -sf /usr/bin/dash /bin/sh
-ln -s /usr/bin/kexloader /sbin/kexec
+run postinst {POSTINST} configure
+ln -s /usr/sbin/kexec /sbin/kexec
 mkdir -p {KDUMP_DIR} {COREDIR}
 """
 
