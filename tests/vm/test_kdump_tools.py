@@ -14,9 +14,13 @@ kernel's log back out of the saved dump, and kexloader's vmcore-dmesg reads it f
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shlex
+
 import pytest
 
-from tools.vm import debpackage, kdump_tools, new_token
+from tools.vm import REPORT, debpackage, kdump_tools, new_token
 from tools.vm.kdump_tools import KDUMP_DIR
 
 from tests.vm.conftest import _unavailable
@@ -225,3 +229,38 @@ def test_vmcore_dmesg_reads_the_same_log_from_proc_vmcore(kdump_config):
     saved = [MAKEDUMPFILE_CALLER_ID.sub(r"\1", line).strip()
              for line in t.b64("saved_dmesg").decode(errors="replace").splitlines()]
     assert lines == saved
+
+
+# --- item 5's other shapes, through the package's kexec name -----------------------------------------
+# Debian's kexec-tools init script (/etc/init.d/kexec-load: `kexec -l KERNEL --initrd=INITRD --append="..."`,
+# then `kexec -e` on the way down) and systemd's (`systemctl kexec` runs `kexec --load KERNEL --append CMDLINE
+# --initrd INITRD`, separate words, then reboots with LINUX_REBOOT_CMD_KEXEC itself, the call `kexec -e` makes).
+SHAPES = {
+    "debian-kexec-load": 'run load kexec -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"\nrun exec kexec -e\n',
+    "systemd": 'run load kexec --load /boot/vmlinuz --append "$APPEND" --initrd /leaf.img\nrun exec kexec -e\n',
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_distro_load_and_exec_shapes_through_the_packages_kexec(platform_harness, shape):
+    """The .deb configured by its postinst, as in the kdump-tools guest; the second kernel must come up with
+    the command line asked for (a fresh token) and the leaf initrd (its payload's SHA-256)."""
+    h = platform_harness
+    try:
+        trees = h.deb_trees()
+    except debpackage.Unavailable as e:
+        _unavailable(str(e))
+    payload = os.urandom(64 * 1024)
+    leaf = h.leaf(stages={"report": REPORT}, files={"/payload.bin": payload})
+    append = f"console=ttyS0 panic=-1 stage=report token={new_token()}"
+    script = debpackage.CONFIGURE + f"APPEND={shlex.quote(append)}\n" + SHAPES[shape] + "mark exec_returned\n"
+    guest = h.full(stages={"first": script}, leaf=leaf)
+    guest.trees = list(trees)
+    t = h.boot(guest, f"console=ttyS0 panic=-1 stage=first token={new_token()}", base_append="",
+               name=f"kexec-name-{shape}", timeout=420)
+    assert t.rc("postinst") == 0, t.out("postinst")
+    assert t.rc("load") == 0 and "Traceback" not in t.out("load"), t.out("load")
+    assert t.stages() == ["first", "report"], f"the second kernel did not reach /init: {t.summary()}"
+    assert t.b64("cmdline").decode() == append + "\n"
+    assert t.get("sha256:/payload.bin") == hashlib.sha256(payload).hexdigest()
+    assert not t.has("exec_returned")

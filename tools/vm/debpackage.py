@@ -35,6 +35,11 @@ from .pyruntime import Staged, _copy_lib, _publish, ldd
 DEPENDS = ("python3-pyelftools", "python3-construct", "python3-lz4", "python3-zstandard")
 POSTINST = "/var/lib/dpkg/info/kexloader.postinst"
 ALTERNATIVES_LOG = "/var/log/update-alternatives.calls"
+# A stage's lines that configure the package: its postinst (the kexec and vmcore-dmesg alternatives), then
+# /sbin/kexec as on Debian, whose /sbin is /usr/sbin (merged /usr; scripts run /sbin/kexec).
+CONFIGURE = f"""run postinst {POSTINST} configure
+ln -s /usr/sbin/kexec /sbin/kexec
+"""
 
 UPDATE_ALTERNATIVES = f"""#!/bin/sh
 # Stand-in for dpkg's update-alternatives (tools/vm/debpackage.py): --install LINK NAME PATH PRIORITY

@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .debpackage import POSTINST
+from .debpackage import CONFIGURE
 from .env import DEFAULT_PLATFORM, cache_dir
 from .guest import Guest
 from .pyruntime import ldd
@@ -65,9 +65,7 @@ cp {CRASH_INITRD} {KDUMP_DIR}/initrd.img-$1
 # (tools/vm/debpackage.py; the guest's trees are Harness.deb_trees()); /sbin/kexec as on Debian, whose /sbin
 # is /usr/sbin (merged /usr; kdump-tools runs /sbin/kexec); the directories the package ships.
 SETUP = f"""ln -sf /usr/bin/dash /bin/sh
-run postinst {POSTINST} configure
-ln -s /usr/sbin/kexec /sbin/kexec
-mkdir -p {KDUMP_DIR} {COREDIR}
+{CONFIGURE}mkdir -p {KDUMP_DIR} {COREDIR}
 """
 
 # `reboot -f` as the init script calls it after savecore: record it and return, so the stage can report.
