@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.vm import kdump_tools, new_token, secureboot
+from tools.vm import debpackage, kdump_tools, new_token, secureboot
 
 from tests.vm.test_kdump import CRASHKERNEL, crash_append
 from tests.vm.test_kdump_tools import require_kdump_tools
@@ -139,6 +139,11 @@ def secure_boot(platform_harness):
     second = h.full(stages={"second": env + SECOND}, leaf=leaf, files=mods)
     second_img = h.build(second, "secure-boot-second", compress="gzip")
     first = h.full(stages={"first": env + FIRST}, leaf=leaf, files={**mods, "/second.img": second_img.read_bytes()})
+    try:  # kdump_tools.SETUP configures kexloader's .deb: kexec is the package's, as in test_kdump_tools
+        first.trees = list(h.deb_trees())
+    except debpackage.Unavailable as e:
+        from tests.vm.conftest import _unavailable
+        _unavailable(str(e))
     kdump_tools.install(first, kt, kdump_tools.settings(f"{QUIET} stage=dump"),
                         kernel=(h.inputs.kernel_version, h.vmlinuz), crash_initrd=leaf.read_bytes())
     second_img.unlink()
