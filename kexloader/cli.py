@@ -25,6 +25,7 @@ from . import __version__, api, options
 from .backends.base import Backend
 from .backends.linux import FILE_FALLBACK_ERRNOS, LinuxKexecBackend
 from .backends.recording import RecordingBackend
+from .backends.unload import unload
 from .errors import EXIT_DIE, EXIT_FAILURE, EXIT_FALLBACK, BackendError, KexloaderError, NotSupportedYet, UsageError
 
 
@@ -341,16 +342,7 @@ def run(o: Options, backend: Backend, out: TextIO | None = None) -> int:
         kind = o.crash or o.status_kind != Action.LOAD
         return 1 if backend.loaded(kind) else 0
     if o.action == Action.UNLOAD:
-        if _file_syscall(o, backend):
-            try:
-                backend.unload_file(o.crash)
-                return 0
-            except BackendError as e:
-                if e.errno != errno.ENOSYS:
-                    raise
-                if o.syscall == Syscall.FILE:
-                    raise BackendError("syscall kexec_file_load not available", exit_code=EXIT_FALLBACK) from None
-        backend.unload(o.crash)
+        unload(backend, o.crash, file_first=_file_syscall(o, backend), file_only=o.syscall == Syscall.FILE)
         return 0
     if o.action == Action.EXEC:
         if not backend.loaded(False):

@@ -10,7 +10,6 @@ unload the kernel refuses, or any doubt takes the full path, which gives the sam
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 
@@ -65,17 +64,10 @@ def quick_unload(argv: list[str], root: str = "/") -> int | None:
         return None
     crash, syscall = shape
     from .backends.linux import LinuxKexecBackend
+    from .backends.unload import unload
     from .errors import BackendError
-    backend = LinuxKexecBackend(root=root)
     try:
-        if syscall != "load":
-            try:
-                backend.unload_file(crash)
-                return 0
-            except BackendError as e:
-                if syscall == "file" or e.errno != errno.ENOSYS:
-                    return None
-        backend.unload(crash)
+        unload(LinuxKexecBackend(root=root), crash, file_first=syscall != "load", file_only=syscall == "file")
         return 0
     except BackendError:
         return None

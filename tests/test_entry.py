@@ -159,6 +159,7 @@ def test_quick_unload_imports_no_planning_module_and_no_costly_library(tmp_path)
     rc, *modules = r.stdout.split()
     assert rc == "0", r.stdout + r.stderr
     assert [m for m in modules if m.startswith("kexloader")] == [
-        "kexloader", "kexloader.backends", "kexloader.backends.linux", "kexloader.entry", "kexloader.errors",
+        "kexloader", "kexloader.backends", "kexloader.backends.linux", "kexloader.backends.unload", "kexloader.entry",
+        "kexloader.errors",
         "kexloader.kexec_abi", "kexloader.kexec_sysfs"], modules
     assert not {"typing", "pathlib", "contextlib", "functools", "collections", "re", "dataclasses", "enum"} & set(modules)
