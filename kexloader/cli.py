@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import errno
 import getopt
 import os
 import struct
