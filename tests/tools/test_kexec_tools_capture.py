@@ -343,6 +343,13 @@ def test_the_recorder_reproduces_its_fixture(version, tmp_path):
     if not kt.iomem_has_addresses():
         pytest.skip("/proc/iomem reads zeros to this user: the fixture was recorded as root")
     import kexec_tools_cli as rec
+    if version == "2.0.25":
+        try:
+            found = kt.upstream_version(kt.kexec_tools_root(kt.cache_dir()))
+        except kt.Unavailable as e:
+            pytest.skip(str(e))
+        if found != "2.0.25":
+            pytest.skip(f"this machine's apt gives kexec-tools {found}; the fixture is Debian 12's 2.0.25")
     fixture = json.loads((TOOLS.parent / "fixtures" / "kexec-tools-cli" / f"{version}.json").read_text())
     names = ["load-a", "unload-panic", "exec", "panic-c", "unknown-option"]
     rows = [r for r in rec.ROWS if r.name in names]

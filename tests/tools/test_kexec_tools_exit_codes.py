@@ -28,9 +28,12 @@ def test_kexec_tools_gives_the_recorded_codes(tmp_path):
     if not (shutil.which("gcc") or shutil.which("cc")):
         pytest.skip("gcc is not available")
     try:
-        kt.kexec_tools_root(kt.cache_dir())
+        root = kt.kexec_tools_root(kt.cache_dir())
     except kt.Unavailable as e:
         pytest.skip(str(e))
+    if kt.upstream_version(root) != "2.0.25":
+        pytest.skip(f"this machine's apt gives kexec-tools {kt.upstream_version(root)}; the codes were recorded "
+                    "with Debian 12's 2.0.25")
     if not kt.iomem_has_addresses():
         pytest.skip("/proc/iomem reads zeros to this user: the recorded codes were taken as root")
     out = tmp_path / "codes.json"

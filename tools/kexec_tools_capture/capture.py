@@ -189,6 +189,21 @@ def kexec_tools_root(cache: Path | None = None, fetch: bool = True) -> Path:
     return root
 
 
+def upstream_version(root: Path) -> str | None:
+    """The upstream release of the kexec-tools package unpacked at `root` ("2.0.25" for Debian 12's
+    1:2.0.25-3+deb12u3), from its changelog's first line; None when it cannot be read. The recorded fixtures
+    are Debian 12's 2.0.25: a Debian 13 machine's apt fetches another release."""
+    import gzip
+    import re
+    try:
+        with gzip.open(root / "usr/share/doc/kexec-tools/changelog.Debian.gz", "rt") as f:
+            first = f.readline()
+    except OSError:
+        return None
+    m = re.match(r"kexec-tools \((?:\d+:)?([\d.]+)-", first)
+    return m.group(1) if m else None
+
+
 def _library_path(kexec: Path, cache: Path, fetch: bool) -> str | None:
     """LD_LIBRARY_PATH for the libraries this machine lacks, fetched into the cache."""
     libroot = cache / "kexec-tools-libs"
