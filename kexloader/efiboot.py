@@ -77,6 +77,9 @@ def decide(facts: SystemFacts, *, kernel_flags: int, noefi: bool, what: str,
         return None, f"EFI: {what} does not declare XLF_EFI_KEXEC: {without}"
     if efi.platform_size == 32 or efi.loader_signature == fe.EFI32_LOADER_SIGNATURE.decode():
         return None, f"EFI: 32-bit firmware (fw_platform_size 32, mixed mode): {without}"
+    if facts.xen is not None and not efi.runtime_map:
+        return None, (f"EFI: the firmware's system table and runtime regions are unknown (dom0 learns them from "
+                      f"Xen's XEN_FW_EFI_INFO and /dev/mem): {without}")
     if efi.loader_signature != fe.EFI64_LOADER_SIGNATURE.decode() or not efi.memmap_size:
         return None, (f"EFI: the running kernel's boot_params carry no EFI memory map (efi_info "
                       f"{efi.loader_signature or 'empty'}): {without}")

@@ -11,6 +11,7 @@ Readers report; they decide nothing.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import struct
 import sys
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import kexec_sysfs
 from .errors import KexloaderError, SystemFactsError
 from .model import (E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED, E820_UNUSABLE,
-                    IomemEntry, KernelText, KexecSysfs, MemRegion, Range,
+                    EfiFacts, IomemEntry, KernelText, KexecSysfs, MemRegion, Range,
                     SystemFacts, XenFacts)
 
 if TYPE_CHECKING:
@@ -334,6 +335,39 @@ def read_xen_facts() -> tuple[tuple[MemRegion, ...], XenFacts]:
     return hypercall.machine_memory_map(), XenFacts(crash_area=crash_area, cpu_notes=notes, vmcoreinfo=vmcoreinfo)
 
 
+def read_xen_efi(base: EfiFacts | None, memmap: tuple[MemRegion, ...]) -> EfiFacts | None:
+    """dom0's EFI facts completed, when Xen was booted by EFI, with the firmware's system table and runtime
+    regions (kexloader/xenefi.py); `base` as it is when they cannot be learnt."""
+    if base is None:
+        return None
+    from . import hypercall, xenefi
+    config = hypercall.efi_config_table()
+    if config is None:
+        return base
+    try:
+        descriptors = xenefi.walk_memory_map(memmap, hypercall.efi_mem_info)
+    except xenefi.XenEfiError:
+        return base
+    found = xenefi.find_system_table(xenefi.runtime_regions(descriptors), read_physical, config)
+    return xenefi.efi_facts(base, descriptors, found)[0]
+
+
+def read_physical(addr: int, size: int, path: str = "/dev/mem") -> bytes | None:
+    """`size` bytes of physical memory at `addr` (in a PV dom0: the machine's, for memory that is not dom0's
+    RAM), or None when /dev/mem refuses (lockdown, CONFIG_STRICT_DEVMEM for RAM, a driver's region)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, size, addr)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) == size else None
+
+
 def read_cmdline(root: Path = Path("/")) -> str:
     """The running kernel's command line (/proc/cmdline), "" when it cannot be read."""
     try:
@@ -365,7 +399,7 @@ def read_facts(root: Path = Path("/"), *, kdump: bool = True) -> SystemFacts:
         # multiboot target needs to know (kexloader/legacybios.py)
         return SystemFacts(memmap=memmap, cmdline=cmdline, acpi_rsdp=read_efi_rsdp(root), source="live Xen dom0",
                            xen=xen_facts, vmcoreinfo=None if _xen_guest_type(root) == "PVH" else read_vmcoreinfo(root),
-                           efi=efi.read_efi(root))
+                           efi=read_xen_efi(efi.read_efi(root), memmap))
     try:
         iomem = read_iomem(root)
     except SystemFactsError:

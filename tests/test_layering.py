@@ -38,11 +38,12 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "schema": (),                                  # checks for the JSON read back (snapshots, plan.json)
     "plan": (*CORE, "schema", "files"),            # the Plan as data, and its directory form on disk
     "efi": CORE,                                   # EFI facts from /sys/firmware
+    "xenefi": CORE,                                # EFI facts of an EFI-booted Xen's machine: pure, reads passed in
     "kexec_sysfs": (),                             # the kernel's kexec files in /sys: os only (-S reads them cheaply)
     "files": CORE,                                 # image, initrd and module files: mapped, inflated, opened
     "hypercall": CORE,
     "snapshot": (*CORE, "efi", "schema", "files"),
-    "system": (*CORE, "efi", "hypercall", "snapshot", "kexec_sysfs"),
+    "system": (*CORE, "efi", "xenefi", "hypercall", "snapshot", "kexec_sysfs"),
     "backends": (*CORE, "plan", "hypercall", "backends", "kexec_sysfs"),
     # the library face: everything but the command line
     "bootentries": (*IMAGES, "files", "plan", "system", "snapshot", "bootentries"),

@@ -15,6 +15,12 @@ direct kernel boot through its EFI stub, crashkernel=256M), through the VM harne
 
     python3 tools/mk_uefi_snapshots.py --capture 2048 fixtures/snapshots/ovmf-2g-kdump.json   # about 15 s
     python3 tools/mk_uefi_snapshots.py --capture 6144 fixtures/snapshots/ovmf-6g-kdump.json   # RAM above 4 GiB
+
+The dom0 of Xen started by OVMF (xen.efi from an ESP) is snapshotted by the VM test that boots it
+(tests/vm/test_uefi.py::test_efi_xen_to_linux sends it with `mark_blob snapshot`); its kept console gives the file:
+
+    python3 tools/mk_uefi_snapshots.py --from-log ~/.cache/kexloader/vm/logs/*-uefi-xen-linux.log \
+        fixtures/snapshots/ovmf-xen-dom0-2g.json
 """
 
 import json
@@ -95,9 +101,22 @@ def capture(memory: int, out: Path, platform: str = "deb12") -> int:
     return 0
 
 
+def from_log(log: Path, out: Path) -> int:
+    """The snapshot a guest sent with `mark_blob snapshot FILE`, from its kept console log."""
+    sys.path.insert(0, str(ROOT.parent.parent))
+    from tools.vm.qemu import Transcript
+
+    t = Transcript(text=log.read_text(errors="replace"), cmd=[], log_path=log)
+    out.write_text(json.dumps(json.loads(t.blob("snapshot")), indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv) -> int:
     if argv[:1] == ["--capture"] and len(argv) == 3:
         return capture(int(argv[1]), Path(argv[2]))
+    if argv[:1] == ["--from-log"] and len(argv) == 3:
+        return from_log(Path(argv[1]), Path(argv[2]))
     out = ROOT / "synthetic-uefi-e820-fragmented-kdump.json"
     text = json.dumps(fragment(json.loads(BASE.read_text())), indent=1) + "\n"
     if "--check" in argv:

@@ -77,3 +77,40 @@ def parse_memmap(blob: bytes, desc_size: int) -> list[Container]:
         raise ValueError(f"EFI memory descriptor size {desc_size} is smaller than {MEMORY_DESCRIPTOR_SIZE}")
     return [MemoryDescriptor.parse(blob[i:i + MEMORY_DESCRIPTOR_SIZE])
             for i in range(0, len(blob) - MEMORY_DESCRIPTOR_SIZE + 1, desc_size)]
+
+
+# EFI_SYSTEM_TABLE of a 64-bit firmware (UEFI spec, "EFI System Table"): the header, then the fields a kexec'd
+# kernel's SETUP_EFI and efi_info come from. The spec puts the table in EfiRuntimeServicesData memory.
+SYSTEM_TABLE_SIGNATURE = 0x5453595320494249  # "IBI SYST"
+SYSTEM_TABLE_SIZE = 120
+SystemTable64 = Struct(
+    "signature" / Int64ul,
+    "revision" / Int32ul,
+    "header_size" / Int32ul,
+    "crc32" / Int32ul,
+    "reserved" / Int32ul,
+    "fw_vendor" / Int64ul,  # 24: CHAR16 *FirmwareVendor
+    "fw_revision" / Int32ul,
+    "pad" / Int32ul,
+    "con_in_handle" / Int64ul,
+    "con_in" / Int64ul,
+    "con_out_handle" / Int64ul,
+    "con_out" / Int64ul,
+    "stderr_handle" / Int64ul,
+    "stderr" / Int64ul,
+    "runtime" / Int64ul,  # 88: EFI_RUNTIME_SERVICES *
+    "boot" / Int64ul,
+    "nr_tables" / Int64ul,  # 104: NumberOfTableEntries
+    "tables" / Int64ul,  # 112: EFI_CONFIGURATION_TABLE *
+)
+assert SystemTable64.sizeof() == SYSTEM_TABLE_SIZE
+
+
+def system_table_crc_ok(table: bytes) -> bool:
+    """The header's CRC32 (over HeaderSize bytes with the CRC field zero, as the spec computes it) matches."""
+    import zlib
+    size = int.from_bytes(table[12:16], "little")
+    if not SYSTEM_TABLE_SIZE <= size <= len(table):
+        return False
+    body = table[:16] + bytes(4) + table[20:size]
+    return zlib.crc32(body) == int.from_bytes(table[16:20], "little")

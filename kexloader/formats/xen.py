@@ -71,3 +71,24 @@ assert XenMemoryMap.sizeof() == 16
 XenE820Entry = Struct("addr" / Int64ul, "size" / Int64ul, "type" / Int32ul)  # packed, 20 bytes
 assert XenE820Entry.sizeof() == 20
 
+
+# XENPF_firmware_info/XEN_FW_EFI_INFO (public/platform.h): what an EFI-booted Xen tells dom0 about the firmware
+HYPERVISOR_platform_op = 7
+XENPF_INTERFACE_VERSION = 0x03000001
+XENPF_firmware_info = 50
+XEN_FW_EFI_INFO = 4
+XEN_FW_EFI_CONFIG_TABLE = 1  # u.cfg: addr (physical), nent
+XEN_FW_EFI_MEM_INFO = 3  # u.mem: in addr, size; out size (to the descriptor's end), attr, type
+
+XenPlatformEfiInfo = Struct(  # struct xen_platform_op with u.firmware_info, whose union is padded to 128 bytes
+    "cmd" / Int32ul,
+    "interface_version" / Int32ul,
+    "type" / Int32ul,  # 8: xenpf_firmware_info.type
+    "index" / Int32ul,
+    "addr" / Int64ul,  # 16: cfg.addr / mem.addr
+    "size" / Int64ul,  # 24: cfg.nent (low 32 bits) / mem.size
+    "attr" / Int64ul,  # 32: mem.attr
+    "mem_type" / Int32ul,  # 40: mem.type
+    Padding(92),
+)
+assert XenPlatformEfiInfo.sizeof() == 136

@@ -18,6 +18,7 @@ A plain `pytest` runs these on deb12 (but the Xen kdump); deb13 and deb13-bpo ar
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import subprocess
@@ -249,6 +250,8 @@ mark sha256 "$(sha256 /payload.bin)"
 """
 
 EFI_XEN_TO_LINUX = r"""
+run save python3 -m kexloader.system save /tmp/snapshot.json
+[ -f /tmp/snapshot.json ] && mark_blob snapshot /tmp/snapshot.json
 run plan kexloader -c --dry-run -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 run load kexloader -c -l /boot/vmlinuz --initrd=/leaf.img --append="$APPEND"
 run exec kexloader -e
@@ -282,9 +285,15 @@ def test_efi_xen_to_linux(platform_harness, platform_xen_inputs):
     assert t.b64("cmdline").decode() == append + "\n"
     assert t.get("sha256") == hashlib.sha256(payload).hexdigest()
     assert t.values("hypervisor")[-1] == "none"
-    # The Linux that Xen -> Linux starts has no EFI (docs/uefi.md): Xen hands dom0 no EFI memory map or
-    # efi_info to pass on, so kexloader's plan has no EFI hand-off and the kernel boots as on a BIOS machine.
-    assert t.get("next.efi") == "no", "the next kernel has EFI now: update docs/uefi.md and this test"
+    # The Linux that Xen -> Linux starts keeps EFI runtime services (docs/uefi.md): dom0 learns the firmware's
+    # system table and runtime regions from Xen (XEN_FW_EFI_INFO) and /dev/mem, and the plan hands them on
+    # with the runtime regions 1:1, as Xen runs the firmware.
+    plan = t.out("plan")
+    assert "the next kernel keeps EFI runtime services" in plan, plan
+    facts = json.loads(t.blob("snapshot"))["efi"]
+    assert facts["runtime_map"] and all(r[1] == r[2] for r in facts["runtime_map"]), facts
+    assert_keeps_efi(t, "dom0", "next")
+    assert int(t.get("next.efi_runtime"), 16) == facts["runtime"]  # physical: the firmware runs 1:1
 
 
 # --- item 6: kexec into Xen on a UEFI machine ---------------------------------------------------------------------
@@ -413,3 +422,5 @@ def test_efi_xen_kdump(platform_harness, platform_xen_inputs):
     assert t.rc("vmcore_dmesg") == 0, t.out("vmcore_dmesg")
     log = t.b64("vmcore_dmesg_txt").decode(errors="replace")
     assert "sysrq: Trigger a crash" in log, log[-2000:]
+    # the crash kernel keeps EFI runtime services as the Linux of Xen -> Linux does (kexloader/xenefi.py)
+    assert_keeps_efi(t, "dom0", "crash")
