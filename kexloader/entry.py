@@ -1,9 +1,10 @@
-"""The `kexloader` (and `kexec`) command: `-S` answered from sysfs and `-u` done by the Linux backend before the
-loader is imported; every other command line goes to kexloader.cli.main.
+"""The `kexloader` (and `kexec`) command: `-S` answered from sysfs, and `-u` and `-e` done by the Linux backend,
+before the loader is imported; every other command line goes to kexloader.cli.main.
 
 `kexec -S` is what scripts poll (kdump services at start-up, health checks) and `kexec -p -u` what they run at
-stop, so both should cost Python's start-up and one sysfs read or syscall, not the imports of the loader
-(kexloader.cli brings the planning modules, ~25 ms). Only the plain shapes are answered here, and only where
+stop, and `kexec -e` is the last step of a kexec reboot (Debian's kexec init script), so each should cost
+Python's start-up and one sysfs read or syscall, not the imports of the loader (kexloader.cli brings the
+planning modules, ~25 ms). Only the plain shapes are answered here, and only where
 Linux's own kexec is the door (not in a Xen PV domain, where Xen's hypercall answers); a missing sysfs file, an
 unload the kernel refuses, or any doubt takes the full path, which gives the same answer or the error line.
 """
@@ -73,11 +74,39 @@ def quick_unload(argv: list[str], root: str = "/") -> int | None:
         return None
 
 
+EXEC = ("-e", "--exec")
+EXEC_NO_OPS = ("-x", "--no-ifdown", "--no-sync")  # accepted by kexloader.cli, and change nothing there either
+
+
+def quick_exec(argv: list[str], root: str = "/") -> int | None:
+    """A bare -e (-x, --no-ifdown, --no-sync beside it) with a normal image loaded: sync and
+    reboot(LINUX_REBOOT_CMD_KEXEC), as kexloader.cli.run. Returns None when it did not start the image (nothing
+    loaded, a hypervisor, the kernel refused): the full path asks again and says why."""
+    if (sum(a in EXEC for a in argv) != 1 or any(a not in EXEC + EXEC_NO_OPS for a in argv)
+            or _under_a_hypervisor(root)):
+        return None
+    from .kexec_sysfs import loaded_flag
+    try:
+        if not loaded_flag(root, False):
+            return None
+    except OSError:
+        return None
+    from .backends.linux import LinuxKexecBackend
+    from .errors import BackendError
+    try:
+        LinuxKexecBackend(root=root).execute()  # does not return when the kernel starts the image
+    except BackendError:
+        pass
+    return None
+
+
 def entry_point() -> None:
     argv = sys.argv[1:]
     code = quick_status(argv)
     if code is None:
         code = quick_unload(argv)
+    if code is None:
+        code = quick_exec(argv)
     if code is None:
         from .cli import main
         code = main(argv)

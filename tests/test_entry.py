@@ -163,3 +163,77 @@ def test_quick_unload_imports_no_planning_module_and_no_costly_library(tmp_path)
         "kexloader.errors",
         "kexloader.kexec_abi", "kexloader.kexec_sysfs"], modules
     assert not {"typing", "pathlib", "contextlib", "functools", "collections", "re", "dataclasses", "enum"} & set(modules)
+
+
+# ------------------------------------------------------------------------------------------------ -e
+
+def exec_shapes() -> list[tuple[str, ...]]:
+    """-e or --exec, alone or with the options that change nothing (-x, --no-ifdown, --no-sync), any order."""
+    shapes = []
+    for e in entry.EXEC:
+        for extra in ((), ("-x",), ("--no-ifdown",), ("--no-sync",), ("-x", "--no-sync")):
+            shapes += itertools.permutations((e, *extra))
+    return shapes
+
+
+class RebootKernel:
+    """raw_syscall answering reboot(2) with `rc` (a real kexec reboot never returns), recording the calls."""
+
+    def __init__(self, rc: int):
+        self.rc, self.calls = rc, []
+
+    def __call__(self, nr, *args):
+        self.calls.append((nr, args))
+        return self.rc
+
+
+@pytest.mark.parametrize("argv", exec_shapes(), ids=" ".join)
+@pytest.mark.parametrize("loaded", [0, 1])
+def test_quick_exec_does_what_the_full_path_does(argv, loaded, monkeypatch, tmp_path, capsys):
+    root = sysfs(tmp_path, loaded, 0, new_layout=False)
+    syncs = []
+    monkeypatch.setattr(linux.os, "sync", lambda: syncs.append(1))
+    quick_kernel, full_kernel = RebootKernel(-errno.EPERM), RebootKernel(-errno.EPERM)
+    monkeypatch.setattr(linux, "raw_syscall", quick_kernel)
+    assert entry.quick_exec(list(argv), str(root)) is None  # it returns only when the image did not start
+    monkeypatch.setattr(linux, "raw_syscall", full_kernel)
+    full = cli.main(list(argv), backend_factory=lambda: LinuxKexecBackend(root=root), prog="kexec")
+    err = capsys.readouterr().err
+    assert full == (255 if loaded else 1) and err.count("\n") == 1, err  # refused (EPERM); nothing loaded
+    assert quick_kernel.calls == full_kernel.calls == ([(linux.SYS_REBOOT, (
+        linux.LINUX_REBOOT_MAGIC1, linux.LINUX_REBOOT_MAGIC2, linux.LINUX_REBOOT_CMD_KEXEC, 0))] if loaded else [])
+    assert len(syncs) == 2 * loaded  # both sync first
+
+
+@pytest.mark.parametrize("argv", [["-e", "-d"], ["-e", "-e"], ["-e", "-l", "vmlinuz"], ["-e", "-p"], ["-ex"],
+                                  ["-x"], ["-e", "--bogus"], ["-f"]])
+def test_other_exec_command_lines_take_the_full_path(argv, monkeypatch, tmp_path):
+    root = sysfs(tmp_path, 1, 0, new_layout=False)
+    kernel = RebootKernel(-errno.EPERM)
+    monkeypatch.setattr(linux, "raw_syscall", kernel)
+    monkeypatch.setattr(linux.os, "sync", lambda: None)
+    assert entry.quick_exec(argv, str(root)) is None and kernel.calls == []
+
+
+def test_quick_exec_leaves_xen_to_the_full_path(monkeypatch, tmp_path):
+    root = sysfs(tmp_path, 1, 0, new_layout=False)
+    (root / "sys/hypervisor").mkdir(parents=True)
+    (root / "sys/hypervisor/type").write_text("xen\n")
+    kernel = RebootKernel(0)
+    monkeypatch.setattr(linux, "raw_syscall", kernel)
+    assert entry.quick_exec(["-e"], str(root)) is None and kernel.calls == []
+
+
+def test_quick_exec_imports_no_planning_module(tmp_path):
+    root = sysfs(tmp_path, 1, 0, new_layout=False)
+    child = ("import os, sys; import kexloader.backends.linux as linux; linux.raw_syscall = lambda *a: -1;"
+             "os.sync = lambda: None; from kexloader import entry; rc = entry.quick_exec(['-e'], sys.argv[1]);"
+             "print(rc, *sorted(m for m in sys.modules if m.startswith('kexloader') or '.' not in m))")
+    r = subprocess.run([sys.executable, "-S", "-c", child, str(root)], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    rc, *modules = r.stdout.split()
+    assert rc == "None", r.stdout + r.stderr
+    assert [m for m in modules if m.startswith("kexloader")] == [
+        "kexloader", "kexloader.backends", "kexloader.backends.linux", "kexloader.entry", "kexloader.errors",
+        "kexloader.kexec_abi", "kexloader.kexec_sysfs"], modules
+    assert not {"typing", "pathlib", "contextlib", "functools", "collections", "re", "dataclasses", "enum"} & set(modules)
