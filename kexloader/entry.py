@@ -100,13 +100,20 @@ def quick_exec(argv: list[str], root: str = "/") -> int | None:
     return None
 
 
+def quick(argv: list[str], root: str = "/") -> int | None:
+    """The exit code of a bare -S, -u or -e done here, or None: the command line is kexloader.cli's."""
+    for attempt in (quick_status, quick_unload, quick_exec):
+        code = attempt(argv, root)
+        if code is not None:
+            return code
+    return None
+
+
 def entry_point() -> None:
+    """The console script's entry (pip's `kexloader`; Debian's /usr/sbin/kexloader does the same without `site`
+    for the quick paths: debian/kexloader-command)."""
     argv = sys.argv[1:]
-    code = quick_status(argv)
-    if code is None:
-        code = quick_unload(argv)
-    if code is None:
-        code = quick_exec(argv)
+    code = quick(argv)
     if code is None:
         from .cli import main
         code = main(argv)

@@ -146,11 +146,25 @@ def test_lintian_finds_no_error(deb: Path) -> None:
     assert r.returncode in (0, 1), r.stderr  # 1: tags were emitted (warnings), 2: lintian itself failed
 
 
+RUN_SCRIPT = """\
+import runpy, sys
+script, argv, answer = sys.argv[1:]
+import kexloader.entry as e
+e.quick = lambda args: None if answer == "none" else int(answer)
+sys.argv = [script, argv]
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit as x:
+    print(x.code, "site" in sys.modules)
+"""  # /usr/sbin/kexloader run with its quick paths' answer chosen: did it import `site`?
+
+
 def test_the_programs_run_with_debians_python_and_packages(deb: Path, tmp_path: Path) -> None:
     root = _extract(deb, tmp_path)
     env = _system_env(PYTHONPATH=str(root / DIST_PACKAGES), PYTHONNOUSERSITE="1")
     sbin = root / SBIN.lstrip("/")
-    assert re.match(r"#! ?/usr/bin/python3\n", (sbin / "kexloader").read_text())  # Debian's, not the builder's
+    # Debian's python3 without `site` (debian/kexloader-command), not the builder's nor pybuild's script
+    assert re.match(r"#! ?/usr/bin/python3 -S\n", (sbin / "kexloader").read_text())
     r = _run("/usr/bin/python3", "-c", "import kexloader; print(kexloader.__file__)", env=env, cwd=tmp_path)
     assert r.stdout.startswith(str(root)), r.stdout + r.stderr
     r = _run(sbin / "kexloader", "--version", env=env, cwd=tmp_path)
@@ -158,6 +172,10 @@ def test_the_programs_run_with_debians_python_and_packages(deb: Path, tmp_path: 
     (tmp_path / "kexec").symlink_to(sbin / "kexloader")  # what the alternative's link does
     r = _run(tmp_path / "kexec", "--version", env=env, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("kexec-tools ") and f"(kexloader {VERSION})" in r.stdout, r
+    # the script without `site` (its shebang's -S): a quick answer leaves `site` unimported; the full path imports it
+    for answer, argv, want in (("0", "-S", "0 False"), ("none", "--version", "0 True")):
+        r = _run("/usr/bin/python3", "-S", "-c", RUN_SCRIPT, sbin / "kexloader", argv, answer, env=env, cwd=tmp_path)
+        assert r.stdout.splitlines()[-1:] == [want], r
     r = _run(sbin / "kexloader-vmcore-dmesg", "--help", env=env, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("usage: vmcore-dmesg "), r
 

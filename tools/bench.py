@@ -19,13 +19,14 @@ kernel):
   not return). The child refuses to start unless the shim's seccomp filter is active, and the parent checks
   that the expected syscall was recorded.
 
-kexloader's child runs on the system interpreter (/usr/bin/python3, with its ``site``) with PYTHONPATH set to
-the tree and the venv's site-packages (same Python version): the start-up of a packaged install (Debian's
-python3-kexloader), not the venv's editable install, whose .pth finder imports pathlib, re and importlib.util
-through ``site`` (~40 ms on this host) before any kexloader code. The floors are that interpreter's
-``python3 -S -c pass`` and ``python3 -c pass``. The child first tries the command's own entry, as the installed
-``kexloader`` script does (kexloader/entry.py: a bare ``-S`` is answered from sysfs and a bare ``-u`` done by
-the Linux backend before the loader is imported).
+kexloader's child runs as Debian's /usr/sbin/kexloader does (debian/kexloader-command): on the system
+interpreter (/usr/bin/python3) without ``site`` (``-S``), with PYTHONPATH set to the tree and the venv's
+site-packages (same Python version) where the script appends Debian's dist-packages. It first tries the
+command's own quick paths (kexloader/entry.py: a bare ``-S`` answered from sysfs, a bare ``-u`` or ``-e`` done by
+the Linux backend, before the loader is imported), then runs ``site`` and the full command line, as the script
+does. The floors are that interpreter's ``python3 -S -c pass`` (the quick paths' floor) and ``python3 -c pass``
+(with ``site``: on this host a sandbox's .pth file imports certifi there, ~50 ms that a Debian machine does not
+have, which is one reason the package's command starts without it).
 
 This host's kernel has no kexec (no /sys/kernel/kexec_loaded): kexloader's ``-S`` and ``-e`` read a fake
 sysfs root; kexec-tools' ``-S`` fails to read the file (exit 255) after the same start-up.
@@ -96,7 +97,7 @@ def save():
     with open(trap, "w") as f:
         f.write(" ".join(map(str, calls)))
 root = os.environ.get("KEXLOADER_BENCH_ROOT")
-from kexloader import entry  # the command's own entry: a bare -S or -u is done before the loader is imported
+from kexloader import entry  # the command's own quick paths (debian/kexloader-command), before site and the loader
 if root:
     rc = entry.quick_status(sys.argv[1:], root)
     if rc is not None:
@@ -105,9 +106,13 @@ if root:
 import kexloader.backends.linux as linux
 linux.raw_syscall = record
 rc = entry.quick_unload(sys.argv[1:], root or "/")
+if rc is None:
+    rc = entry.quick_exec(sys.argv[1:], root or "/")
 if rc is not None:
     save()
     sys.exit(rc)
+import site
+site.main()
 snapshot = os.environ.get("KEXLOADER_BENCH_FACTS")
 if snapshot:
     import kexloader.system as system
@@ -266,7 +271,7 @@ def works(inp: Inputs, shim: Path, kexec: Path | None, ld_path: str | None,
     kt_env = kexec_tools_env(shim, ld_path)
 
     def kl(args, syscall=None, **env):
-        return Runner([python, "-c", CHILD, *args], dict(base_env, **env), expect_syscall=syscall, trap=trap,
+        return Runner([python, "-S", "-c", CHILD, *args], dict(base_env, **env), expect_syscall=syscall, trap=trap,
                       label=" ".join(["kexloader", *args]))
 
     def ktr(args, *expect, ok=(0, 1, 255)):
