@@ -110,8 +110,8 @@ def quick(argv: list[str], root: str = "/") -> int | None:
 
 
 def entry_point() -> None:
-    """The console script's entry (pip's `kexloader`; Debian's /usr/sbin/kexloader does the same without `site`
-    for the quick paths: debian/kexloader-command)."""
+    """The console script's entry (pip's `kexloader`, and Debian's /usr/sbin/kexloader, which starts Python
+    without `site`: debian/kexloader-command)."""
     argv = sys.argv[1:]
     code = quick(argv)
     if code is None:

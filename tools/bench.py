@@ -23,8 +23,7 @@ kexloader's child runs as Debian's /usr/sbin/kexloader does (debian/kexloader-co
 interpreter (/usr/bin/python3) without ``site`` (``-S``), with PYTHONPATH set to the tree and the venv's
 site-packages (same Python version) where the script appends Debian's dist-packages. It first tries the
 command's own quick paths (kexloader/entry.py: a bare ``-S`` answered from sysfs, a bare ``-u`` or ``-e`` done by
-the Linux backend, before the loader is imported), then runs ``site`` and the full command line, as the script
-does. The floors are that interpreter's ``python3 -S -c pass`` (the quick paths' floor) and ``python3 -c pass``
+the Linux backend, before the loader is imported), then the full command line. The floors are that interpreter's ``python3 -S -c pass`` (the quick paths' floor) and ``python3 -c pass``
 (with ``site``: on this host a sandbox's .pth file imports certifi there, ~50 ms that a Debian machine does not
 have, which is one reason the package's command starts without it).
 
@@ -111,8 +110,6 @@ if rc is None:
 if rc is not None:
     save()
     sys.exit(rc)
-import site
-site.main()
 snapshot = os.environ.get("KEXLOADER_BENCH_FACTS")
 if snapshot:
     import kexloader.system as system
