@@ -14,19 +14,22 @@ from __future__ import annotations
 import os
 import sys
 
-# argv of a bare status query -> whether it asks about the crash image (kexec-tools: unless -l, the crash image)
-STATUS_QUERIES: dict[tuple[str, ...], bool] = {
-    **dict.fromkeys([("-S",), ("--status",), ("-S", "-p"), ("-p", "-S"), ("--status", "--load-panic"),
-                     ("--load-panic", "--status"), ("-S", "--load-panic"), ("-p", "--status")], True),
-    **dict.fromkeys([("-S", "-l"), ("-l", "-S"), ("--status", "--load"), ("--load", "--status"), ("-S", "--load"),
-                     ("-l", "--status")], False),
-}
-
+STATUS = ("-S", "--status")
+NORMAL = ("-l", "--load")  # -S -l asks about the normal image; kexec-tools' -S alone, or with -p, the crash image
 
 UNLOAD = ("-u", "--unload")
 CRASH = ("-p", "--load-panic")
 SYSCALLS = {"-a": "auto", "--kexec-syscall-auto": "auto", "-c": "load", "--kexec-syscall": "load",
             "-s": "file", "--kexec-file-syscall": "file"}
+
+
+def status_shape(argv: tuple[str, ...]) -> bool | None:
+    """Whether a bare status query asks about the crash image: -S with at most one of -p and -l, in any order;
+    None for anything else."""
+    kinds = [a for a in argv if a in CRASH + NORMAL]
+    if sum(a in STATUS for a in argv) != 1 or len(kinds) > 1 or len(kinds) + 1 != len(argv):
+        return None
+    return not (kinds and kinds[0] in NORMAL)
 
 
 def unload_shape(argv: tuple[str, ...]) -> tuple[bool, str] | None:
@@ -45,7 +48,7 @@ def _under_a_hypervisor(root: str) -> bool:
 
 def quick_status(argv: list[str], root: str = "/") -> int | None:
     """The exit code of a bare `-S` (1: an image is loaded, 0: none, as kexec-tools), or None: use kexloader.cli."""
-    crash = STATUS_QUERIES.get(tuple(argv))
+    crash = status_shape(tuple(argv))
     if crash is None or _under_a_hypervisor(root):
         return None
     from .kexec_sysfs import loaded_flag

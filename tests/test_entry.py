@@ -30,15 +30,28 @@ def sysfs(tmp_path: Path, loaded: int, crash: int, new_layout: bool) -> Path:
     return tmp_path
 
 
+def status_shapes() -> dict[tuple[str, ...], bool]:
+    """-S alone or with one of -p and -l, long and short, in every order -> asks about the crash image."""
+    shapes = {}
+    for status in entry.STATUS:
+        for kind in (None, *entry.CRASH, *entry.NORMAL):
+            tokens = [t for t in (status, kind) if t]
+            shapes.update(dict.fromkeys(itertools.permutations(tokens), kind not in entry.NORMAL))
+    return shapes
+
+
+STATUS_SHAPES = status_shapes()
+
+
 @pytest.mark.parametrize("new_layout", [False, True], ids=["6.1", "6.19+"])
 @pytest.mark.parametrize("loaded, crash", [(0, 0), (1, 0), (0, 1), (1, 1)])
-@pytest.mark.parametrize("argv", list(entry.STATUS_QUERIES), ids=" ".join)
+@pytest.mark.parametrize("argv", list(STATUS_SHAPES), ids=" ".join)
 def test_quick_status_is_what_the_full_path_says(argv, loaded, crash, new_layout, tmp_path):
     root = sysfs(tmp_path, loaded, crash, new_layout)
     quick = entry.quick_status(list(argv), str(root))
     full = cli.main(list(argv), backend_factory=lambda: LinuxKexecBackend(root=root), prog="kexec")
     assert quick is not None and quick == full
-    assert quick == (crash if entry.STATUS_QUERIES[argv] else loaded)
+    assert quick == (crash if STATUS_SHAPES[argv] else loaded)
 
 
 @pytest.mark.parametrize("argv", [["-S", "-d"], ["-S", "--bogus"], ["-Sp"], ["-l", "-S", "vmlinuz"], ["-u"], [],
