@@ -47,3 +47,17 @@ def test_no_kernel_boots_from_a_disk():
 def test_unknown_firmware_is_refused():
     with pytest.raises(ValueError, match="one of bios, ovmf"):
         qemu.qemu_command(Path("/k"), firmware="coreboot")
+
+
+def test_a_xen_line_inside_a_dom0_marker_is_taken_out():
+    """Xen's console line printed into a marker line dom0 was writing (20261203-130125 uefi-xen-xen-deb13-bpo.log:
+    "(XEN) uart interrupt taking more than 4ms, switched to polling" in the middle of a b64 marker)."""
+    import base64
+
+    b64 = base64.b64encode(b"the plan's text, long enough to be cut in two").decode()
+    text = (f"(XEN) Xen version 4.20\r\nKXM|plan.out|b64:{b64[:20]}(XEN) uart interrupt taking more than 4ms, "
+            f"switched to polling\r\n{b64[20:]}|MXK\r\n(XEN) a line of its own\r\nKXM|load.rc|0|MXK\r\n")
+    t = qemu.Transcript(text=text, cmd=[])
+    assert t.out("plan") == "the plan's text, long enough to be cut in two"
+    assert t.rc("load") == 0
+    assert "(XEN) Xen version 4.20" in t.text  # the text itself is kept whole
