@@ -57,7 +57,9 @@ def walk_memory_map(memmap: Sequence[MemRegion], mem_info: MemInfo) -> list[EfiR
             if size <= 0 or size % PAGE or addr % PAGE:
                 raise XenEfiError(f"Xen reported an EFI descriptor at {addr:#x} of {size:#x} bytes, "
                                   f"not whole {PAGE}-byte pages")
-            start = _first_page(addr, kind, attr, size, mem_info, floor=covered)
+            start = addr
+            if attr & fe.EFI_MEMORY_RUNTIME:  # only the regions handed over need their true start
+                start = _first_page(addr, kind, attr, size, mem_info, floor=covered)
             end = addr + size
             found.append(EfiRuntimeRegion(kind, start, start, (end - start) // PAGE, attr))
             if len(found) > MAX_DESCRIPTORS:
@@ -66,15 +68,18 @@ def walk_memory_map(memmap: Sequence[MemRegion], mem_info: MemInfo) -> list[EfiR
     return found
 
 
+MAX_PAGES_BACK = 1 << 14  # 64 MiB: runtime regions are a few MiB
+
+
 def _first_page(addr: int, kind: int, attr: int, size: int, mem_info: MemInfo, floor: int) -> int:
     """Where the descriptor holding `addr` starts: a page below belongs to it when Xen gives it the same type
     and attribute and a size one page longer."""
-    while addr - PAGE >= floor and addr >= PAGE:
-        below = mem_info(addr - PAGE)
-        if below != (kind, attr, size + PAGE):
-            break
+    for _ in range(MAX_PAGES_BACK):
+        if addr - PAGE < floor or addr < PAGE or mem_info(addr - PAGE) != (kind, attr, size + PAGE):
+            return addr
         addr, size = addr - PAGE, size + PAGE
-    return addr
+    raise XenEfiError(f"Xen reported a runtime EFI descriptor reaching more than {MAX_PAGES_BACK * PAGE >> 20} MiB "
+                      f"below {addr:#x}")
 
 
 def runtime_regions(descriptors: Sequence[EfiRuntimeRegion]) -> tuple[EfiRuntimeRegion, ...]:

@@ -103,9 +103,9 @@ def test_walk_gives_every_descriptor_once_with_virtual_equal_to_physical():
     calls: list[int] = []
     got = xenefi.walk_memory_map(e820_of(FIRMWARE), fake_mem_info(FIRMWARE, calls))
     assert got == regions()
-    # one question per descriptor, and one below each range that starts after a hole (0x100000, the flash): is
-    # the page below part of the same descriptor?
-    assert sorted(calls) == sorted([s for _, s, _, _ in FIRMWARE] + [0xFF000, 0xFFBFF000])
+    # one question per descriptor, and one below the runtime range that starts after a hole (the flash): is the
+    # page below part of the same descriptor?
+    assert sorted(calls) == sorted([s for _, s, _, _ in FIRMWARE] + [0xFFBFF000])
     assert xenefi.runtime_regions(got) == tuple(r for r in regions() if r.attribute & (1 << 63))
 
 
@@ -116,6 +116,19 @@ def test_walk_follows_a_descriptor_back_below_a_trimmed_range():
             for m in e820_of(FIRMWARE)]
     got = xenefi.walk_memory_map(e820, fake_mem_info(FIRMWARE))
     assert EfiRuntimeRegion(6, 0x7F8ED000, 0x7F8ED000, 0x100, RT) in got
+
+
+def test_walk_looks_back_only_for_runtime_regions_and_not_forever():
+    """A range starting inside a big conventional descriptor is not walked back (its start is not handed over);
+    a runtime descriptor Xen says goes on below forever is refused."""
+    calls: list[int] = []
+    e820 = [MemRegion(Range(0x40000000, 0x1000000), E820_RAM)]
+    got = xenefi.walk_memory_map(e820, fake_mem_info([(7, 0x100000, 0x40000, 0xF)], calls))
+    assert got == [EfiRuntimeRegion(7, 0x40000000, 0x40000000, 0x100, 0xF)]  # to the descriptor's end
+    assert calls == [0x40000000, 0x40100000]  # nothing below; past its end, nothing
+    endless = fake_mem_info([(6, 0x0, 0x100000, RT)])  # 4 GiB of runtime data
+    with pytest.raises(xenefi.XenEfiError, match="more than 64 MiB below"):
+        xenefi.walk_memory_map([MemRegion(Range(0x80000000, 0x1000), E820_RESERVED)], endless)
 
 
 def test_walk_skips_what_no_descriptor_holds():
