@@ -43,8 +43,8 @@ class XenEfiError(ValueError):
 
 def walk_memory_map(memmap: Sequence[MemRegion], mem_info: MemInfo) -> list[EfiRuntimeRegion]:
     """The firmware's descriptors that cover the machine map's ranges, in address order, each with its
-    virtual address equal to its physical one. A descriptor that begins below a range's start (Xen may trim
-    a range) is followed back to its first page."""
+    virtual address equal to its physical one. A runtime descriptor that begins below a range's start (Xen may
+    trim a range) is followed back to its first page, at most 64 MiB."""
     found: list[EfiRuntimeRegion] = []
     covered = 0
     for region in sorted(memmap, key=lambda m: m.range.start):
