@@ -61,3 +61,13 @@ def test_a_xen_line_inside_a_dom0_marker_is_taken_out():
     assert t.out("plan") == "the plan's text, long enough to be cut in two"
     assert t.rc("load") == 0
     assert "(XEN) Xen version 4.20" in t.text  # the text itself is kept whole
+
+
+def test_a_kernel_message_inside_a_marker_is_taken_out():
+    """20261203-140553 kdump-backup.log: "[   10.710604] hrtimer: interrupt took ..." inside a b64 marker."""
+    import base64
+
+    b64 = base64.b64encode(b"a plan, long enough to be cut in two by a kernel warning").decode()
+    text = (f"[    0.000000] Linux version 6.1\r\nKXM|load.out|b64:{b64[:30]}[   10.710604] hrtimer: interrupt took "
+            f"2170080 ns\r\n{b64[30:]}|MXK\r\n")
+    assert qemu.Transcript(text=text, cmd=[]).out("load") == "a plan, long enough to be cut in two by a kernel warning"

@@ -71,8 +71,7 @@ run load2 kexloader -c -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" --
 mark crash_loaded3 "$(cat /sys/kernel/kexec_crash_loaded)"
 run save python3 -m kexloader.system save /tmp/facts.json
 mark_file facts /tmp/facts.json
-sync
-echo c > /proc/sysrq-trigger
+crash
 mark crash_returned
 """
 
@@ -95,8 +94,7 @@ run load python3 /tmp/load_backup.py
 mark crash_loaded "$(cat /sys/kernel/kexec_crash_loaded)"
 mark online "$(cat /sys/devices/system/cpu/online)"
 mark osrelease "$(cat /proc/sys/kernel/osrelease)"
-sync
-echo c > /proc/sysrq-trigger
+crash
 mark crash_returned
 """
 

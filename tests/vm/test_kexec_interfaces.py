@@ -65,9 +65,7 @@ run classic_debug kexloader -c -d -l /boot/vmlinuz --append="console=ttyS0"
 run load kexloader -c -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" -d
 run status1 kexloader -S -p
 mark crash_loaded "$(cat /sys/kernel/kexec/crash_loaded)"
-sync
-sleep 1  # let the console drain: a marker still in the tty buffer is lost when the kernel panics
-echo c > /proc/sysrq-trigger
+crash
 mark crash_returned
 """
 
@@ -80,9 +78,7 @@ run load kexloader -s -p /boot/vmlinuz --initrd=/leaf.img --append="$APPEND" --h
 mark crash_loaded "$(cat /sys/kernel/kexec/crash_loaded)"
 hp=/sys/devices/system
 mark crash_hotplug "cpu=$(cat $hp/cpu/crash_hotplug) memory=$(cat $hp/memory/crash_hotplug)"
-sync
-sleep 1  # let the console drain: a marker still in the tty buffer is lost when the kernel panics
-echo c > /proc/sysrq-trigger
+crash
 mark crash_returned
 """
 
@@ -96,9 +92,7 @@ mark ready 1
 i=0
 while ! grep -q '^100000000-' /proc/iomem && [ $i -lt 300 ]; do sleep 1; i=$((i + 1)); done
 mark_file iomem_after /proc/iomem
-sync
-sleep 1  # let the console drain: a marker still in the tty buffer is lost when the kernel panics
-echo c > /proc/sysrq-trigger
+crash
 mark crash_returned
 """
 

@@ -101,6 +101,12 @@ run() {
     mark "$_run_name.rc" "$_run_rc"
     return 0
 }
+crash() {
+    # sysrq c once the console has drained: what is still in the tty buffer is lost when the kernel panics
+    sync
+    sleep 1
+    echo c > /proc/sysrq-trigger
+}
 die() {
     mark ERROR "$*"
     sync

@@ -37,10 +37,11 @@ from pathlib import Path
 from .env import work_dir
 
 MARKER_RE = re.compile(r"KXM\|([^|\r\n]+)\|(.*?)\|MXK")
-# Xen's own console lines share the serial port with dom0's and may land inside a marker line dom0 is printing
-# ("...b64 text(XEN) uart interrupt taking more than 4ms, switched to polling\r\nthe rest..."): taken out of the
-# text markers are read from. Only those that start mid-line: Xen's lines at a line start are left alone.
-XEN_LINE_MID_LINE_RE = re.compile(r"(?<=[^\n])\(XEN\) [^\n]*\n")
+# The kernel's messages ("[   10.710604] hrtimer: interrupt took ...") and Xen's ("(XEN) uart interrupt taking
+# more than 4ms, switched to polling") share the serial console with the stage scripts' output and may land in
+# the middle of a marker line being printed (slow TCG guests print such warnings): taken out of the text markers
+# are read from. Only those that start mid-line; markers carry b64 or plain words, never such a prefix.
+CONSOLE_LINE_MID_LINE_RE = re.compile(r"(?<=[^\n])(?:\(XEN\) |\[ *\d+\.\d+\] )[^\n]*\n")
 FIRMWARES = ("bios", "ovmf")
 OVMF_FD = Path("/usr/share/ovmf/OVMF.fd")  # Debian's ovmf package: UEFI firmware for -bios (VM-RECIPE.md)
 # where a release's ovmf has no OVMF.fd: code and variables as two flash devices (variables in a throw-away overlay)
@@ -82,7 +83,7 @@ class Transcript:
     @property
     def markers(self) -> list[tuple[str, str]]:
         if self._markers is None:
-            self._markers = MARKER_RE.findall(XEN_LINE_MID_LINE_RE.sub("", self.text.replace("\r", "")))
+            self._markers = MARKER_RE.findall(CONSOLE_LINE_MID_LINE_RE.sub("", self.text.replace("\r", "")))
         return self._markers
 
     def values(self, name: str) -> list[str]:
