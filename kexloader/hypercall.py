@@ -163,9 +163,9 @@ def machine_memory_map(capacity: int = 1024) -> tuple[MemRegion, ...]:
     return tuple(sorted(regions))
 
 
-def _efi_info(index: int, addr: int = 0, size: int = 0) -> tuple[int, Any] | None:
-    """One XENPF_firmware_info/XEN_FW_EFI_INFO query: (0, the struct as Xen left it), or None when Xen answers
-    an error (ENOSYS: Xen was not booted by EFI; ESRCH: no descriptor holds `addr`)."""
+def _efi_info(index: int, addr: int = 0, size: int = 0) -> Any:
+    """One XENPF_firmware_info/XEN_FW_EFI_INFO query: the struct as Xen left it, or None when Xen answers an
+    error (ENOSYS: Xen was not booted by EFI; ESRCH: no descriptor holds `addr`)."""
     arg = x.XenPlatformEfiInfo.build(dict(cmd=x.XENPF_firmware_info, interface_version=x.XENPF_INTERFACE_VERSION,
                                           type=x.XEN_FW_EFI_INFO, index=index, addr=addr, size=size, attr=0,
                                           mem_type=0))
@@ -176,17 +176,17 @@ def _efi_info(index: int, addr: int = 0, size: int = 0) -> tuple[int, Any] | Non
         out = buf.read(at, len(arg))
     finally:
         buf.close()
-    return None if rc < 0 else (rc, x.XenPlatformEfiInfo.parse(out))
+    return None if rc < 0 else x.XenPlatformEfiInfo.parse(out)
 
 
 def efi_config_table() -> tuple[int, int] | None:
     """(physical address, entries) of the firmware's configuration table; None unless Xen was booted by EFI."""
     got = _efi_info(x.XEN_FW_EFI_CONFIG_TABLE)
-    return None if got is None else (got[1].addr, got[1].size & 0xFFFFFFFF)
+    return None if got is None else (got.addr, got.size & 0xFFFFFFFF)
 
 
 def efi_mem_info(addr: int) -> tuple[int, int, int] | None:
     """(type, attribute, bytes from `addr` to the end of its descriptor) of the firmware's EFI memory map
     descriptor that holds `addr`, as Xen kept the map at ExitBootServices; None when none holds it."""
     got = _efi_info(x.XEN_FW_EFI_MEM_INFO, addr, (1 << 64) - 1 - addr)
-    return None if got is None else (got[1].mem_type, got[1].attr, got[1].size)
+    return None if got is None else (got.mem_type, got.attr, got.size)
